@@ -1,0 +1,35 @@
+"""lossyload: train on codec-domain data (JPEG DCT coefficients, latents, codec codes) streamed from
+WebDataset shards, without decoding back to pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import LossyloadError
+from .loader.dataset import LossyDataset
+from .loader.loader import LossyLoader
+from .loader.plan import World
+
+__version__ = "0.1.0"
+
+
+def open_dataset(url: str, **kwargs: Any) -> LossyDataset:
+    """A torch ``IterableDataset`` over the shard set at ``url`` (its directory or ``index.json``).
+
+    Keyword arguments are those of :class:`LossyDataset`: ``codec`` (default: the index's), ``options``
+    (load-time codec options), ``transforms`` (default: the codec's train/eval crops), ``train``,
+    ``batch_size``, ``shuffle``, ``shuffle_buffer``, ``seed``, ``drop_last``, ``world``, ``on_error``.
+    """
+    return LossyDataset(url, **kwargs)
+
+
+def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                prefetch_factor: int | None = None, **kwargs: Any) -> LossyLoader:
+    """The batched drop-in for a ``DataLoader``: ``for x, labels in make_loader(url, batch_size=64): ...``.
+
+    Every rank yields ``len(loader)`` batches per epoch; see :func:`open_dataset` for the other arguments."""
+    ds = LossyDataset(url, batch_size=batch_size, **kwargs)
+    return LossyLoader(ds, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor)
+
+
+__all__ = ["open_dataset", "make_loader", "LossyDataset", "LossyLoader", "World", "LossyloadError"]

@@ -1,0 +1,83 @@
+"""The codec interface: one small class per codec, a frozen config stored in the index, a registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import CodecError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a codec's loader output looks like: ``None`` in ``shape`` is a dimension set by a crop."""
+
+    shape: tuple[int | None, ...]
+    dtype: str
+    layout: str
+
+    def describe(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}] ({self.layout})"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What ``encode`` returns: the payload stored as tar member ``<key>.<member>``, and why it is not the
+    source's bytes (``None`` when copied byte for byte)."""
+
+    payload: bytes
+    transcoded: str | None = None
+
+
+class Codec:
+    """Base class. Subclasses set ``name``, ``Config``, ``Options`` and ``member``, and implement
+    ``encode`` (offline, shard tool), ``decode`` (online: payload to the canonical codec-level sample that
+    augmentations transform), ``finalize`` (canonical sample to the output arrays) and ``output_spec``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]  # frozen dataclass: everything encode used; stored in index.json
+    Options: ClassVar[type]  # frozen dataclass: load-time choices (channel order, dtype, ...)
+    member: ClassVar[str]
+
+    def __init__(self, config: Any = None, options: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+        self.options = options if options is not None else self.Options()
+        if not isinstance(self.config, self.Config) or not isinstance(self.options, self.Options):
+            raise CodecError(f"codec {self.name!r} needs {self.Config.__name__} and {self.Options.__name__}")
+
+    def encode(self, data: bytes, *, source: str) -> Encoded:
+        raise NotImplementedError
+
+    def decode(self, payload: bytes) -> Any:
+        raise NotImplementedError
+
+    def finalize(self, sample: Any) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def output_spec(self) -> dict[str, TensorSpec]:
+        raise NotImplementedError
+
+    def default_transforms(self, train: bool) -> list:
+        """The augmentations used when the caller gives none (must yield fixed-size samples)."""
+        return []
+
+    def stored_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+
+def build_dataclass(cls: type, values: dict[str, Any] | None, what: str) -> Any:
+    """``cls(**values)`` with a clear error naming unknown or bad fields; lists become tuples."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CodecError(f"{what}: unknown field(s) {unknown}; known: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"{what}: {exc}") from exc

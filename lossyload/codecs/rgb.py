@@ -1,0 +1,98 @@
+"""``rgb``: the conventional baseline from the same JPEG shards -- full decode, RandomResizedCrop, flip,
+normalize, float32 -- so every comparison is made on the same bytes.
+
+``backend="turbo"`` decodes with libjpeg-turbo (simplejpeg) and resizes uint8 tensors with torch (the fast
+conventional pipeline); ``backend="pil"`` is the torchvision default (PIL decode and resize).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import jpeg
+from ..errors import DecodeError
+from . import register_codec
+from .base import Codec, Encoded, TensorSpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RgbConfig:
+    quality: int = 90
+    subsampling: str = "4:2:0"
+    resize: int | None = None
+    max_pixels: int = 64_000_000
+
+    def __post_init__(self) -> None:
+        if self.subsampling not in jpeg.SUBSAMPLING:
+            raise ValueError(f"subsampling must be one of {list(jpeg.SUBSAMPLING)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RgbOptions:
+    backend: str = "turbo"  # "turbo" (libjpeg-turbo + torch resize) | "pil" (torchvision default)
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("turbo", "pil"):
+            raise ValueError("backend must be 'turbo' or 'pil'")
+
+
+@register_codec
+class Rgb(Codec):
+    name = "rgb"
+    Config = RgbConfig
+    Options = RgbOptions
+    member = "jpg"
+
+    def __init__(self, config: RgbConfig | None = None, options: RgbOptions | None = None) -> None:
+        super().__init__(config, options)
+        self._mean = torch.tensor(self.options.mean).view(3, 1, 1) * 255
+        self._inv_std = 1.0 / (torch.tensor(self.options.std).view(3, 1, 1) * 255)
+
+    def encode(self, data: bytes, *, source: str) -> Encoded:
+        c = self.config
+        payload, why = jpeg.prepare_jpeg(
+            data, source=source, quality=c.quality, subsampling=c.subsampling, resize=c.resize, max_pixels=c.max_pixels
+        )
+        return Encoded(payload, why)
+
+    def decode(self, payload: bytes):
+        """A uint8 ``[3, H, W]`` tensor (turbo) or an RGB ``PIL.Image`` (pil)."""
+        try:
+            if self.options.backend == "turbo":
+                import simplejpeg
+
+                arr = simplejpeg.decode_jpeg(payload, colorspace="RGB")
+                return torch.from_numpy(arr).permute(2, 0, 1)
+            from PIL import Image
+
+            return Image.open(io.BytesIO(payload)).convert("RGB")
+        except (ValueError, OSError) as exc:
+            raise DecodeError(f"not a decodable JPEG: {exc}") from exc
+
+    def finalize(self, img) -> dict[str, np.ndarray]:
+        if not isinstance(img, torch.Tensor):
+            from torchvision.transforms.v2 import functional as F
+
+            img = F.pil_to_tensor(img)
+        x = (img.float() - self._mean) * self._inv_std
+        return {"rgb": x.numpy()}
+
+    def output_spec(self) -> dict[str, TensorSpec]:
+        s = self.options.crop
+        return {"rgb": TensorSpec((3, s, s), "float32", "RGB, normalized, channel-first")}
+
+    def default_transforms(self, train: bool) -> list:
+        from ..augment.rgb import HFlip, RandomResizedCrop, ResizeCenterCrop
+
+        s = self.options.crop
+        return [RandomResizedCrop(size=s), HFlip(p=0.5)] if train else [ResizeCenterCrop(size=s)]

@@ -1,0 +1,162 @@
+"""JPEG at the byte and coefficient level: preparing source bytes for a shard, reading quantized DCT
+coefficients from bytes in memory, and the pre-extracted (zstd) coefficient encoding."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import zstandard
+from PIL import Image
+
+from . import dct
+from .dct import ZIGZAG, DctCoefficients
+from .errors import DecodeError, EncodeError
+
+SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+MAX_UNPACKED = 256 << 20  # bound on a decompressed coefficient member
+
+
+# ---------------------------------------------------------------- source bytes -> shard JPEG bytes
+def prepare_jpeg(
+    data: bytes, *, source: str, quality: int, subsampling: str, resize: int | None, max_pixels: int
+) -> tuple[bytes, str | None]:
+    """Return ``(jpeg_bytes, reason)``: the source bytes unchanged (``reason=None``) when they are a JPEG the
+    coefficient reader handles and no resize applies, else a transcode at ``quality``/``subsampling`` and
+    the reason. Raises :class:`EncodeError` naming ``source`` for inputs that cannot be used."""
+    im = _open_image(data, source, max_pixels)
+    w, h = im.size
+    reason = None
+    if im.format != "JPEG":
+        reason = f"{(im.format or 'unknown').lower()} source"
+    elif im.mode not in ("RGB", "L"):
+        reason = f"{im.mode} JPEG"
+    if resize is not None and min(w, h) > resize:
+        reason = f"resized from {w}x{h}" + (f" ({reason})" if reason else "")
+    if reason is None:
+        try:
+            read_coefficients(data)
+            return data, None
+        except DecodeError as exc:
+            reason = f"coefficient reader failed: {exc}"
+    return _transcode(im, quality=quality, subsampling=subsampling, resize=resize), reason
+
+
+def _open_image(data: bytes, source: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise EncodeError(f"image too large: {w}x{h} exceeds max_pixels={max_pixels}", source=source)
+            if min(w, h) < 8:
+                raise EncodeError(f"image {w}x{h} is smaller than one 8x8 DCT block", source=source)
+            im.load()
+    except EncodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise EncodeError(f"image too large: {exc}", source=source) from exc
+    except Exception as exc:  # PIL raises many types for corrupt data
+        if "cannot identify" in str(exc):
+            raise EncodeError("not an image (unrecognised format)", source=source) from exc
+        raise EncodeError(f"corrupt or truncated image ({type(exc).__name__}: {exc})", source=source) from exc
+    return im
+
+
+def _transcode(im: Image.Image, *, quality: int, subsampling: str, resize: int | None) -> bytes:
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGBA").convert("RGB") if "A" in im.getbands() or im.mode == "P" else im.convert("RGB")
+    if resize is not None and min(im.size) > resize:
+        w, h = im.size
+        s = resize / min(w, h)
+        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=quality, subsampling=SUBSAMPLING[subsampling], optimize=False)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- JPEG bytes -> coefficients
+def _read_jpegio(data: bytes):
+    import jpegio
+
+    fd = os.memfd_create("lossyload-jpeg", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+        return jpegio.read(f"/proc/self/fd/{fd}")
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise DecodeError(f"not a readable JPEG: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _blocks(arr: np.ndarray, rows: int, cols: int, keep: int) -> np.ndarray:
+    """jpegio's spatial coefficient layout [8*rows', 8*cols'] -> int16 [keep, rows, cols] zigzag, zero-padded."""
+    r, c = arr.shape[0] // 8, arr.shape[1] // 8
+    natural = arr.reshape(r, 8, c, 8).transpose(1, 3, 0, 2).reshape(64, r, c)
+    out = np.zeros((keep, rows, cols), np.int16)
+    rr, cc = min(r, rows), min(c, cols)
+    out[:, :rr, :cc] = natural[ZIGZAG[:keep], :rr, :cc]
+    return out
+
+
+def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64)) -> DctCoefficients:
+    """Quantized DCT coefficients of JPEG ``data`` on the 4:2:0 grid, without any inverse DCT.
+
+    Baseline and progressive, greyscale (chroma all zero), 4:2:0, and 4:4:4 / 4:2:2 / 4:4:0 (chroma brought to
+    the 4:2:0 grid by an exact DCT-domain box filter, then requantized with the image's chroma table)."""
+    j = _read_jpegio(data)
+    comps = j.comp_info
+    if len(comps) not in (1, 3):
+        raise DecodeError(f"{len(comps)}-component JPEG (CMYK/YCCK) is not supported")
+    y = comps[0]
+    hmax = max(c.h_samp_factor for c in comps)
+    vmax = max(c.v_samp_factor for c in comps)
+    if (y.h_samp_factor, y.v_samp_factor) != (hmax, vmax):
+        raise DecodeError("luma is not the full-resolution component")
+    hc, wc = -(-y.downsampled_height // 16), -(-y.downsampled_width // 16)
+    tables = [np.asarray(t, np.int64).reshape(64) for t in j.quant_tables]
+    qt = np.ones((3, 64), np.uint16)
+    qt[0] = tables[y.quant_tbl_no]
+    yk = _blocks(j.coef_arrays[0], 2 * hc, 2 * wc, keep[0])
+    c = np.zeros((2, keep[1], hc, wc), np.int16)
+    for i in (1, 2) if len(comps) == 3 else ():
+        ci = comps[i]
+        qt[i] = tables[ci.quant_tbl_no]
+        dx, dy = 2 * ci.h_samp_factor // hmax, 2 * ci.v_samp_factor // vmax
+        if (2 * ci.h_samp_factor) % hmax or (2 * ci.v_samp_factor) % vmax or dx not in (1, 2) or dy not in (1, 2):
+            raise DecodeError(f"unsupported chroma sampling {ci.h_samp_factor}x{ci.v_samp_factor} of {hmax}x{vmax}")
+        if dx == dy == 1:
+            c[i - 1] = _blocks(j.coef_arrays[i], hc, wc, keep[1])
+        else:
+            full = _blocks(j.coef_arrays[i], hc * dy, wc * dx, 64)
+            nat = dct.resample_chroma(dct.dequantize(full, qt[i]), dy, dx)
+            c[i - 1] = dct.quantize(nat, qt[i], keep[1])
+    return DctCoefficients(y=yk, c=c, qt=qt)
+
+
+# ---------------------------------------------------------------- pre-extracted storage
+def pack_coefficients(d: DctCoefficients, level: int = 3) -> bytes:
+    """One zstd frame holding three ``.npy`` arrays (y, c, qt): safe, self-describing, no Huffman at load."""
+    buf = io.BytesIO()
+    for arr in (d.y, d.c, d.qt):
+        np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return zstandard.ZstdCompressor(level=level).compress(buf.getvalue())
+
+
+_DCTX = zstandard.ZstdDecompressor()
+
+
+def unpack_coefficients(payload: bytes) -> DctCoefficients:
+    """Inverse of :func:`pack_coefficients`; never unpickles, bounded output size, validated shapes."""
+    try:
+        raw = _DCTX.decompress(payload, max_output_size=MAX_UNPACKED)
+        buf = io.BytesIO(raw)
+        y, c, qt = (np.lib.format.read_array(buf, allow_pickle=False) for _ in range(3))
+        d = DctCoefficients(y=y, c=c, qt=qt)
+        d.validate()
+    except (zstandard.ZstdError, ValueError, EOFError) as exc:
+        raise DecodeError(f"bad pre-extracted coefficient member: {exc}") from exc
+    return d

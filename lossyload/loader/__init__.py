@@ -1,0 +1,1 @@
+"""The streaming loader: plan (pure functions), stream (tar reading), dataset, loader."""

@@ -1,0 +1,187 @@
+"""``LossyDataset``: a torch ``IterableDataset`` over a lossyload shard set.
+
+Per worker: plan its range -> read raw samples -> shuffle buffer -> decode to codec level -> augment ->
+finalize -> collate into batches. Randomness is a pure function of (seed, epoch, rank, worker).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from ..codecs import Codec, codec_class, create_codec
+from ..errors import CodecError, LossyloadError, ShardError
+from ..fs import read_index
+from ..index import Index
+from . import plan
+from .stream import ErrorPolicy, RawSample, Skip, read_range
+
+
+def resolve_codec(index: Index, name: str | None, options: dict[str, Any] | Any | None) -> Codec:
+    """The index's codec, or another codec that reads the same members (e.g. ``rgb`` over ``jpeg-dct`` JPEG
+    shards), built from the stored config plus load-time ``options`` (a dict or the codec's Options)."""
+    name = name or index.codec
+    cls = codec_class(name)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    config = {k: v for k, v in index.config.items() if k in fields}
+    if options is not None and not isinstance(options, dict):
+        options = dataclasses.asdict(options)
+    codec = create_codec(name, config, options)
+    if codec.member != index.member:
+        raise CodecError(f"codec {name!r} reads '{codec.member}' members; these shards hold '{index.member}'")
+    return codec
+
+
+class LossyDataset(IterableDataset):
+    """Stream a shard set. With ``batch_size`` it yields collated batches ``(x, labels)``; without, samples.
+
+    ``x`` is a tensor when the codec has one output (e.g. ``rgb``, ``jpeg-dct`` with ``chroma="concat"``) and a
+    dict of tensors otherwise. ``len()`` is the number of batches (or samples) this rank yields per epoch.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        codec: str | None = None,
+        options: dict[str, Any] | Any | None = None,
+        transforms: list | None = None,
+        train: bool = True,
+        batch_size: int | None = None,
+        shuffle: bool | None = None,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        world: plan.World | None = None,
+        on_error: str = "raise",
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.root, self.index = read_index(url, storage_options)
+        self.codec = resolve_codec(self.index, codec, options)
+        self.transforms = list(self.codec.default_transforms(train) if transforms is None else transforms)
+        self.batch_size = batch_size
+        self.shuffle = train if shuffle is None else shuffle
+        self.shuffle_buffer = shuffle_buffer if self.shuffle else 0
+        self.drop_last = train if drop_last is None else drop_last
+        self.seed, self.epoch = seed, 0
+        self.world = world
+        self.on_error = on_error
+        ErrorPolicy(on_error)  # validate early
+        self.storage_options = storage_options
+        self.report = False  # make_loader sets it: yield (x, y, skips) so skips reach the main process
+        self.skips: list[Skip] = []
+        self.padded = 0
+
+    @property
+    def labels(self) -> list[str]:
+        return self.index.labels
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _world(self) -> plan.World:
+        w = plan.World.detect()
+        if self.world is not None:
+            w = dataclasses.replace(w, rank=self.world.rank, world_size=self.world.world_size)
+        return w
+
+    def __len__(self) -> int:
+        w = self.world or plan.World.detect()
+        return plan.batches_per_rank(self.index.samples, w.world_size, self.batch_size or 1, self.drop_last)
+
+    def __iter__(self) -> Iterator[Any]:
+        world = self._world()
+        bs = self.batch_size or 1
+        start, stop = plan.worker_span(self.index.samples, world, bs, self.drop_last)
+        order = plan.shard_order(len(self.index.shards), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
+        ranges = plan.shard_ranges(order, [s.samples for s in self.index.shards], start, stop)
+        rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker])
+        policy = ErrorPolicy(self.on_error)
+        self.skips, self.padded = policy.skips, 0
+        raw = (
+            s
+            for shard, first, end in ranges
+            for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
+                                self.storage_options)
+        )
+        samples = self._decoded(_shuffled(raw, self.shuffle_buffer, rng), rng, policy)
+        batches = _batched(samples, bs, stop - start, self)
+        for batch, reported in _with_skips(batches, policy):
+            out = batch if self.batch_size else _unbatch(batch)
+            yield (*out, reported) if self.report else out
+
+    def _decoded(self, raw: Iterator[RawSample], rng: np.random.Generator, policy: ErrorPolicy):
+        for s in raw:
+            try:
+                x = self.codec.decode(s.payload)
+                for t in self.transforms:
+                    x = t(x, rng)
+                yield self.codec.finalize(x), s.label
+            except (LossyloadError, ValueError) as exc:
+                policy.handle(s.url, [s.key], f"{type(exc).__name__}: {exc}", exc)
+
+
+def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
+    buf: list[RawSample] = []
+    for s in src:
+        if len(buf) < size:
+            buf.append(s)
+            continue
+        i = int(rng.integers(size))
+        buf[i], s = s, buf[i]
+        yield s
+    rng.shuffle(buf)  # type: ignore[arg-type]
+    yield from buf
+
+
+def _batched(samples, bs: int, planned: int, ds: LossyDataset):
+    """Collate; if skips left the worker short of its plan, repeat decoded samples so every rank still
+    yields the planned number of batches (the repeats are counted in ``ds.padded``)."""
+    done, last = 0, []
+    cur: list = []
+    for s in samples:
+        cur.append(s)
+        if len(cur) == bs:
+            yield _collate(cur)
+            done, last, cur = done + bs, cur, []
+    while done + len(cur) < planned:
+        pool = cur + last
+        if not pool:
+            raise ShardError("no sample of this worker's share could be read (see the skip report)")
+        cur.append(pool[(planned - done - len(cur)) % len(pool)])
+        ds.padded += 1
+        if len(cur) == bs:
+            yield _collate(cur)
+            done, last, cur = done + bs, cur, []
+    if cur:
+        yield _collate(cur)
+
+
+def _collate(samples: list) -> tuple[Any, torch.Tensor]:
+    keys = samples[0][0].keys()
+    try:
+        xs = {k: torch.from_numpy(np.stack([s[0][k] for s in samples])) for k in keys}
+    except ValueError as exc:
+        shapes = sorted({str(tuple(s[0][k].shape)) for s in samples for k in keys})
+        raise CodecError(f"samples of different shapes {shapes} cannot be batched: add a crop transform") from exc
+    labels = torch.tensor([s[1] for s in samples], dtype=torch.int64)
+    return (next(iter(xs.values())) if len(xs) == 1 else xs), labels
+
+
+def _unbatch(batch):
+    x, y = batch
+    return (x[0] if isinstance(x, torch.Tensor) else {k: v[0] for k, v in x.items()}), int(y[0])
+
+
+def _with_skips(batches, policy: ErrorPolicy):
+    seen = 0
+    for b in batches:
+        new = policy.skips[seen:]
+        seen = len(policy.skips)
+        yield b, [str(s) for s in new]

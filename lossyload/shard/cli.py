@@ -1,0 +1,82 @@
+"""``lossyload-shard SRC DEST --codec NAME``: encode a dataset into codec-domain WebDataset shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..codecs import list_codecs
+from ..errors import LossyloadError
+from .job import ShardJob, run_job
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b")
+    return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lossyload-shard",
+        description="Turn an image folder (class subfolders) or WebDataset tars into codec-domain shards "
+        "with a self-describing index.json. Rerun the same command to resume an interrupted run.",
+    )
+    p.add_argument("src", help="ImageFolder directory, a .tar URL, a brace pattern (data-{000..009}.tar) or a folder of tars")
+    p.add_argument("dest", help="output directory (or fsspec URL)")
+    p.add_argument("--codec", default="jpeg-dct", choices=list_codecs())
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="codec config field, JSON value, e.g. --set storage='\"coefficients\"' --set keep=[16,8] "
+                   "(repeatable)")
+    p.add_argument("--storage", choices=["jpeg", "coefficients"], help="jpeg-dct: keep JPEG bytes or pre-extract")
+    p.add_argument("--resize", type=int, help="resize the short side to this many pixels at shard time")
+    p.add_argument("--quality", type=int, help="JPEG quality for transcoded sources")
+    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard (default 1000)")
+    p.add_argument("--maxsize", type=_size, default=256 << 20, help="bytes per shard, e.g. 512M (default 256M)")
+    p.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
+    p.add_argument("--on-error", choices=["skip", "raise"], default="skip",
+                   help="skip (count and report) bad inputs, or stop at the first")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at DEST")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    config = {}
+    for kv in args.set:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise LossyloadError(f"--set {kv!r}: expected KEY=VALUE")
+        config[key.strip()] = _value(value)
+    for key in ("storage", "resize", "quality"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        job = ShardJob(
+            src=args.src, dest=args.dest, codec=args.codec, config=config_from_args(args), maxcount=args.maxcount,
+            maxsize=args.maxsize, workers=args.workers, on_error=args.on_error, overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        summary = run_job(job)
+    except LossyloadError as exc:
+        print(f"lossyload-shard: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The resumable, parallel shard job behind ``lossyload-shard``.
+
+Items are encoded in order (in a process pool when ``workers > 1``) and written to shards that roll over at
+``maxcount`` samples or ``maxsize`` bytes. After each shard is complete and renamed into place, a small
+progress record is written beside it; a rerun after an interruption continues from the last record and
+produces the same shards and the same index. ``index.json`` is written last; the records are then removed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing as mp
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from ..codecs import Codec, create_codec
+from ..errors import EncodeError, LossyloadError
+from ..fs import filesystem
+from ..index import INDEX_NAME, Index, ShardInfo, shard_name
+from .sources import Item, open_source
+from .writer import ShardWriter
+
+PROGRESS_DIR = "_progress"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardJob:
+    src: str | list[str]
+    dest: str
+    codec: str = "jpeg-dct"
+    config: dict[str, Any] = field(default_factory=dict)
+    maxcount: int = 1000
+    maxsize: int = 256 << 20
+    workers: int = 1
+    on_error: str = "skip"  # "skip": count and report bad items; "raise": stop at the first
+    overwrite: bool = False
+    progress: bool = True
+    storage_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.maxcount < 1 or self.maxsize < 1 or self.workers < 1:
+            raise LossyloadError("maxcount, maxsize and workers must be positive")
+        if self.on_error not in ("skip", "raise"):
+            raise LossyloadError("on_error must be 'skip' or 'raise'")
+
+
+@dataclass
+class ShardSummary:
+    dest: str
+    samples: int = 0
+    shards: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    resumed_shards: int = 0
+    transcoded: Counter = field(default_factory=Counter)  # reason -> count
+    skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
+    seconds: float = 0.0
+
+    def format(self) -> str:
+        lines = [
+            f"{self.dest}: {self.samples} samples in {self.shards} shards"
+            + (f" ({self.resumed_shards} reused from an interrupted run)" if self.resumed_shards else ""),
+            f"  bytes in {self.bytes_in:,}  bytes out {self.bytes_out:,}  in {self.seconds:.1f} s",
+            f"  transcoded {sum(self.transcoded.values())}" + "".join(f"\n    {n:6d}  {r}" for r, n in self.transcoded.most_common()),
+            f"  skipped {len(self.skipped)}" + "".join(f"\n    {s}: {r}" for s, r in sorted(self.skipped.items())),
+        ]
+        return "\n".join(lines)
+
+
+_CODEC: Codec | None = None
+
+
+def _init_worker(name: str, config: dict[str, Any]) -> None:
+    global _CODEC
+    _CODEC = create_codec(name, config)
+
+
+def _encode(item: Item) -> tuple[Item, bytes | None, str | None, int]:
+    """(item, payload, transcode-or-skip reason, bytes read); payload None means skipped with that reason."""
+    if item.error:
+        return item, None, item.error, 0
+    try:
+        data = item.read()
+    except OSError as exc:
+        return item, None, f"unreadable ({exc})", 0
+    try:
+        enc = _CODEC.encode(data, source=item.name)  # type: ignore[union-attr]
+    except EncodeError as exc:
+        return item, None, exc.reason, len(data)
+    return item.__class__(key=item.key, label=item.label, name=item.name), enc.payload, enc.transcoded, len(data)
+
+
+def run_job(job: ShardJob) -> ShardSummary:
+    """Run (or resume) ``job``; returns the summary. Raises :class:`LossyloadError` on unusable input."""
+    t0 = time.perf_counter()
+    codec = create_codec(job.codec, job.config)
+    config = codec.stored_config()
+    fs, root = filesystem(job.dest, job.storage_options)
+    summary = ShardSummary(dest=job.dest)
+    header = {"codec": job.codec, "config": config, "maxcount": job.maxcount, "maxsize": job.maxsize, "src": job.src}
+    if fs.exists(f"{root}/{INDEX_NAME}"):
+        if not job.overwrite:
+            raise LossyloadError(f"{job.dest}: already holds a dataset (index.json); pass --overwrite to replace it")
+    if job.overwrite:
+        for p in fs.glob(f"{root}/shard-*.tar*") + fs.glob(f"{root}/{INDEX_NAME}"):
+            fs.rm(p)
+        if fs.exists(f"{root}/{PROGRESS_DIR}"):
+            fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+    fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
+    records = _load_progress(fs, root, header)
+    shards = [ShardInfo.from_dict(r["shard"]) for r in records]
+    for r in records:
+        summary.skipped.update(r["skipped"])
+        summary.bytes_in += r["bytes_in"]
+        summary.transcoded.update(r["transcoded_reasons"])
+    summary.resumed_shards = len(shards)
+    start = records[-1]["next_item"] if records else 0
+
+    source = open_source(job.src, job.storage_options)
+    items = itertools.islice(source.items, start, None)
+    bar = tqdm(total=source.total, initial=start, unit="img", disable=not job.progress, desc="encoding")
+    pool = mp.get_context("spawn").Pool(job.workers, _init_worker, (job.codec, config)) if job.workers > 1 else None
+    if pool is None:
+        _init_worker(job.codec, config)
+    state = _Open(number=sum(1 for s in shards if s.samples), seq=len(records), member=codec.member)
+    position = start
+    try:
+        while batch := list(itertools.islice(items, 32 * job.workers)):
+            results = pool.map(_encode, batch) if pool else [_encode(i) for i in batch]
+            for item, payload, reason, nbytes in results:
+                if payload is None:
+                    if job.on_error == "raise":
+                        raise EncodeError(reason or "?", source=item.name)
+                    state.skipped[item.name] = reason or "?"
+                else:
+                    if state.writer and (
+                        state.writer.samples >= job.maxcount or state.writer.bytes_written + len(payload) > job.maxsize
+                    ):
+                        shards.append(_close(fs, root, state, position, summary))
+                    state.add(fs, root, job, item, payload, reason)
+                state.bytes_in += nbytes
+                position += 1
+                bar.update(1)
+        if state.writer or state.skipped:
+            shards.append(_close(fs, root, state, position, summary))
+    except BaseException:
+        if state.writer:
+            state.writer.abort()
+        raise
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    shards = [s for s in shards if s.samples]
+    index = Index(codec=job.codec, config=config, labels=list(source.labels), shards=shards, member=codec.member,
+                  skipped=dict(summary.skipped))
+    _write_text(fs, f"{root}/{INDEX_NAME}", index.to_json())
+    fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+    summary.samples, summary.shards, summary.bytes_out = index.samples, len(shards), index.bytes
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+@dataclass
+class _Open:
+    """The shard being written and what happened since the last progress record."""
+
+    number: int  # of the shard being written
+    seq: int  # of the next progress record
+    member: str
+    writer: ShardWriter | None = None
+    transcoded: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    bytes_in: int = 0
+
+    def add(self, fs, root: str, job: ShardJob, item: Item, payload: bytes, reason: str | None) -> None:
+        if self.writer is None:
+            self.writer = ShardWriter(fs.unstrip_protocol(f"{root}/{shard_name(self.number)}"), job.storage_options)
+        self.writer.add(item.key, {self.member: payload, "cls": str(item.label).encode()})
+        if reason:
+            self.transcoded[item.key] = reason
+
+
+def _close(fs, root: str, state: _Open, position: int, summary: ShardSummary) -> ShardInfo:
+    """Finish the open shard, write its progress record, start a fresh state."""
+    if state.writer:
+        size, sha = state.writer.close()
+        info = ShardInfo(url=shard_name(state.number), samples=state.writer.samples, bytes=size, sha256=sha,
+                         transcoded=dict(state.transcoded))
+    else:  # only skipped items since the last shard
+        info = ShardInfo(url=shard_name(state.number), samples=0, bytes=0, sha256="", transcoded={})
+    reasons = Counter(_category(r) for r in state.transcoded.values())
+    record = {"shard": info.__dict__, "next_item": position, "skipped": state.skipped, "bytes_in": state.bytes_in,
+              "transcoded_reasons": dict(reasons)}
+    _write_text(fs, f"{root}/{PROGRESS_DIR}/{state.seq:06d}.json", json.dumps(record))
+    summary.skipped.update(state.skipped)
+    summary.bytes_in += state.bytes_in
+    summary.transcoded.update(reasons)
+    state.__init__(number=state.number + (1 if state.writer else 0), seq=state.seq + 1, member=state.member)
+    return info
+
+
+def _category(reason: str) -> str:
+    return "resized" if reason.startswith("resized") else reason.split(":")[0]
+
+
+def _load_progress(fs, root: str, header: dict[str, Any]) -> list[dict[str, Any]]:
+    hpath = f"{root}/{PROGRESS_DIR}/job.json"
+    text = json.dumps(header, sort_keys=True)
+    if fs.exists(hpath):
+        with fs.open(hpath, "rb") as f:
+            if f.read().decode() != text:
+                raise LossyloadError(f"{root}: holds an interrupted run with other settings; pass --overwrite")
+    else:
+        _write_text(fs, hpath, text)
+    records = []
+    for p in sorted(fs.glob(f"{root}/{PROGRESS_DIR}/0*.json")):
+        with fs.open(p, "rb") as f:
+            r = json.loads(f.read())
+        shard = r["shard"]
+        spath = f"{root}/{shard['url']}"
+        if shard["samples"] and (not fs.exists(spath) or fs.size(spath) != shard["bytes"]):
+            break  # the shard behind this record is gone: redo from here
+        records.append(r)
+    return records
+
+
+def _write_text(fs, path: str, text: str) -> None:
+    with fs.open(path + ".partial", "wb") as f:
+        f.write(text.encode())
+    fs.mv(path + ".partial", path)

@@ -1,0 +1,116 @@
+"""Where samples come from: an ImageFolder-layout directory or existing WebDataset tars.
+
+A source is a label list plus a deterministic, ordered sequence of :class:`Item`; the shard job resumes by
+item position, so the order must not depend on anything but the source's content.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import LossyloadError
+from ..fs import filesystem, open_url
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_/-]")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One source sample: a tar-safe key, its label index, a name for messages, and its bytes or path."""
+
+    key: str
+    label: int
+    name: str
+    data: bytes | None = None
+    path: str | None = None
+    error: str | None = None  # a problem found while reading the source (reported as a skip)
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+            return f.read()
+
+
+def safe_key(rel: str) -> str:
+    """A WebDataset key from a relative path: no extension, no dots (they split keys), no ``..``."""
+    stem = rel.rsplit(".", 1)[0] if "." in os.path.basename(rel) else rel
+    return _UNSAFE.sub("_", stem.replace(os.sep, "/")).strip("/")
+
+
+@dataclass
+class Source:
+    labels: list[str]
+    items: Iterator[Item]
+    total: int | None  # None when unknown before reading (tars)
+
+
+def image_folder(root: str) -> Source:
+    """Class-subfolder layout: ``root/<class>/**/<file>``; every regular file is an item (non-images are
+    reported as skipped by the encoder, never silently ignored). Hidden files and folders are ignored."""
+    if not os.path.isdir(root):
+        raise LossyloadError(f"{root}: not a directory")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if not classes:
+        raise LossyloadError(f"{root}: no class subfolders (expected ImageFolder layout root/<class>/<image>)")
+    files: list[tuple[str, int]] = []
+    for label, cls in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls)):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if not f.startswith(".")]
+    seen: set[str] = set()
+    items = []
+    for path, label in files:
+        key = safe_key(os.path.relpath(path, root))
+        while key in seen:  # a.jpg and a.png in one folder
+            key += "_"
+        seen.add(key)
+        items.append(Item(key=key, label=label, name=path, path=path))
+    return Source(labels=classes, items=iter(items), total=len(items))
+
+
+def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Source:
+    """Existing WebDataset tars: the image is the first member with an image extension, the label the
+    integer ``cls`` member. Labels are the class numbers seen (as strings), known once reading ends."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    labels: list[str] = []
+
+    def items() -> Iterator[Item]:
+        for url in urls:
+            with open_url(url, "rb", storage_options) as f:
+                members = ({**m, "__url__": url} for m in tar_file_iterator(f))
+                for sample in group_by_keys(members):
+                    key = sample["__key__"]
+                    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+                    error = None if ext else f"no image member (members: {sorted(k for k in sample if not k.startswith('__'))})"
+                    try:
+                        label = int(sample.get("cls", b"").decode().strip())
+                    except ValueError:
+                        label, error = 0, error or "missing or non-integer 'cls' member"
+                    while label >= len(labels):
+                        labels.append(str(len(labels)))
+                    data = sample[ext] if ext else b""
+                    yield Item(key=safe_key(key), label=label, name=f"{url}:{key}", data=data, error=error)
+
+    return Source(labels=labels, items=items(), total=None)
+
+
+def open_source(src: str | list[str], storage_options: dict | None = None) -> Source:
+    """An ImageFolder directory, a ``.tar`` URL, a brace pattern or a list of tar URLs."""
+    if isinstance(src, list):
+        return webdataset_tars(src, storage_options)
+    if src.endswith(".tar") or "{" in src:
+        import braceexpand
+
+        return webdataset_tars(list(braceexpand.braceexpand(src)), storage_options)
+    fs, path = filesystem(src, storage_options)
+    if fs.isdir(path) and any(p.endswith(".tar") for p in fs.ls(path, detail=False)) and not any(
+        fs.isdir(p) for p in fs.ls(path, detail=False)
+    ):
+        return webdataset_tars(sorted(fs.unstrip_protocol(p) for p in fs.ls(path, detail=False) if p.endswith(".tar")))
+    return image_folder(src)

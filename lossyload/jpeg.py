@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -138,25 +139,39 @@ def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64)) -> DctCoeff
 
 
 # ---------------------------------------------------------------- pre-extracted storage
+# One zstd frame: a 12-byte header (magic "LLD1", uint16 ky, kc, hb, wb, little-endian) followed by the raw
+# little-endian arrays y int16 [ky, hb, wb], c int16 [2, kc, hb/2, wb/2], qt uint16 [3, 64]. No pickle, no
+# parsing beyond the header; sizes are checked exactly.
+_MAGIC = b"LLD1"
+_HEADER = struct.Struct("<4sHHHH")
+
+
 def pack_coefficients(d: DctCoefficients, level: int = 3) -> bytes:
-    """One zstd frame holding three ``.npy`` arrays (y, c, qt): safe, self-describing, no Huffman at load."""
-    buf = io.BytesIO()
-    for arr in (d.y, d.c, d.qt):
-        np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return zstandard.ZstdCompressor(level=level).compress(buf.getvalue())
+    """Serialise canonical coefficients for the pre-extracted storage variant."""
+    d.validate()
+    (ky, hb, wb), kc = d.y.shape, d.c.shape[1]
+    raw = b"".join([_HEADER.pack(_MAGIC, ky, kc, hb, wb), d.y.astype("<i2").tobytes(), d.c.astype("<i2").tobytes(),
+                    d.qt.astype("<u2").tobytes()])
+    return zstandard.ZstdCompressor(level=level).compress(raw)
 
 
 _DCTX = zstandard.ZstdDecompressor()
 
 
 def unpack_coefficients(payload: bytes) -> DctCoefficients:
-    """Inverse of :func:`pack_coefficients`; never unpickles, bounded output size, validated shapes."""
+    """Inverse of :func:`pack_coefficients`: bounded output size, exact size and shape checks."""
     try:
         raw = _DCTX.decompress(payload, max_output_size=MAX_UNPACKED)
-        buf = io.BytesIO(raw)
-        y, c, qt = (np.lib.format.read_array(buf, allow_pickle=False) for _ in range(3))
-        d = DctCoefficients(y=y, c=c, qt=qt)
-        d.validate()
-    except (zstandard.ZstdError, ValueError, EOFError) as exc:
+    except zstandard.ZstdError as exc:
         raise DecodeError(f"bad pre-extracted coefficient member: {exc}") from exc
-    return d
+    if len(raw) < _HEADER.size or raw[:4] != _MAGIC:
+        raise DecodeError("bad pre-extracted coefficient member: no LLD1 header")
+    _, ky, kc, hb, wb = _HEADER.unpack_from(raw)
+    ny, nc = ky * hb * wb, 2 * kc * (hb // 2) * (wb // 2)
+    if len(raw) != _HEADER.size + 2 * (ny + nc + 192) or not (1 <= ky <= 64 and 1 <= kc <= 64) or hb % 2 or wb % 2:
+        raise DecodeError(f"bad pre-extracted coefficient member: header {ky},{kc},{hb},{wb} does not fit {len(raw)} bytes")
+    o = _HEADER.size
+    y = np.frombuffer(raw, "<i2", ny, o).reshape(ky, hb, wb)
+    c = np.frombuffer(raw, "<i2", nc, o + 2 * ny).reshape(2, kc, hb // 2, wb // 2)
+    qt = np.frombuffer(raw, "<u2", 192, o + 2 * (ny + nc)).reshape(3, 64)
+    return DctCoefficients(y=y, c=c, qt=qt)

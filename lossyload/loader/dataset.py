@@ -128,6 +128,9 @@ class LossyDataset(IterableDataset):
 
 
 def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
+    if size <= 1:
+        yield from src
+        return
     buf: list[RawSample] = []
     for s in src:
         if len(buf) < size:

@@ -3,7 +3,6 @@ planned ranges, with an explicit error policy that counts every sample it skips.
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from ..errors import LossyloadError, ShardError
 from ..fs import join, open_url
 from ..index import ShardInfo
+from . import tario
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,11 @@ def read_range(
 ) -> Iterator[RawSample]:
     """Samples ``first <= i < end`` of one shard. A shard that ends early (truncated, unreadable) has its
     missing samples counted as skipped, so the total never silently shrinks."""
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
-
     url = join(root, shard.url)
     i = 0
     try:
         with open_url(url, "rb", storage_options) as f:
-            members = ({**m, "__url__": url} for m in tar_file_iterator(f))
-            for sample in group_by_keys(members):
+            for sample in tario.samples(f, url):
                 if i >= end:
                     break
                 if i >= first:
@@ -73,7 +70,7 @@ def read_range(
                     if raw is not None:
                         yield raw
                 i += 1
-    except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+    except (ShardError, OSError) as exc:
         if i >= end:
             return
         policy.handle(url, _missing(i, first, end), f"shard unreadable after {i} samples: {exc}", exc)

@@ -1,0 +1,63 @@
+"""``lossyload``: subcommands around a shard set (``inspect``), the bundled data (``make-photos``) and the
+main job (``demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import LossyloadError
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", help="dataset directory or index.json")
+    p.add_argument("--sample", action="store_true", help="also decode one sample and show its tensors")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .fs import read_index
+    from .loader.dataset import resolve_codec
+
+    root, index = read_index(args.url)
+    codec = resolve_codec(index, None, None)
+    n = max(index.samples, 1)
+    print(f"{root}: lossyload index v{index.version}")
+    print(f"  codec     {index.codec} {index.config}")
+    print(f"  member    .{index.member} + .cls")
+    print(f"  samples   {index.samples} in {len(index.shards)} shards, {index.bytes:,} bytes ({index.bytes / n:,.0f}/sample)")
+    print(f"  labels    {len(index.labels)}: {', '.join(index.labels[:10])}{' ...' if len(index.labels) > 10 else ''}")
+    print(f"  transcoded {sum(len(s.transcoded) for s in index.shards)}, skipped at shard time {len(index.skipped)}")
+    for k, spec in codec.output_spec().items():
+        print(f"  output    {k}: {spec.describe()}")
+    if args.sample:
+        from . import open_dataset
+
+        x, y = next(iter(open_dataset(args.url, train=False, shuffle=False)))
+        for k, v in (x.items() if isinstance(x, dict) else [("x", x)]):
+            print(f"  sample    {k}: {tuple(v.shape)} {v.dtype}  label {y} ({index.labels[y]})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import demo
+    from .datasets import photos
+
+    p = argparse.ArgumentParser(prog="lossyload", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    commands = {
+        "inspect": (_inspect_args, _inspect, "describe a shard set from its index"),
+        "make-photos": (photos.add_arguments, photos.run, "build the bundled photo-of-origin image set"),
+        "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT"),
+    }
+    for name, (add, _, text) in commands.items():
+        add(sub.add_parser(name, help=text, description=text))
+    args = p.parse_args(argv)
+    try:
+        return commands[args.command][1](args)
+    except LossyloadError as exc:
+        print(f"lossyload {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

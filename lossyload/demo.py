@@ -1,0 +1,211 @@
+"""The main job: shard -> stream -> train, pixels against JPEG DCT coefficients, one table.
+
+On the bundled ``photos`` set by default (built offline, see ``lossyload.datasets.photos``), or on any
+ImageFolder-layout folder with ``train/`` and ``val/`` (or ``test/``) subfolders, e.g. Imagenette.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import make_loader
+from .augment import dct as dct_aug
+from .augment import rgb as rgb_aug
+from .errors import LossyloadError
+from .fs import read_index
+from .models import DctNet, PixelNet
+from .shard import ShardJob, run_job
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    data: str | None = None  # ImageFolder root with train/ and val/ or test/; None: the bundled photos set
+    out: str = "runs/demo"
+    epochs: int = 6
+    batch_size: int = 32
+    size: int = 128  # training crop, pixels (multiple of 16)
+    resize: int | None = None  # shard-time short-side resize (e.g. 160 for Imagenette)
+    keep: tuple[int, int] = (16, 8)  # coefficients kept by the pre-extracted row
+    shard_workers: int = 2
+    loader_workers: int = 1
+    lr: float = 2e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One representation: how it is read, and (when ``train``) which model learns from it."""
+
+    label: str
+    storage: str  # "jpeg" | "coefficients"
+    codec: str
+    options: dict
+    train: str | None  # "pixel" | "dct" | None (loader figures only)
+
+
+def rows(cfg: DemoConfig) -> list[Row]:
+    s = cfg.size
+    return [
+        Row(label="rgb · PIL/torchvision", storage="jpeg", codec="rgb", options={"backend": "pil", "crop": s}, train=None),
+        Row(label="rgb · libjpeg-turbo", storage="jpeg", codec="rgb", options={"backend": "turbo", "crop": s}, train="pixel"),
+        Row(label="jpeg-dct · from JPEG", storage="jpeg", codec="jpeg-dct", options={"crop": s}, train="dct"),
+        Row(label="jpeg-dct · pre-extracted 64+2x64", storage="coefficients", codec="jpeg-dct", options={"crop": s}, train=None),
+        Row(label=f"jpeg-dct · pre-extracted {cfg.keep[0]}+2x{cfg.keep[1]}", storage=f"coefficients-{cfg.keep[0]}-{cfg.keep[1]}",
+            codec="jpeg-dct", options={"crop": s, "keep": cfg.keep}, train="dct"),
+    ]
+
+
+def _transforms(row: Row, size: int, train: bool) -> list:
+    if row.codec == "rgb":
+        if train:
+            return [rgb_aug.RandomResizedCrop(size=size, scale=(0.35, 1.0)), rgb_aug.HFlip(p=0.5)]
+        return [rgb_aug.ResizeCenterCrop(size=size)]
+    return [dct_aug.RandomCrop(size=size), dct_aug.HFlip(p=0.5)] if train else [dct_aug.CenterCrop(size=size)]
+
+
+def prepare_data(cfg: DemoConfig) -> tuple[str, str]:
+    if cfg.data is None:
+        from .datasets.photos import build_photos
+
+        root = os.path.join(cfg.out, "photos")
+        build_photos(root)
+    else:
+        root = cfg.data
+    test = next((os.path.join(root, d) for d in ("val", "test") if os.path.isdir(os.path.join(root, d))), None)
+    if not os.path.isdir(os.path.join(root, "train")) or test is None:
+        raise LossyloadError(f"{root}: expected ImageFolder subfolders train/ and val/ (or test/)")
+    return os.path.join(root, "train"), test
+
+
+def shard_all(cfg: DemoConfig, train_dir: str, test_dir: str) -> dict[str, str]:
+    """Shard both splits in each storage variant (reusing complete shard sets made with the same settings)."""
+    variants = {"jpeg": {}, "coefficients": {"storage": "coefficients"},
+                f"coefficients-{cfg.keep[0]}-{cfg.keep[1]}": {"storage": "coefficients", "keep": list(cfg.keep)}}
+    out = {}
+    for split, src in (("train", train_dir), ("test", test_dir)):
+        for name, config in variants.items():
+            dest = os.path.join(cfg.out, "shards", f"{split}-{name}")
+            config = {**config, "resize": cfg.resize}
+            out[f"{split}-{name}"] = dest
+            if _complete(dest, config):
+                continue
+            summary = run_job(ShardJob(src=src, dest=dest, codec="jpeg-dct", config=config, maxcount=250,
+                                       workers=cfg.shard_workers, overwrite=True, progress=False))
+            print(summary.format())
+    return out
+
+
+def _complete(dest: str, config: dict) -> bool:
+    try:
+        _, index = read_index(dest)
+    except LossyloadError:
+        return False
+    return all(index.config.get(k) == (list(v) if isinstance(v, tuple) else v) for k, v in config.items())
+
+
+def loader_rate(url: str, row: Row, cfg: DemoConfig) -> tuple[float, int]:
+    """(samples/s of one single-process pass with augmentation, input bytes of one batch)."""
+    ld = make_loader(url, batch_size=cfg.batch_size, codec=row.codec, options=row.options,
+                     transforms=_transforms(row, cfg.size, True), seed=cfg.seed)
+    it = iter(ld)
+    x, _ = next(it)  # warm-up
+    nbytes = sum(v.nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+    t0, n = time.perf_counter(), 0
+    for _, y in it:
+        n += len(y)
+    return n / (time.perf_counter() - t0), nbytes
+
+
+def train_eval(row: Row, urls: tuple[str, str], classes: int, cfg: DemoConfig) -> tuple[float, float]:
+    """(mean train step ms, test accuracy) after ``cfg.epochs`` epochs."""
+    torch.manual_seed(cfg.seed)
+    model = PixelNet(classes) if row.train == "pixel" else DctNet(classes, keep=row.options.get("keep", (64, 64)))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    train = make_loader(urls[0], batch_size=cfg.batch_size, codec=row.codec, options=row.options, seed=cfg.seed,
+                        transforms=_transforms(row, cfg.size, True), num_workers=cfg.loader_workers)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * len(train))
+    loss_fn, steps, step_time = nn.CrossEntropyLoss(), 0, 0.0
+    for epoch in range(cfg.epochs):
+        model.train()
+        for x, y in train:
+            t0 = time.perf_counter()
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step_time += time.perf_counter() - t0
+            steps += 1
+        print(f"  {row.label}: epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}", flush=True)
+    test = make_loader(urls[1], batch_size=cfg.batch_size, codec=row.codec, options=row.options, train=False,
+                       transforms=_transforms(row, cfg.size, False))
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in test:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return 1e3 * step_time / steps, correct / total
+
+
+def run_demo(cfg: DemoConfig) -> list[dict]:
+    train_dir, test_dir = prepare_data(cfg)
+    urls = shard_all(cfg, train_dir, test_dir)
+    results = []
+    for row in rows(cfg):
+        train_url, test_url = urls[f"train-{row.storage}"], urls[f"test-{row.storage}"]
+        _, index = read_index(train_url)
+        rate, batch_bytes = loader_rate(train_url, row, cfg)
+        r = {"representation": row.label, "stored_bytes_per_sample": index.bytes / index.samples,
+             "input_bytes_per_batch": batch_bytes, "loader_samples_per_s": rate, "train_step_ms": None,
+             "test_accuracy": None}
+        if row.train:
+            r["train_step_ms"], r["test_accuracy"] = train_eval(row, (train_url, test_url), len(index.labels), cfg)
+        results.append(r)
+        print(f"  {row.label}: {rate:.0f} samples/s", flush=True)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    with open(os.path.join(cfg.out, "results.json"), "w") as f:
+        json.dump({"config": asdict(cfg), "batch_size": cfg.batch_size, "rows": results}, f, indent=1)
+    return results
+
+
+def format_table(results: list[dict], batch_size: int) -> str:
+    base = next(r for r in results if "turbo" in r["representation"])
+    head = (f"| representation | stored bytes/sample | input bytes/batch ({batch_size}) | loader samples/s "
+            "| vs turbo | train step ms | test accuracy |\n|---|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in results:
+        step = "—" if r["train_step_ms"] is None else f"{r['train_step_ms']:.1f}"
+        acc = "—" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.1f}%"
+        lines.append(f"| {r['representation']} | {r['stored_bytes_per_sample']:,.0f} | {r['input_bytes_per_batch']:,} "
+                     f"| {r['loader_samples_per_s']:.0f} | {r['loader_samples_per_s'] / base['loader_samples_per_s']:.2f}x "
+                     f"| {step} | {acc} |")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DemoConfig()
+    p.add_argument("--data", help="ImageFolder root with train/ and val/ (or test/); default: bundled photos set")
+    p.add_argument("--out", default=d.out, help=f"work folder (default {d.out})")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--size", type=int, default=d.size, help="training crop in pixels, multiple of 16")
+    p.add_argument("--resize", type=int, help="shard-time short-side resize (e.g. 160 for Imagenette)")
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = DemoConfig(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, size=args.size,
+                     resize=args.resize, seed=args.seed)
+    torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+    results = run_demo(cfg)
+    print(format_table(results, cfg.batch_size))
+    return 0

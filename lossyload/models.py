@@ -1,0 +1,55 @@
+"""Small models of one family for the main job: the same trunk fed by RGB pixels or by DCT coefficients.
+
+``SmallNet`` on pixels: a stride-2 stem brings ``[3, S, S]`` to ``[C, S/8, S/8]``. On JPEG coefficients the
+8x8 DCT has already done that: luma ``[K_y, S/8, S/8]`` enters the trunk after a 1x1 projection, chroma
+``[2*K_c, S/16, S/16]`` joins after the first downsampling (late concatenation, as in "Faster Neural Networks
+Straight from JPEG", Gueguen et al. 2018). Inputs are normalised by a BatchNorm on the raw coefficients.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _Trunk(nn.Module):
+    """/8 features -> /16 (with optional extra channels joined there) -> pooled logits."""
+
+    def __init__(self, width: int, extra: int, classes: int) -> None:
+        super().__init__()
+        self.down = _conv(width, 2 * width, 2)
+        self.head = nn.Sequential(_conv(2 * width + extra, 4 * width), _conv(4 * width, 4 * width, 2))
+        self.fc = nn.Linear(4 * width, classes)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.down(x)
+        if extra is not None:
+            x = torch.cat([x, extra], 1)
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+class PixelNet(nn.Module):
+    def __init__(self, classes: int, width: int = 48) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv(3, width // 2, 2), _conv(width // 2, width, 2), _conv(width, width, 2))
+        self.trunk = _Trunk(width, 0, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.stem(x))
+
+
+class DctNet(nn.Module):
+    def __init__(self, classes: int, keep: tuple[int, int] = (64, 64), width: int = 48) -> None:
+        super().__init__()
+        ky, kc = keep
+        self.y = nn.Sequential(nn.BatchNorm2d(ky), nn.Conv2d(ky, width, 1, bias=False), nn.BatchNorm2d(width),
+                               nn.ReLU(inplace=True), _conv(width, width))
+        self.c = nn.Sequential(nn.BatchNorm2d(2 * kc), _conv(2 * kc, width // 2))
+        self.trunk = _Trunk(width, width // 2, classes)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.trunk(self.y(x["y"].float()), self.c(x["cbcr"].float()))

@@ -107,7 +107,7 @@ def _crop_mcus(size: int) -> int:
     return size // 16
 
 
-@register_augment("hflip")
+@register_augment("dct_hflip")
 @dataclass(frozen=True, kw_only=True)
 class HFlip:
     """Horizontal flip with probability ``p``."""
@@ -123,7 +123,7 @@ class HFlip:
         return _new(sample, np.array(sample.y, copy=True), np.array(sample.c, copy=True))
 
 
-@register_augment("random_crop")
+@register_augment("dct_random_crop")
 @dataclass(frozen=True, kw_only=True)
 class RandomCrop:
     """Random MCU-aligned ``size`` x ``size`` px crop; smaller images are padded at a random offset."""
@@ -144,7 +144,7 @@ class RandomCrop:
         return crop(sample, top, left, m, m)
 
 
-@register_augment("center_crop")
+@register_augment("dct_center_crop")
 @dataclass(frozen=True, kw_only=True)
 class CenterCrop:
     """Centred MCU-aligned ``size`` x ``size`` px crop (zero-padded if the image is smaller)."""
@@ -160,7 +160,7 @@ class CenterCrop:
         return crop(sample, (hm - m) // 2, (wm - m) // 2, m, m)
 
 
-@register_augment("brightness")
+@register_augment("dct_brightness")
 @dataclass(frozen=True, kw_only=True)
 class Brightness:
     """Add a uniform random ``delta`` in ``[-max_delta, max_delta]`` grey levels to luma."""
@@ -175,7 +175,7 @@ class Brightness:
         return brightness(sample, float(rng.uniform(-self.max_delta, self.max_delta)))
 
 
-@register_augment("frequency_mask")
+@register_augment("dct_frequency_mask")
 @dataclass(frozen=True, kw_only=True)
 class FrequencyMask:
     """SpecAugment-style: zero a random band of up to ``max_width`` AC zigzag channels (DC is kept)."""
@@ -193,7 +193,7 @@ class FrequencyMask:
         return mask_frequencies(sample, start, start + width)
 
 
-@register_augment("coefficient_dropout")
+@register_augment("dct_coefficient_dropout")
 @dataclass(frozen=True, kw_only=True)
 class CoefficientDropout:
     """Zero each AC coefficient independently with probability ``p``; DC is never dropped."""

@@ -33,15 +33,15 @@ from lossyload.errors import CodecError
 
 # Arguments for every DCT-domain augmentation; test_every_dct_augment_is_covered keeps it complete.
 KWARGS: dict[str, dict[str, Any]] = {
-    "hflip": {"p": 0.5},
-    "random_crop": {"size": 64},
-    "center_crop": {"size": 64},
-    "brightness": {"max_delta": 20.0},
-    "frequency_mask": {"max_width": 16},
-    "coefficient_dropout": {"p": 0.3},
+    "dct_hflip": {"p": 0.5},
+    "dct_random_crop": {"size": 64},
+    "dct_center_crop": {"size": 64},
+    "dct_brightness": {"max_delta": 20.0},
+    "dct_frequency_mask": {"max_width": 16},
+    "dct_coefficient_dropout": {"p": 0.3},
 }
-CROPS = {"random_crop", "center_crop"}
-DETERMINISTIC = {"center_crop"}
+CROPS = {"dct_random_crop", "dct_center_crop"}
+DETERMINISTIC = {"dct_center_crop"}
 
 # JPEG Annex K tables at about quality 75 (natural order); luma DC step 8 -> 1 grey level.
 _LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57,
@@ -123,10 +123,10 @@ def test_round_trips_through_dict(name: str) -> None:
 
 
 def test_registry_errors() -> None:
-    with pytest.raises(CodecError, match="hflip"):
+    with pytest.raises(CodecError, match="dct_hflip"):
         create_augment("no_such_augment")
     with pytest.raises(CodecError):
-        create_augment("hflip", probability=0.5)
+        create_augment("dct_hflip", probability=0.5)
     with pytest.raises(CodecError):
         augment_from_dict({"p": 0.5})
 
@@ -134,13 +134,13 @@ def test_registry_errors() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs"),
     [
-        ("hflip", {"p": 1.5}),
-        ("random_crop", {"size": 100}),
-        ("random_crop", {"size": 0}),
-        ("center_crop", {"size": 230}),
-        ("brightness", {"max_delta": -1.0}),
-        ("frequency_mask", {"max_width": 64}),
-        ("coefficient_dropout", {"p": -0.1}),
+        ("dct_hflip", {"p": 1.5}),
+        ("dct_random_crop", {"size": 100}),
+        ("dct_random_crop", {"size": 0}),
+        ("dct_center_crop", {"size": 230}),
+        ("dct_brightness", {"max_delta": -1.0}),
+        ("dct_frequency_mask", {"max_width": 64}),
+        ("dct_coefficient_dropout", {"p": -0.1}),
     ],
 )
 def test_invalid_parameters_raise_value_error(name: str, kwargs: dict[str, Any]) -> None:
@@ -191,8 +191,8 @@ def test_hflip_matches_pixel_flip(coefs: DctCoefficients, image: np.ndarray) -> 
 def test_hflip_is_an_involution_and_transform_respects_p(coefs: DctCoefficients) -> None:
     assert_same(hflip(hflip(coefs)), coefs)
     rng = np.random.default_rng(0)
-    assert_same(create_augment("hflip", p=0.0)(coefs, rng), coefs)
-    assert_same(create_augment("hflip", p=1.0)(coefs, rng), hflip(coefs))
+    assert_same(create_augment("dct_hflip", p=0.0)(coefs, rng), coefs)
+    assert_same(create_augment("dct_hflip", p=1.0)(coefs, rng), hflip(coefs))
 
 
 # ------------------------------------------------------------------------------------------- crops
@@ -253,7 +253,7 @@ def test_random_crop_without_padding_rejects_small_images(coefs: DctCoefficients
 
 
 def test_center_crop_matches_pixel_center(coefs: DctCoefficients) -> None:
-    out = create_augment("center_crop", size=64)(coefs, np.random.default_rng(0))
+    out = create_augment("dct_center_crop", size=64)(coefs, np.random.default_rng(0))
     np.testing.assert_array_equal(to_pixels(out), to_pixels(coefs)[16:80, 32:96])
 
 

@@ -17,6 +17,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 # ZIGZAG[i] is the natural index (u * 8 + v) of the i-th coefficient in JPEG zigzag order.
 ZIGZAG = np.array(
@@ -171,6 +172,11 @@ def _resample_matrix(dy: int, dx: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=4)
+def _resample_tensor(dy: int, dx: int) -> torch.Tensor:
+    return torch.from_numpy(_resample_matrix(dy, dx).copy())
+
+
 def resample_chroma(natural: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Exact DCT-domain box downsampling of ``[64, Hb, Wb]`` by ``(dy, dx)`` in {1, 2} -> ``[64, Hb/dy, Wb/dx]``.
 
@@ -187,8 +193,10 @@ def resample_chroma(natural: np.ndarray, dy: int, dx: int) -> np.ndarray:
         return natural.astype(np.float32, copy=True)
     ho, wo = hb // dy, wb // dx
     x = natural.astype(np.float32, copy=False).reshape(64, ho, dy, wo, dx).transpose(2, 4, 0, 1, 3)
-    out = _resample_matrix(dy, dx) @ np.ascontiguousarray(x).reshape(64 * dy * dx, ho * wo)
-    return out.reshape(64, ho, wo)
+    # torch's matmul follows torch.set_num_threads (1 in DataLoader workers); numpy's BLAS would start its
+    # own spinning thread pool in every worker process.
+    out = _resample_tensor(dy, dx) @ torch.from_numpy(np.ascontiguousarray(x).reshape(64 * dy * dx, ho * wo))
+    return out.numpy().reshape(64, ho, wo)
 
 
 # JFIF (ITU-R BT.601 full range) colour conversion.

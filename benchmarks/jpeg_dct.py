@@ -1,0 +1,144 @@
+"""Loader samples/s of ``jpeg-dct`` (JPEG bytes and pre-extracted) against the ``rgb`` pipeline from the same
+JPEG shards, in one run, one process, one thread (what one loader worker gets).
+
+    python -m benchmarks.jpeg_dct [--per-class 100] [--reps 3] [--out runs/bench-jpeg]
+
+Data: the bundled photo set rebuilt at ImageNet-like sizes (short side 256-320), cropped to 224 at load time.
+Rows: the raw read limit (tar parsing + payload bytes, no decode), rgb with PIL/torchvision and with
+libjpeg-turbo (decode, RandomResizedCrop, flip, normalize to float32), and jpeg-dct variants (decode to
+quantized coefficients, block-aligned random crop, flip in the DCT domain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from lossyload import make_loader
+from lossyload.datasets.photos import PhotosConfig, build_photos
+from lossyload.fs import join, open_url, read_index
+from lossyload.loader import tario
+from lossyload.shard import ShardJob, run_job
+
+from .machine import describe, format_machine
+
+VARIANTS = {
+    "jpeg": {},
+    "coef64": {"storage": "coefficients"},
+    "coef16": {"storage": "coefficients", "keep": [16, 8]},
+}
+ROWS = [  # label, shard variant, codec, options
+    ("read limit (tar + bytes, no decode)", "jpeg", None, None),
+    ("rgb · PIL/torchvision", "jpeg", "rgb", {"backend": "pil"}),
+    ("rgb · libjpeg-turbo", "jpeg", "rgb", {"backend": "turbo"}),
+    ("jpeg-dct · from JPEG, 64+2x64", "jpeg", "jpeg-dct", {}),
+    ("jpeg-dct · from JPEG, 16+2x8", "jpeg", "jpeg-dct", {"keep": [16, 8]}),
+    ("jpeg-dct · pre-extracted zstd, 64+2x64", "coef64", "jpeg-dct", {}),
+    ("jpeg-dct · pre-extracted zstd, 16+2x8", "coef16", "jpeg-dct", {}),
+]
+
+
+def prepare(out: str, per_class: int) -> dict[str, str]:
+    photos = os.path.join(out, "photos")
+    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
+                 progress=False)
+    urls = {}
+    for name, config in VARIANTS.items():
+        dest = urls[name] = os.path.join(out, name)
+        if not os.path.exists(os.path.join(dest, "index.json")):
+            run_job(ShardJob(src=os.path.join(photos, "train"), dest=dest, config=config, maxcount=200,
+                             workers=os.cpu_count() or 1, progress=False))
+    return urls
+
+
+def read_limit(url: str) -> tuple[int, int]:
+    root, index = read_index(url)
+    n = nbytes = 0
+    for shard in index.shards:
+        u = join(root, shard.url)
+        with open_url(u) as f:
+            for s in tario.samples(f, u):
+                nbytes += len(s[index.member])
+                n += 1
+    return n, nbytes
+
+
+def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
+    """(samples, input bytes per sample) of one epoch with augmentation."""
+    if codec is None:
+        n, _ = read_limit(url)
+        return n, 0
+    ld = make_loader(url, batch_size=batch, codec=codec, options={**(options or {}), "crop": 224}, seed=0)
+    ld.set_epoch(epoch)
+    n = per = 0
+    for x, y in ld:
+        if not per:
+            per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+        n += len(y)
+    return n, per
+
+
+def measure(urls: dict[str, str], reps: int, batch: int) -> list[dict]:
+    results = []
+    for label, variant, codec, options in ROWS:
+        url = urls[variant]
+        _, index = read_index(url)
+        one_pass(url, codec, options, batch, epoch=99)  # warm-up: page cache, imports, allocator
+        rates, cpu = [], []
+        for rep in range(reps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            n, per = one_pass(url, codec, options, batch, epoch=rep)
+            rates.append(n / (time.perf_counter() - t0))
+            cpu.append((time.process_time() - c0) / n)
+        results.append({"representation": label, "samples_per_s": statistics.median(rates),
+                        "spread": [min(rates), max(rates)], "cpu_ms_per_sample": 1e3 * statistics.median(cpu),
+                        "input_bytes_per_sample": per, "stored_bytes_per_sample": index.bytes / index.samples})
+        print(f"{label}: {statistics.median(rates):.0f} samples/s", flush=True)
+    return results
+
+
+def table(results: list[dict]) -> str:
+    turbo = next(r for r in results if "turbo" in r["representation"])["samples_per_s"]
+    pil = next(r for r in results if "PIL" in r["representation"])["samples_per_s"]
+    float_input = 224 * 224 * 3 * 4
+    lines = ["| representation | samples/s (min-max) | vs libjpeg-turbo rgb | vs PIL rgb | CPU ms/sample "
+             "| stored B/sample | input B/sample | input vs float32 224²x3 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        per = r["input_bytes_per_sample"]
+        lines.append(
+            f"| {r['representation']} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
+            f"| {r['samples_per_s'] / turbo:.2f}x | {r['samples_per_s'] / pil:.2f}x | {r['cpu_ms_per_sample']:.2f} "
+            f"| {r['stored_bytes_per_sample']:,.0f} | {per:,} | {float_input / per:.1f}x smaller |" if per else
+            f"| {r['representation']} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
+            f"| {r['samples_per_s'] / turbo:.2f}x | {r['samples_per_s'] / pil:.2f}x | {r['cpu_ms_per_sample']:.2f} "
+            f"| {r['stored_bytes_per_sample']:,.0f} | — | — |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-class", type=int, default=100, help="images per class (10 classes)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default="runs/bench-jpeg")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    urls = prepare(args.out, args.per_class)
+    machine = describe()
+    results = measure(urls, args.reps, args.batch_size)
+    text = f"Machine: {format_machine(machine)}\n\n{table(results)}"
+    print(text)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with open(os.path.join(args.out, "jpeg_dct.json"), "w") as f:
+        json.dump({"machine": machine, "args": vars(args), "rows": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,6 +16,7 @@ from . import dct
 from .dct import ZIGZAG, DctCoefficients
 from .errors import DecodeError, EncodeError
 
+_ZZ_U, _ZZ_V = ZIGZAG // 8, ZIGZAG % 8
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 MAX_UNPACKED = 256 << 20  # bound on a decompressed coefficient member
 
@@ -96,10 +97,13 @@ def _read_jpegio(data: bytes):
 def _blocks(arr: np.ndarray, rows: int, cols: int, keep: int) -> np.ndarray:
     """jpegio's spatial coefficient layout [8*rows', 8*cols'] -> int16 [keep, rows, cols] zigzag, zero-padded."""
     r, c = arr.shape[0] // 8, arr.shape[1] // 8
-    natural = arr.reshape(r, 8, c, 8).transpose(1, 3, 0, 2).reshape(64, r, c)
-    out = np.zeros((keep, rows, cols), np.int16)
     rr, cc = min(r, rows), min(c, cols)
-    out[:, :rr, :cc] = natural[ZIGZAG[:keep], :rr, :cc]
+    blocks = arr[: 8 * rr, : 8 * cc].reshape(rr, 8, cc, 8).transpose(1, 3, 0, 2)  # view [u, v, row, col]
+    picked = blocks[_ZZ_U[:keep], _ZZ_V[:keep]]  # one gather: [keep, rr, cc]
+    if (rr, cc) == (rows, cols):
+        return picked.astype(np.int16)
+    out = np.zeros((keep, rows, cols), np.int16)
+    out[:, :rr, :cc] = picked
     return out
 
 

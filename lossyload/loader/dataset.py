@@ -74,7 +74,7 @@ class LossyDataset(IterableDataset):
         self.on_error = on_error
         ErrorPolicy(on_error)  # validate early
         self.storage_options = storage_options
-        self.report = False  # make_loader sets it: yield (x, y, skips) so skips reach the main process
+        self.report = False  # make_loader sets it: yield (x, y, report) so skips reach the main process
         self.skips: list[Skip] = []
         self.padded = 0
 
@@ -112,9 +112,15 @@ class LossyDataset(IterableDataset):
         )
         samples = self._decoded(_shuffled(raw, self.shuffle_buffer, rng), rng, policy)
         batches = _batched(samples, bs, stop - start, self)
-        for batch, reported in _with_skips(batches, policy):
+        seen = padded = 0
+        for batch in batches:
             out = batch if self.batch_size else _unbatch(batch)
-            yield (*out, reported) if self.report else out
+            if self.report:  # what happened since the previous batch, for the loader in the main process
+                report = {"skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded}
+                seen, padded = len(policy.skips), self.padded
+                yield (*out, report)
+            else:
+                yield out
 
     def _decoded(self, raw: Iterator[RawSample], rng: np.random.Generator, policy: ErrorPolicy):
         for s in raw:
@@ -156,7 +162,8 @@ def _batched(samples, bs: int, planned: int, ds: LossyDataset):
     while done + len(cur) < planned:
         pool = cur + last
         if not pool:
-            raise ShardError("no sample of this worker's share could be read (see the skip report)")
+            first = f"; first: {ds.skips[0]}" if ds.skips else ""
+            raise ShardError(f"no sample of this worker's share could be read ({len(ds.skips)} skipped{first})")
         cur.append(pool[(planned - done - len(cur)) % len(pool)])
         ds.padded += 1
         if len(cur) == bs:
@@ -180,11 +187,3 @@ def _collate(samples: list) -> tuple[Any, torch.Tensor]:
 def _unbatch(batch):
     x, y = batch
     return (x[0] if isinstance(x, torch.Tensor) else {k: v[0] for k, v in x.items()}), int(y[0])
-
-
-def _with_skips(batches, policy: ErrorPolicy):
-    seen = 0
-    for b in batches:
-        new = policy.skips[seen:]
-        seen = len(policy.skips)
-        yield b, [str(s) for s in new]

@@ -17,7 +17,8 @@ log = logging.getLogger("lossyload")
 class LossyLoader:
     """Iterate ``(x, labels)`` batches; batching happens inside the workers. Each full pass advances the
     epoch (or call ``set_epoch``). Skipped samples of the last epoch are in ``skipped`` (``"url [key]:
-    reason"``) and logged as a warning when the epoch ends."""
+    reason"``), the number of decoded samples repeated in their place in ``padded``; both are logged as a
+    warning when the epoch ends."""
 
     def __init__(self, dataset: LossyDataset, *, num_workers: int = 0, pin_memory: bool = False,
                  prefetch_factor: int | None = None) -> None:
@@ -28,6 +29,7 @@ class LossyLoader:
         self.prefetch_factor = prefetch_factor if num_workers else None
         self.epoch = 0
         self.skipped: list[str] = []
+        self.padded = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -37,13 +39,15 @@ class LossyLoader:
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         self.dataset.set_epoch(self.epoch)
-        self.skipped = []
+        self.skipped, self.padded = [], 0
         dl = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                         prefetch_factor=self.prefetch_factor)
-        for x, y, skips in dl:
-            self.skipped.extend(skips)
+        for x, y, report in dl:
+            self.skipped.extend(report["skipped"])
+            self.padded += report["padded"]
             yield x, y
         if self.skipped:
             reasons = Counter(s.rsplit("]: ", 1)[-1].split(":")[0] for s in self.skipped)
-            log.warning("epoch %d: skipped %d samples: %s", self.epoch, len(self.skipped), dict(reasons))
+            log.warning("epoch %d: skipped %d samples %s; %d repeated to keep batches equal across ranks",
+                        self.epoch, len(self.skipped), dict(reasons), self.padded)
         self.epoch += 1

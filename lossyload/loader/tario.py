@@ -60,6 +60,8 @@ def members(f: IO[bytes], url: str, max_member: int = MAX_MEMBER) -> Iterator[tu
         if kind == b"x":  # pax header: only 'path' matters to us
             long_name = _pax_path(data) or long_name
             continue
+        if kind == b"K":  # GNU long link target of the next member, a link (skipped)
+            continue
         name = long_name or _ustar_name(h)
         long_name = None
         if kind in _SKIPPED:

@@ -32,7 +32,10 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.sample:
         from . import open_dataset
 
-        x, y = next(iter(open_dataset(args.url, train=False, shuffle=False)))
+        first = next(iter(open_dataset(args.url, train=False, shuffle=False)), None)
+        if first is None:
+            raise LossyloadError(f"{root}: --sample: the dataset holds no samples")
+        x, y = first
         for k, v in (x.items() if isinstance(x, dict) else [("x", x)]):
             print(f"  sample    {k}: {tuple(v.shape)} {v.dtype}  label {y} ({index.labels[y]})")
     return 0

@@ -93,6 +93,8 @@ class Index:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IndexFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc
+        except IndexFormatError as exc:  # a refused shard URL: say which index it is in
+            raise IndexFormatError(f"{where}: {exc}") from exc
 
     def to_json(self) -> str:
         d = self.to_dict()

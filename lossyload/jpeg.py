@@ -19,6 +19,8 @@ from .errors import DecodeError, EncodeError
 _ZZ_U, _ZZ_V = ZIGZAG // 8, ZIGZAG % 8
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 MAX_UNPACKED = 256 << 20  # bound on a decompressed coefficient member
+_JCS_YCBCR = 3  # libjpeg J_COLOR_SPACE of YCbCr
+_JCS_NAMES = {0: "unknown", 1: "greyscale", 2: "RGB", 3: "YCbCr", 4: "CMYK", 5: "YCCK"}
 
 
 # ---------------------------------------------------------------- source bytes -> shard JPEG bytes
@@ -69,6 +71,8 @@ def _open_image(data: bytes, source: str, max_pixels: int) -> Image.Image:
 
 
 def _transcode(im: Image.Image, *, quality: int, subsampling: str, resize: int | None) -> bytes:
+    if im.mode.startswith("I;16"):  # 16-bit greyscale (PNG, TIFF): PIL's convert would clip it to 0..255
+        im = Image.fromarray(np.rint(np.asarray(im, np.float64) / 257.0).astype(np.uint8), "L")
     if im.mode not in ("RGB", "L"):
         im = im.convert("RGBA").convert("RGB") if "A" in im.getbands() or im.mode == "P" else im.convert("RGB")
     if resize is not None and min(im.size) > resize:
@@ -116,6 +120,9 @@ def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64)) -> DctCoeff
     comps = j.comp_info
     if len(comps) not in (1, 3):
         raise DecodeError(f"{len(comps)}-component JPEG (CMYK/YCCK) is not supported")
+    if len(comps) == 3 and j.jpeg_color_space != _JCS_YCBCR:  # e.g. Adobe transform=0: components are R, G, B
+        raise DecodeError(f"3-component JPEG in colour space {_JCS_NAMES.get(j.jpeg_color_space, j.jpeg_color_space)}, "
+                          "not YCbCr")
     y = comps[0]
     hmax = max(c.h_samp_factor for c in comps)
     vmax = max(c.v_samp_factor for c in comps)
@@ -165,6 +172,10 @@ _DCTX = zstandard.ZstdDecompressor()
 def unpack_coefficients(payload: bytes) -> DctCoefficients:
     """Inverse of :func:`pack_coefficients`: bounded output size, exact size and shape checks."""
     try:
+        # max_output_size only bounds frames without a content size; a stated size is allocated as is
+        size = zstandard.frame_content_size(payload)
+        if size > MAX_UNPACKED:
+            raise DecodeError(f"bad pre-extracted coefficient member: {size} bytes unpacked, more than {MAX_UNPACKED}")
         raw = _DCTX.decompress(payload, max_output_size=MAX_UNPACKED)
     except zstandard.ZstdError as exc:
         raise DecodeError(f"bad pre-extracted coefficient member: {exc}") from exc
@@ -172,7 +183,8 @@ def unpack_coefficients(payload: bytes) -> DctCoefficients:
         raise DecodeError("bad pre-extracted coefficient member: no LLD1 header")
     _, ky, kc, hb, wb = _HEADER.unpack_from(raw)
     ny, nc = ky * hb * wb, 2 * kc * (hb // 2) * (wb // 2)
-    if len(raw) != _HEADER.size + 2 * (ny + nc + 192) or not (1 <= ky <= 64 and 1 <= kc <= 64) or hb % 2 or wb % 2:
+    if (len(raw) != _HEADER.size + 2 * (ny + nc + 192) or not (1 <= ky <= 64 and 1 <= kc <= 64)
+            or not hb or not wb or hb % 2 or wb % 2):
         raise DecodeError(f"bad pre-extracted coefficient member: header {ky},{kc},{hb},{wb} does not fit {len(raw)} bytes")
     o = _HEADER.size
     y = np.frombuffer(raw, "<i2", ny, o).reshape(ky, hb, wb)

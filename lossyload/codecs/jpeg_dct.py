@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import jpeg
 from ..dct import ZIGZAG, DctCoefficients
-from ..errors import CodecError
+from ..errors import CodecError, DecodeError
 from . import register_codec
 from .base import Codec, Encoded, TensorSpec
 
@@ -38,6 +38,7 @@ class JpegDctConfig:
             raise ValueError(f"subsampling must be one of {list(jpeg.SUBSAMPLING)}")
         if not 1 <= self.quality <= 100:
             raise ValueError("quality must be in 1..100")
+        check_resize(self.resize)
         _check_keep(self.keep)
 
 
@@ -61,8 +62,16 @@ class JpegDctOptions:
 
 
 def _check_keep(keep: tuple[int, int]) -> None:
-    if len(keep) != 2 or not all(1 <= int(k) <= 64 for k in keep):
-        raise ValueError(f"keep must be two counts in 1..64 (luma, chroma), got {keep!r}")
+    if not isinstance(keep, (tuple, list)) or len(keep) != 2 or not all(
+        isinstance(k, int) and 1 <= k <= 64 for k in keep
+    ):
+        raise ValueError(f"keep must be two integer counts in 1..64 (luma, chroma), got {keep!r}")
+
+
+def check_resize(resize: int | None) -> None:
+    """A shard-time resize must leave at least one 8x8 block (smaller sources are skipped, not shrunk)."""
+    if resize is not None and (not isinstance(resize, int) or resize < 8):
+        raise ValueError(f"resize must be an integer short side of at least 8 px, got {resize!r}")
 
 
 @register_codec
@@ -96,6 +105,8 @@ class JpegDct(Codec):
         if self.config.storage == "jpeg":
             return jpeg.read_coefficients(payload, self.keep)
         d = jpeg.unpack_coefficients(payload)
+        if d.keep[0] < self.keep[0] or d.keep[1] < self.keep[1]:
+            raise DecodeError(f"coefficient member holds keep={d.keep}, fewer than the {self.keep} asked for")
         if d.keep != self.keep:
             d = DctCoefficients(y=d.y[: self.keep[0]], c=d.c[:, : self.keep[1]], qt=d.qt)
         return d
@@ -115,7 +126,7 @@ class JpegDct(Codec):
         return {
             "y": np.ascontiguousarray(y, np.int16),
             "cbcr": np.ascontiguousarray(c, np.int16),
-            "qt": d.qt,
+            "qt": np.minimum(d.qt, 32767).astype(np.int16),  # int16: torch has few uint16 kernels
         }
 
     def output_spec(self) -> dict[str, TensorSpec]:
@@ -127,7 +138,7 @@ class JpegDct(Codec):
         return {
             "y": TensorSpec((ky, b, b), "int16", f"{what}, luma, one channel per frequency"),
             "cbcr": TensorSpec((2 * kc, b // 2, b // 2), "int16", f"{what}, Cb then Cr on the 4:2:0 grid"),
-            "qt": TensorSpec((3, 64), "uint16", "quantization tables Y, Cb, Cr, natural order"),
+            "qt": TensorSpec((3, 64), "int16", "quantization tables Y, Cb, Cr, natural order"),
         }
 
     def default_transforms(self, train: bool) -> list:

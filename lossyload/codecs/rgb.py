@@ -17,6 +17,7 @@ from .. import jpeg
 from ..errors import DecodeError
 from . import register_codec
 from .base import Codec, Encoded, TensorSpec
+from .jpeg_dct import check_resize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,6 +33,9 @@ class RgbConfig:
     def __post_init__(self) -> None:
         if self.subsampling not in jpeg.SUBSAMPLING:
             raise ValueError(f"subsampling must be one of {list(jpeg.SUBSAMPLING)}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError("quality must be in 1..100")
+        check_resize(self.resize)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +48,10 @@ class RgbOptions:
     def __post_init__(self) -> None:
         if self.backend not in ("turbo", "pil"):
             raise ValueError("backend must be 'turbo' or 'pil'")
+        if not isinstance(self.crop, int) or self.crop <= 0:
+            raise ValueError(f"crop must be a positive number of pixels, got {self.crop!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std):
+            raise ValueError(f"mean and std need 3 values (R, G, B), std positive; got {self.mean!r}, {self.std!r}")
 
 
 @register_codec

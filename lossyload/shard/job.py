@@ -138,11 +138,13 @@ def run_job(job: ShardJob) -> ShardSummary:
                         raise EncodeError(reason or "?", source=item.name)
                     state.skipped[item.name] = reason or "?"
                 else:
+                    members = {codec.member: payload, "cls": str(item.label).encode()}
                     if state.writer and (
-                        state.writer.samples >= job.maxcount or state.writer.bytes_written + len(payload) > job.maxsize
+                        state.writer.samples >= job.maxcount
+                        or state.writer.size_if_added(item.key, members) > job.maxsize
                     ):
                         shards.append(_close(fs, root, state, position, summary))
-                    state.add(fs, root, job, item, payload, reason)
+                    state.add(fs, root, job, item, members, reason)
                 state.bytes_in += nbytes
                 position += 1
                 bar.update(1)
@@ -178,10 +180,10 @@ class _Open:
     skipped: dict[str, str] = field(default_factory=dict)
     bytes_in: int = 0
 
-    def add(self, fs, root: str, job: ShardJob, item: Item, payload: bytes, reason: str | None) -> None:
+    def add(self, fs, root: str, job: ShardJob, item: Item, members: dict[str, bytes], reason: str | None) -> None:
         if self.writer is None:
             self.writer = ShardWriter(fs.unstrip_protocol(f"{root}/{shard_name(self.number)}"), job.storage_options)
-        self.writer.add(item.key, {self.member: payload, "cls": str(item.label).encode()})
+        self.writer.add(item.key, members)
         if reason:
             self.transcoded[item.key] = reason
 

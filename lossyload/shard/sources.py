@@ -90,8 +90,10 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Sou
                     error = None if ext else f"no image member (members: {sorted(k for k in sample if not k.startswith('__'))})"
                     try:
                         label = int(sample.get("cls", b"").decode().strip())
+                        if label < 0:
+                            raise ValueError(label)
                     except ValueError:
-                        label, error = 0, error or "missing or non-integer 'cls' member"
+                        label, error = 0, error or "missing, negative or non-integer 'cls' member"
                     while label >= len(labels):
                         labels.append(str(len(labels)))
                     data = sample[ext] if ext else b""

@@ -27,6 +27,14 @@ class _HashingFile(io.RawIOBase):
         return len(b)
 
 
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, MTIME, 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
 class ShardWriter:
     """Write one shard at ``url``: ``add(key, {ext: bytes})`` per sample, then ``close()`` -> (bytes, sha256)."""
 
@@ -40,16 +48,23 @@ class ShardWriter:
 
     def add(self, key: str, members: dict[str, bytes]) -> None:
         for ext, data in members.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), MTIME, 0o444
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
+            self._tar.addfile(_info(f"{key}.{ext}", len(data)), io.BytesIO(data))
         self.samples += 1
 
     @property
     def bytes_written(self) -> int:
+        """Bytes flushed to the file so far (the tar stream buffers up to a record)."""
         return self._h.size
+
+    def size_if_added(self, key: str, members: dict[str, bytes]) -> int:
+        """The exact size of the closed shard if ``add(key, members)`` came next (headers, block and record
+        padding, end-of-archive blocks included)."""
+        offset = self._tar.offset
+        for ext, data in members.items():
+            header = _info(f"{key}.{ext}", len(data)).tobuf(tarfile.GNU_FORMAT, self._tar.encoding, self._tar.errors)
+            offset += len(header) + -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        offset += 2 * tarfile.BLOCKSIZE
+        return -(-offset // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
     def close(self) -> tuple[int, str]:
         self._tar.close()
@@ -59,6 +74,10 @@ class ShardWriter:
 
     def abort(self) -> None:
         try:
+            try:  # close the tar stream too, else its __del__ later flushes into the closed file
+                self._tar.close()
+            except Exception:  # noqa: BLE001 - the file is thrown away; it may be what failed
+                pass
             self._f.close()
         finally:
             if self.fs.exists(self.tmp):

@@ -1,0 +1,144 @@
+"""``index.json``: round trip, refusal of malformed indexes and unsafe shard URLs (with the index URL in every
+message), and :mod:`lossyload.fs` refusing ``pipe:`` URLs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lossyload import fs
+from lossyload.errors import IndexFormatError, LossyloadError
+from lossyload.index import INDEX_VERSION, Index, ShardInfo, check_relative_url, shard_name
+
+
+def make_index(**kw) -> Index:
+    args = dict(
+        codec="jpeg-dct",
+        config={"storage": "jpeg", "quality": 90, "keep": [64, 64], "resize": None},
+        labels=["cat", "dog", "émeu"],
+        member="jpg",
+        shards=[
+            ShardInfo(url="shard-000000.tar", samples=3, bytes=30720, sha256="a" * 64,
+                      transcoded={"cat/x": "png source", "dog/y": "CMYK JPEG"}),
+            ShardInfo(url="sub/shard-000001.tar", samples=2, bytes=20480, sha256="b" * 64),
+        ],
+        skipped={"/src/cat/bad.jpg": "not an image (unrecognised format)"},
+    )
+    args.update(kw)
+    return Index(**args)
+
+
+def test_round_trip() -> None:
+    index = make_index()
+    text = index.to_json()
+    again = Index.from_json(text)
+    assert again == index
+    assert again.to_json() == text
+    assert Index.from_json(text.encode()) == index  # bytes too
+    d = json.loads(text)
+    assert d["version"] == INDEX_VERSION
+    assert d["codec"] == {"name": "jpeg-dct", "config": index.config}
+    assert d["totals"] == {"samples": 5, "bytes": 51200, "shards": 2, "transcoded": 2, "skipped": 1}
+    assert index.samples == 5 and index.bytes == 51200
+
+
+def test_defaults_for_optional_fields() -> None:
+    d = json.loads(make_index().to_json())
+    del d["skipped"], d["shards"][0]["transcoded"]
+    index = Index.from_dict(d)
+    assert index.skipped == {} and index.shards[0].transcoded == {}
+
+
+WHERE = "s3://bucket/data/index.json"
+
+
+def _mutated(mutate) -> str:
+    d = json.loads(make_index().to_json())
+    mutate(d)
+    return json.dumps(d)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        (b"\xff\xfe\x00garbage", "not valid JSON"),
+        ("[1, 2]", "top level must be a JSON object"),
+        (_mutated(lambda d: d.update(version=2)), "unsupported index version 2"),
+        (_mutated(lambda d: d.pop("version")), "unsupported index version None"),
+        (_mutated(lambda d: d.update(version="1")), "unsupported index version '1'"),
+        (_mutated(lambda d: d.pop("codec")), "malformed index.*codec"),
+        (_mutated(lambda d: d["codec"].pop("config")), "malformed index.*config"),
+        (_mutated(lambda d: d.update(codec="jpeg-dct")), "malformed index"),
+        (_mutated(lambda d: d.pop("member")), "malformed index.*member"),
+        (_mutated(lambda d: d.pop("labels")), "malformed index.*labels"),
+        (_mutated(lambda d: d.pop("shards")), "malformed index.*shards"),
+        (_mutated(lambda d: d["shards"][0].pop("sha256")), "malformed index.*sha256"),
+        (_mutated(lambda d: d["shards"][1].update(samples="many")), "malformed index"),
+        (_mutated(lambda d: d["shards"].append(7)), "malformed index"),
+        (_mutated(lambda d: d.update(skipped=["a"])), "malformed index"),
+    ],
+)
+def test_bad_index_is_an_index_format_error_naming_the_url(text, message: str) -> None:
+    with pytest.raises(IndexFormatError, match=message) as info:
+        Index.from_json(text, where=WHERE)
+    assert str(info.value).startswith(f"{WHERE}: ")
+
+
+BAD_URLS = ["pipe:curl http://x | tar x", "/abs/shard.tar", "../x.tar", "a/../../x.tar", "http://host/x.tar",
+            "s3://b/x.tar", "file:///etc/passwd", "", "a/../b.tar", "./x.tar", "a//b.tar", "a\\..\\x.tar", "\\x.tar",
+            "C:x.tar"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_unsafe_shard_urls_are_refused(url: str) -> None:
+    with pytest.raises(IndexFormatError, match="shard URL"):
+        check_relative_url(url)
+    text = _mutated(lambda d: d["shards"][1].update(url=url))
+    with pytest.raises(IndexFormatError, match="shard URL") as info:
+        Index.from_json(text, where=WHERE)
+    assert str(info.value).startswith(f"{WHERE}: ")  # which index holds it
+
+
+@pytest.mark.parametrize("url", ["shard-000000.tar", "train/shard-000001.tar", "a-b_c/d.e.tar"])
+def test_plain_relative_urls_are_accepted(url: str) -> None:
+    assert check_relative_url(url) == url
+    assert fs.join("s3://bucket/data/", url) == f"s3://bucket/data/{url}"
+
+
+def test_shard_name() -> None:
+    assert shard_name(0) == "shard-000000.tar" and shard_name(123456) == "shard-123456.tar"
+
+
+def test_fs_refuses_pipe_urls(tmp_path: Path) -> None:
+    for call in (lambda u: fs.open_url(u), lambda u: fs.filesystem(u), lambda u: fs.read_index(u),
+                 lambda u: fs.dataset_root(u)):
+        with pytest.raises(LossyloadError, match="'pipe:' URLs are refused"):
+            call(f"pipe:touch {tmp_path}/owned")
+    assert not (tmp_path / "owned").exists()
+    with pytest.raises(IndexFormatError):
+        fs.join(str(tmp_path), "pipe:cat x")
+
+
+def test_read_index(tmp_path: Path) -> None:
+    index = make_index()
+    (tmp_path / "index.json").write_text(index.to_json())
+    for url in (str(tmp_path), str(tmp_path) + "/", str(tmp_path / "index.json"), f"file://{tmp_path}"):
+        root, got = fs.read_index(url)
+        assert got == index
+        assert root.rstrip("/").endswith(str(tmp_path))
+    with pytest.raises(IndexFormatError, match=rf"{tmp_path / 'nope'}/index.json: no index.json"):
+        fs.read_index(str(tmp_path / "nope"))
+    (tmp_path / "index.json").write_text(make_index().to_json().replace('"version": 1', '"version": 9'))
+    with pytest.raises(IndexFormatError, match=rf"{tmp_path}/index.json: unsupported index version 9"):
+        fs.read_index(str(tmp_path))
+
+
+def test_dataset_root() -> None:
+    assert fs.dataset_root("/data/set") == ("/data/set", "/data/set/index.json")
+    assert fs.dataset_root("/data/set/") == ("/data/set", "/data/set/index.json")
+    assert fs.dataset_root("/data/set/index.json") == ("/data/set", "/data/set/index.json")
+    assert fs.dataset_root("s3://b/set/v2.json") == ("s3://b/set", "s3://b/set/v2.json")
+    assert fs.dataset_root("index.json") == (".", "index.json")

@@ -6,28 +6,40 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import LossyloadError
-from .loader.dataset import LossyDataset
-from .loader.loader import LossyLoader
-from .loader.plan import World
+
+_LAZY = {"LossyDataset": "loader.dataset", "LossyLoader": "loader.loader", "World": "loader.plan"}
+
+
+def __getattr__(name: str) -> Any:  # torch is imported only when the loader is used (not by lossyload-shard)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'lossyload' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
 
-def open_dataset(url: str, **kwargs: Any) -> LossyDataset:
+def open_dataset(url: str, **kwargs: Any):
     """A torch ``IterableDataset`` over the shard set at ``url`` (its directory or ``index.json``).
 
     Keyword arguments are those of :class:`LossyDataset`: ``codec`` (default: the index's), ``options``
     (load-time codec options), ``transforms`` (default: the codec's train/eval crops), ``train``,
     ``batch_size``, ``shuffle``, ``shuffle_buffer``, ``seed``, ``drop_last``, ``world``, ``on_error``.
     """
+    from .loader.dataset import LossyDataset
+
     return LossyDataset(url, **kwargs)
 
 
 def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int | None = None, **kwargs: Any) -> LossyLoader:
+                prefetch_factor: int | None = None, **kwargs: Any):
     """The batched drop-in for a ``DataLoader``: ``for x, labels in make_loader(url, batch_size=64): ...``.
 
     Every rank yields ``len(loader)`` batches per epoch; see :func:`open_dataset` for the other arguments."""
+    from .loader.dataset import LossyDataset
+    from .loader.loader import LossyLoader
+
     ds = LossyDataset(url, batch_size=batch_size, **kwargs)
     return LossyLoader(ds, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor)
 

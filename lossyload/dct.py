@@ -17,7 +17,6 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 # ZIGZAG[i] is the natural index (u * 8 + v) of the i-th coefficient in JPEG zigzag order.
 ZIGZAG = np.array(
@@ -173,7 +172,9 @@ def _resample_matrix(dy: int, dx: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _resample_tensor(dy: int, dx: int) -> torch.Tensor:
+def _resample_tensor(dy: int, dx: int):
+    import torch
+
     return torch.from_numpy(_resample_matrix(dy, dx).copy())
 
 
@@ -195,6 +196,8 @@ def resample_chroma(natural: np.ndarray, dy: int, dx: int) -> np.ndarray:
     x = natural.astype(np.float32, copy=False).reshape(64, ho, dy, wo, dx).transpose(2, 4, 0, 1, 3)
     # torch's matmul follows torch.set_num_threads (1 in DataLoader workers); numpy's BLAS would start its
     # own spinning thread pool in every worker process.
+    import torch
+
     out = _resample_tensor(dy, dx) @ torch.from_numpy(np.ascontiguousarray(x).reshape(64 * dy * dx, ho * wo))
     return out.numpy().reshape(64, ho, wo)
 

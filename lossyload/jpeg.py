@@ -33,7 +33,7 @@ def prepare_jpeg(
     im = _open_image(data, source, max_pixels)
     w, h = im.size
     reason = None
-    if im.format != "JPEG":
+    if im.format not in ("JPEG", "MPO"):  # MPO: camera JPEGs with extra images appended (read as the first)
         reason = f"{(im.format or 'unknown').lower()} source"
     elif im.mode not in ("RGB", "L"):
         reason = f"{im.mode} JPEG"

@@ -11,7 +11,6 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .. import jpeg
 from ..errors import DecodeError
@@ -63,8 +62,7 @@ class Rgb(Codec):
 
     def __init__(self, config: RgbConfig | None = None, options: RgbOptions | None = None) -> None:
         super().__init__(config, options)
-        self._mean = torch.tensor(self.options.mean).view(3, 1, 1) * 255
-        self._inv_std = 1.0 / (torch.tensor(self.options.std).view(3, 1, 1) * 255)
+        self._norm = None  # (mean, 1/std) tensors, made on first use: encoding never imports torch
 
     def encode(self, data: bytes, *, source: str) -> Encoded:
         c = self.config
@@ -78,6 +76,7 @@ class Rgb(Codec):
         try:
             if self.options.backend == "turbo":
                 import simplejpeg
+                import torch
 
                 arr = simplejpeg.decode_jpeg(payload, colorspace="RGB")
                 return torch.from_numpy(arr).permute(2, 0, 1)
@@ -88,11 +87,16 @@ class Rgb(Codec):
             raise DecodeError(f"not a decodable JPEG: {exc}") from exc
 
     def finalize(self, img) -> dict[str, np.ndarray]:
-        if not isinstance(img, torch.Tensor):
+        if not hasattr(img, "float"):
             from torchvision.transforms.v2 import functional as F
 
             img = F.pil_to_tensor(img)
-        x = (img.float() - self._mean) * self._inv_std
+        if self._norm is None:
+            import torch
+
+            self._norm = (torch.tensor(self.options.mean).view(3, 1, 1) * 255,
+                          1.0 / (torch.tensor(self.options.std).view(3, 1, 1) * 255))
+        x = (img.float() - self._norm[0]) * self._norm[1]
         return {"rgb": x.numpy()}
 
     def output_spec(self) -> dict[str, TensorSpec]:

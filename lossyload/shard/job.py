@@ -8,6 +8,7 @@ produces the same shards and the same index. ``index.json`` is written last; the
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -57,11 +58,14 @@ class ShardSummary:
     bytes_in: int = 0
     bytes_out: int = 0
     resumed_shards: int = 0
+    already_complete: bool = False
     transcoded: Counter = field(default_factory=Counter)  # reason -> count
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
     seconds: float = 0.0
 
     def format(self) -> str:
+        if self.already_complete:
+            return f"{self.dest}: already complete ({self.samples} samples in {self.shards} shards); nothing to do"
         lines = [
             f"{self.dest}: {self.samples} samples in {self.shards} shards"
             + (f" ({self.resumed_shards} reused from an interrupted run)" if self.resumed_shards else ""),
@@ -102,15 +106,16 @@ def run_job(job: ShardJob) -> ShardSummary:
     config = codec.stored_config()
     fs, root = filesystem(job.dest, job.storage_options)
     summary = ShardSummary(dest=job.dest)
-    header = {"codec": job.codec, "config": config, "maxcount": job.maxcount, "maxsize": job.maxsize, "src": job.src}
-    if fs.exists(f"{root}/{INDEX_NAME}"):
-        if not job.overwrite:
-            raise LossyloadError(f"{job.dest}: already holds a dataset (index.json); pass --overwrite to replace it")
+    if fs.exists(f"{root}/{INDEX_NAME}") and not job.overwrite:
+        return _already_complete(fs, root, job, config, summary)
     if job.overwrite:
         for p in fs.glob(f"{root}/shard-*.tar*") + fs.glob(f"{root}/{INDEX_NAME}"):
             fs.rm(p)
         if fs.exists(f"{root}/{PROGRESS_DIR}"):
             fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+    source = open_source(job.src, job.storage_options)
+    header = {"codec": job.codec, "config": config, "maxcount": job.maxcount, "maxsize": job.maxsize,
+              "src": job.src, "source": source.fingerprint}
     fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
     records = _load_progress(fs, root, header)
     shards = [ShardInfo.from_dict(r["shard"]) for r in records]
@@ -120,8 +125,6 @@ def run_job(job: ShardJob) -> ShardSummary:
         summary.transcoded.update(r["transcoded_reasons"])
     summary.resumed_shards = len(shards)
     start = records[-1]["next_item"] if records else 0
-
-    source = open_source(job.src, job.storage_options)
     items = itertools.islice(source.items, start, None)
     bar = tqdm(total=source.total, initial=start, unit="img", disable=not job.progress, desc="encoding")
     pool = mp.get_context("spawn").Pool(job.workers, _init_worker, (job.codec, config)) if job.workers > 1 else None
@@ -207,6 +210,30 @@ def _close(fs, root: str, state: _Open, position: int, summary: ShardSummary) ->
     return info
 
 
+def _already_complete(fs, root: str, job: ShardJob, config: dict[str, Any], summary: ShardSummary) -> ShardSummary:
+    """A rerun over a finished dataset made with the same codec settings is a no-op (it also clears progress
+    records left by a run stopped between writing the index and removing them)."""
+    with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
+        index = Index.from_json(f.read(), where=f"{job.dest}/{INDEX_NAME}")
+    if index.codec != job.codec or index.config != json.loads(json.dumps(config)):
+        raise LossyloadError(f"{job.dest}: already holds a dataset made with other settings "
+                             f"({index.codec} {index.config}); pass --overwrite to replace it")
+    if fs.exists(f"{root}/{PROGRESS_DIR}"):
+        fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+    summary.already_complete = True
+    summary.samples, summary.shards, summary.bytes_out = index.samples, len(index.shards), index.bytes
+    summary.skipped = dict(index.skipped)
+    return summary
+
+
+def _sha256(fs, path: str) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _category(reason: str) -> str:
     return "resized" if reason.startswith("resized") else reason.split(":")[0]
 
@@ -217,7 +244,8 @@ def _load_progress(fs, root: str, header: dict[str, Any]) -> list[dict[str, Any]
     if fs.exists(hpath):
         with fs.open(hpath, "rb") as f:
             if f.read().decode() != text:
-                raise LossyloadError(f"{root}: holds an interrupted run with other settings; pass --overwrite")
+                raise LossyloadError(f"{root}: holds an interrupted run with other settings or another source "
+                                     "content; pass --overwrite")
     else:
         _write_text(fs, hpath, text)
     records = []
@@ -226,8 +254,10 @@ def _load_progress(fs, root: str, header: dict[str, Any]) -> list[dict[str, Any]
             r = json.loads(f.read())
         shard = r["shard"]
         spath = f"{root}/{shard['url']}"
-        if shard["samples"] and (not fs.exists(spath) or fs.size(spath) != shard["bytes"]):
-            break  # the shard behind this record is gone: redo from here
+        if shard["samples"] and (
+            not fs.exists(spath) or fs.size(spath) != shard["bytes"] or _sha256(fs, spath) != shard["sha256"]
+        ):
+            break  # the shard behind this record is gone or damaged: redo from here
         records.append(r)
     return records
 

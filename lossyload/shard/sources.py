@@ -6,6 +6,7 @@ item position, so the order must not depend on anything but the source's content
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -47,6 +48,11 @@ class Source:
     labels: list[str]
     items: Iterator[Item]
     total: int | None  # None when unknown before reading (tars)
+    fingerprint: str  # changes when the source's content list changes (a resumed run must see the same)
+
+
+def _fingerprint(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def image_folder(root: str) -> Source:
@@ -70,7 +76,8 @@ def image_folder(root: str) -> Source:
             key += "_"
         seen.add(key)
         items.append(Item(key=key, label=label, name=path, path=path))
-    return Source(labels=classes, items=iter(items), total=len(items))
+    print_ = [f"{it.key}\t{it.label}\t{os.path.getsize(it.path)}" for it in items]  # type: ignore[arg-type]
+    return Source(labels=classes, items=iter(items), total=len(items), fingerprint=_fingerprint(print_))
 
 
 def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Source:
@@ -99,7 +106,7 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Sou
                     data = sample[ext] if ext else b""
                     yield Item(key=safe_key(key), label=label, name=f"{url}:{key}", data=data, error=error)
 
-    return Source(labels=labels, items=items(), total=None)
+    return Source(labels=labels, items=items(), total=None, fingerprint=_fingerprint(list(urls)))
 
 
 def open_source(src: str | list[str], storage_options: dict | None = None) -> Source:

@@ -284,9 +284,15 @@ def test_existing_dataset_needs_overwrite(small_folder: Path, tmp_path: Path, ca
     dest = tmp_path / "out"
     shard(small_folder, dest, maxcount=5)
     before = dataset_files(dest)
-    with pytest.raises(LossyloadError, match="already holds a dataset.*--overwrite"):
-        shard(small_folder, dest, maxcount=5)
-    assert shard_main([str(small_folder), str(dest), "--no-progress"]) == 2
+    again = shard(small_folder, dest, maxcount=5)  # same codec settings: a no-op that says so
+    assert again.already_complete and again.samples == index_of(dest).samples
+    assert "already complete" in again.format()
+    (dest / "_progress").mkdir()  # left by a run stopped between writing the index and cleaning up
+    assert shard_main([str(small_folder), str(dest), "--no-progress"]) == 0
+    assert "already complete" in capsys.readouterr().out and not (dest / "_progress").exists()
+    with pytest.raises(LossyloadError, match="already holds a dataset made with other settings.*--overwrite"):
+        shard(small_folder, dest, maxcount=5, config={"quality": 80})
+    assert shard_main([str(small_folder), str(dest), "--no-progress", "--quality", "80"]) == 2
     assert "already holds a dataset" in capsys.readouterr().err
     assert dataset_files(dest) == before
     # --overwrite replaces it, leaving no shard of the old layout behind
@@ -301,7 +307,7 @@ def test_rerun_with_other_settings_over_an_interrupted_run_is_refused(small_fold
     for other in (dict(maxcount=4), dict(maxsize=1 << 20), dict(config={"quality": 80}),
                   dict(codec="rgb"), dict(src=str(tmp_path))):
         args = dict(src=str(small_folder), dest=str(dest), maxcount=5, progress=False) | other
-        with pytest.raises(LossyloadError, match="interrupted run with other settings; pass --overwrite"):
+        with pytest.raises(LossyloadError, match="interrupted run with other settings or another source content; pass --overwrite"):
             run_job(ShardJob(**args))
     # the same settings resume; other worker counts are the same settings
     run_job(ShardJob(src=str(small_folder), dest=str(dest), maxcount=5, progress=False, workers=1))
@@ -352,3 +358,27 @@ def test_webdataset_tars_as_source(tmp_path: Path) -> None:
         assert "cls" in index.skipped[f"{part1}:t/005"]
         assert "not an image" in index.skipped[f"{part1}:t/006"]
     assert (tmp_path / "a" / "shard-000000.tar").read_bytes() == (tmp_path / "b" / "shard-000000.tar").read_bytes()
+
+
+def test_resume_refuses_a_changed_source(small_folder: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    job = ShardJob(src=str(small_folder), dest=str(dest), maxcount=5, progress=False)
+    run_until_killed(job, _kill_on_nth_add(8))
+    first_class = sorted(p for p in small_folder.iterdir() if p.is_dir())[0]
+    victim = sorted(first_class.iterdir())[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")  # same names, other content size
+    with pytest.raises(LossyloadError, match="another source content"):
+        run_job(job)
+
+
+def test_resume_redoes_a_shard_whose_hash_changed(small_folder: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    job = ShardJob(src=str(small_folder), dest=str(dest), maxcount=5, progress=False)
+    run_until_killed(job, _kill_on_nth_add(8))
+    first = dest / "shard-000000.tar"
+    data = bytearray(first.read_bytes())
+    data[600] ^= 0xFF  # same size, other bytes
+    first.write_bytes(bytes(data))
+    run_job(job)
+    shard(small_folder, tmp_path / "ref", maxcount=5)
+    assert dataset_files(dest) == dataset_files(tmp_path / "ref")

@@ -32,6 +32,8 @@ VARIANTS = {
     "jpeg": {},
     "coef64": {"storage": "coefficients"},
     "coef16": {"storage": "coefficients", "keep": [16, 8]},
+    "coef64-lz4": {"storage": "coefficients", "compression": "lz4"},
+    "coef16-lz4": {"storage": "coefficients", "keep": [16, 8], "compression": "lz4"},
 }
 ROWS = [  # label, shard variant, codec, options
     ("read limit (tar + bytes, no decode)", "jpeg", None, None),
@@ -41,6 +43,8 @@ ROWS = [  # label, shard variant, codec, options
     ("jpeg-dct · from JPEG, 16+2x8", "jpeg", "jpeg-dct", {"keep": [16, 8]}),
     ("jpeg-dct · pre-extracted zstd, 64+2x64", "coef64", "jpeg-dct", {}),
     ("jpeg-dct · pre-extracted zstd, 16+2x8", "coef16", "jpeg-dct", {}),
+    ("jpeg-dct · pre-extracted lz4, 64+2x64", "coef64-lz4", "jpeg-dct", {}),
+    ("jpeg-dct · pre-extracted lz4, 16+2x8", "coef16-lz4", "jpeg-dct", {}),
 ]
 
 
@@ -85,21 +89,27 @@ def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoc
 
 
 def measure(urls: dict[str, str], reps: int, batch: int) -> list[dict]:
-    results = []
-    for label, variant, codec, options in ROWS:
-        url = urls[variant]
-        _, index = read_index(url)
-        one_pass(url, codec, options, batch, epoch=99)  # warm-up: page cache, imports, allocator
-        rates, cpu = [], []
-        for rep in range(reps):
+    """Repetitions interleaved across rows (rep 1 of every row, then rep 2, ...) so that a drift in machine
+    speed hits every row alike; the median and the spread of each row are reported."""
+    rates: dict[str, list[float]] = {label: [] for label, *_ in ROWS}
+    cpu: dict[str, list[float]] = {label: [] for label, *_ in ROWS}
+    per: dict[str, int] = {}
+    for label, variant, codec, options in ROWS:  # warm-up: page cache, imports, allocator
+        one_pass(urls[variant], codec, options, batch, epoch=99)
+    for rep in range(reps):
+        for label, variant, codec, options in ROWS:
             t0, c0 = time.perf_counter(), time.process_time()
-            n, per = one_pass(url, codec, options, batch, epoch=rep)
-            rates.append(n / (time.perf_counter() - t0))
-            cpu.append((time.process_time() - c0) / n)
-        results.append({"representation": label, "samples_per_s": statistics.median(rates),
-                        "spread": [min(rates), max(rates)], "cpu_ms_per_sample": 1e3 * statistics.median(cpu),
-                        "input_bytes_per_sample": per, "stored_bytes_per_sample": index.bytes / index.samples})
-        print(f"{label}: {statistics.median(rates):.0f} samples/s", flush=True)
+            n, per[label] = one_pass(urls[variant], codec, options, batch, epoch=rep)
+            rates[label].append(n / (time.perf_counter() - t0))
+            cpu[label].append((time.process_time() - c0) / n)
+    results = []
+    for label, variant, *_ in ROWS:
+        _, index = read_index(urls[variant])
+        r = rates[label]
+        results.append({"representation": label, "samples_per_s": statistics.median(r), "spread": [min(r), max(r)],
+                        "cpu_ms_per_sample": 1e3 * statistics.median(cpu[label]),
+                        "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples})
+        print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
     return results
 
 

@@ -150,35 +150,58 @@ def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64)) -> DctCoeff
 
 
 # ---------------------------------------------------------------- pre-extracted storage
-# One zstd frame: a 12-byte header (magic "LLD1", uint16 ky, kc, hb, wb, little-endian) followed by the raw
-# little-endian arrays y int16 [ky, hb, wb], c int16 [2, kc, hb/2, wb/2], qt uint16 [3, 64]. No pickle, no
-# parsing beyond the header; sizes are checked exactly.
+# The payload is a compressed frame -- zstd (its own frame format) or lz4 (b"LZ4B", uint32 raw size, one lz4
+# block) -- of: a 12-byte header (magic "LLD1", uint16 ky, kc, hb, wb, little-endian) and the raw little-endian
+# arrays y int16 [ky, hb, wb], c int16 [2, kc, hb/2, wb/2], qt uint16 [3, 64]. No pickle, no parsing beyond
+# the header; sizes are checked exactly and bounded before anything is allocated.
 _MAGIC = b"LLD1"
 _HEADER = struct.Struct("<4sHHHH")
+_LZ4 = struct.Struct("<4sI")
+COMPRESSIONS = ("zstd", "lz4")
 
 
-def pack_coefficients(d: DctCoefficients, level: int = 3) -> bytes:
+def pack_coefficients(d: DctCoefficients, level: int = 3, compression: str = "zstd") -> bytes:
     """Serialise canonical coefficients for the pre-extracted storage variant."""
     d.validate()
     (ky, hb, wb), kc = d.y.shape, d.c.shape[1]
     raw = b"".join([_HEADER.pack(_MAGIC, ky, kc, hb, wb), d.y.astype("<i2").tobytes(), d.c.astype("<i2").tobytes(),
                     d.qt.astype("<u2").tobytes()])
+    if compression == "lz4":
+        import lz4.block
+
+        return _LZ4.pack(b"LZ4B", len(raw)) + lz4.block.compress(raw, store_size=False)
     return zstandard.ZstdCompressor(level=level).compress(raw)
 
 
 _DCTX = zstandard.ZstdDecompressor()
 
 
-def unpack_coefficients(payload: bytes) -> DctCoefficients:
-    """Inverse of :func:`pack_coefficients`: bounded output size, exact size and shape checks."""
+def _decompress(payload: bytes) -> bytes:
+    if payload[:4] == b"LZ4B":
+        import lz4.block
+
+        if len(payload) < _LZ4.size:
+            raise DecodeError("bad pre-extracted coefficient member: short lz4 header")
+        size = _LZ4.unpack_from(payload)[1]
+        if size > MAX_UNPACKED:
+            raise DecodeError(f"bad pre-extracted coefficient member: {size} bytes unpacked, more than {MAX_UNPACKED}")
+        try:
+            return lz4.block.decompress(payload[_LZ4.size:], uncompressed_size=size)
+        except lz4.block.LZ4BlockError as exc:
+            raise DecodeError(f"bad pre-extracted coefficient member: {exc}") from exc
     try:
         # max_output_size only bounds frames without a content size; a stated size is allocated as is
         size = zstandard.frame_content_size(payload)
         if size > MAX_UNPACKED:
             raise DecodeError(f"bad pre-extracted coefficient member: {size} bytes unpacked, more than {MAX_UNPACKED}")
-        raw = _DCTX.decompress(payload, max_output_size=MAX_UNPACKED)
+        return _DCTX.decompress(payload, max_output_size=MAX_UNPACKED)
     except zstandard.ZstdError as exc:
         raise DecodeError(f"bad pre-extracted coefficient member: {exc}") from exc
+
+
+def unpack_coefficients(payload: bytes) -> DctCoefficients:
+    """Inverse of :func:`pack_coefficients` (either compression): exact size and shape checks."""
+    raw = _decompress(payload)
     if len(raw) < _HEADER.size or raw[:4] != _MAGIC:
         raise DecodeError("bad pre-extracted coefficient member: no LLD1 header")
     _, ky, kc, hb, wb = _HEADER.unpack_from(raw)

@@ -29,6 +29,7 @@ class JpegDctConfig:
     resize: int | None = None  # shard-time resize of the short side (downscale only)
     max_pixels: int = 64_000_000  # larger sources are skipped
     keep: tuple[int, int] = (64, 64)  # coefficients stored per component (storage="coefficients")
+    compression: str = "zstd"  # storage="coefficients": "zstd" (smaller) or "lz4" (faster to decode)
     zstd_level: int = 3
 
     def __post_init__(self) -> None:
@@ -38,6 +39,8 @@ class JpegDctConfig:
             raise ValueError(f"subsampling must be one of {list(jpeg.SUBSAMPLING)}")
         if not 1 <= self.quality <= 100:
             raise ValueError("quality must be in 1..100")
+        if self.compression not in jpeg.COMPRESSIONS:
+            raise ValueError(f"compression must be one of {list(jpeg.COMPRESSIONS)}")
         check_resize(self.resize)
         _check_keep(self.keep)
 
@@ -98,7 +101,7 @@ class JpegDct(Codec):
             data, source=source, quality=c.quality, subsampling=c.subsampling, resize=c.resize, max_pixels=c.max_pixels
         )
         if c.storage == "coefficients":
-            payload = jpeg.pack_coefficients(jpeg.read_coefficients(payload, c.keep), c.zstd_level)
+            payload = jpeg.pack_coefficients(jpeg.read_coefficients(payload, c.keep), c.zstd_level, c.compression)
         return Encoded(payload, why)
 
     def decode(self, payload: bytes) -> DctCoefficients:

@@ -168,9 +168,10 @@ def test_pack_unpack_round_trip_real_coefficients() -> None:
     data = jpeg_bytes(photo(75, 100), subsampling=0)
     for keep in [(64, 64), (16, 8), (1, 1)]:
         d = jpeg.read_coefficients(data, keep)
-        back = jpeg.unpack_coefficients(jpeg.pack_coefficients(d))
-        assert_same(back, d)
-        assert back.qt.dtype == np.uint16
+        for compression in jpeg.COMPRESSIONS:
+            back = jpeg.unpack_coefficients(jpeg.pack_coefficients(d, compression=compression))
+            assert_same(back, d)
+            assert back.qt.dtype == np.uint16
 
 
 @st.composite
@@ -188,9 +189,16 @@ def coefficients(draw) -> DctCoefficients:
 
 
 @settings(max_examples=60, deadline=None)
-@given(coefficients(), st.sampled_from([1, 3, 19]))
-def test_pack_unpack_round_trip_any(d: DctCoefficients, level: int) -> None:
-    assert_same(jpeg.unpack_coefficients(jpeg.pack_coefficients(d, level)), d)
+@given(coefficients(), st.sampled_from([1, 3, 19]), st.sampled_from(jpeg.COMPRESSIONS))
+def test_pack_unpack_round_trip_any(d: DctCoefficients, level: int, compression: str) -> None:
+    assert_same(jpeg.unpack_coefficients(jpeg.pack_coefficients(d, level, compression)), d)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_unpack_random_lz4_bytes_is_a_decode_error(body: bytes) -> None:
+    with pytest.raises(DecodeError):
+        jpeg.unpack_coefficients(b"LZ4B" + body)
 
 
 @settings(max_examples=150, deadline=None)
@@ -200,11 +208,21 @@ def test_unpack_random_bytes_is_a_decode_error(payload: bytes) -> None:
         jpeg.unpack_coefficients(payload)
 
 
-def test_unpack_truncated_is_a_decode_error() -> None:
-    payload = jpeg.pack_coefficients(jpeg.read_coefficients(jpeg_bytes(synthetic_rgb(32, 48)), (8, 4)))
+@pytest.mark.parametrize("compression", jpeg.COMPRESSIONS)
+def test_unpack_truncated_is_a_decode_error(compression: str) -> None:
+    d = jpeg.read_coefficients(jpeg_bytes(synthetic_rgb(32, 48)), (8, 4))
+    payload = jpeg.pack_coefficients(d, compression=compression)
     for n in sorted({0, 1, 4, 12, len(payload) // 2, len(payload) - 1}):
         with pytest.raises(DecodeError):
             jpeg.unpack_coefficients(payload[:n])
+
+
+def test_unpack_lz4_declared_size_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = jpeg.pack_coefficients(jpeg.read_coefficients(jpeg_bytes(synthetic_rgb(64, 64))), compression="lz4")
+    jpeg.unpack_coefficients(payload)
+    huge = b"LZ4B" + struct.pack("<I", 2**32 - 1) + payload[8:]  # claims 4 GiB: refused before allocating
+    with pytest.raises(DecodeError, match="more than"):
+        jpeg.unpack_coefficients(huge)
 
 
 def _raw(magic: bytes, ky: int, kc: int, hb: int, wb: int, body: int) -> bytes:

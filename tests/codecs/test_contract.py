@@ -17,7 +17,8 @@ from ..conftest import jpeg_bytes, photo, png_bytes, synthetic_rgb
 
 # Extra configs / options per codec; every registered codec is covered with at least its defaults.
 CONFIGS = {
-    "jpeg-dct": [{"storage": "jpeg"}, {"storage": "coefficients"}, {"storage": "coefficients", "keep": [16, 8]}],
+    "jpeg-dct": [{"storage": "jpeg"}, {"storage": "coefficients"}, {"storage": "coefficients", "keep": [16, 8]},
+                 {"storage": "coefficients", "compression": "lz4"}],
 }
 OPTIONS = {
     "rgb": [{"backend": "turbo"}, {"backend": "pil"}],
@@ -132,6 +133,7 @@ def test_unknown_config_or_option_field(name: str) -> None:
 
 
 BAD_VALUES = [
+    ("jpeg-dct", {"compression": "brotli"}, None, "compression must be"),
     ("jpeg-dct", {"storage": "png"}, None, "storage must be"),
     ("jpeg-dct", {"quality": 0}, None, "quality must be in 1..100"),
     ("jpeg-dct", {"quality": 101}, None, "quality must be in 1..100"),

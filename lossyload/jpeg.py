@@ -7,6 +7,7 @@ import io
 import os
 import struct
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import zstandard
@@ -98,24 +99,33 @@ def _read_jpegio(data: bytes):
         os.close(fd)
 
 
-def _blocks(arr: np.ndarray, rows: int, cols: int, keep: int) -> np.ndarray:
-    """jpegio's spatial coefficient layout [8*rows', 8*cols'] -> int16 [keep, rows, cols] zigzag, zero-padded."""
+def _blocks(arr: np.ndarray, rows: int, cols: int, keep: int, top: int = 0, left: int = 0) -> np.ndarray:
+    """The block window ``[top, top+rows) x [left, left+cols)`` of jpegio's spatial coefficient layout
+    ``[8*r, 8*c]`` as int16 ``[keep, rows, cols]`` in zigzag order; blocks outside the array are zero."""
     r, c = arr.shape[0] // 8, arr.shape[1] // 8
-    rr, cc = min(r, rows), min(c, cols)
-    blocks = arr[: 8 * rr, : 8 * cc].reshape(rr, 8, cc, 8).transpose(1, 3, 0, 2)  # view [u, v, row, col]
-    picked = blocks[_ZZ_U[:keep], _ZZ_V[:keep]]  # one gather: [keep, rr, cc]
-    if (rr, cc) == (rows, cols):
+    r0, r1, c0, c1 = max(top, 0), min(top + rows, r), max(left, 0), min(left + cols, c)
+    if r1 <= r0 or c1 <= c0:
+        return np.zeros((keep, rows, cols), np.int16)
+    view = arr[8 * r0 : 8 * r1, 8 * c0 : 8 * c1].reshape(r1 - r0, 8, c1 - c0, 8).transpose(1, 3, 0, 2)
+    picked = view[_ZZ_U[:keep], _ZZ_V[:keep]]  # one gather: [keep, r1 - r0, c1 - c0]
+    if (r1 - r0, c1 - c0) == (rows, cols):
         return picked.astype(np.int16)
     out = np.zeros((keep, rows, cols), np.int16)
-    out[:, :rr, :cc] = picked
+    out[:, r0 - top : r1 - top, c0 - left : c1 - left] = picked
     return out
 
 
-def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64)) -> DctCoefficients:
+Window = Callable[[int, int], tuple[int, int, int, int]]
+
+
+def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64), window: Window | None = None) -> DctCoefficients:
     """Quantized DCT coefficients of JPEG ``data`` on the 4:2:0 grid, without any inverse DCT.
 
     Baseline and progressive, greyscale (chroma all zero), 4:2:0, and 4:4:4 / 4:2:2 / 4:4:0 (chroma brought to
-    the 4:2:0 grid by an exact DCT-domain box filter, then requantized with the image's chroma table)."""
+    the 4:2:0 grid by an exact DCT-domain box filter, then requantized with the image's chroma table).
+
+    ``window(hm, wm) -> (top, left, height, width)``, given the image's size in 16x16 MCUs, picks an MCU window
+    to extract (zero outside the image): the same result as cropping afterwards, without extracting the rest."""
     j = _read_jpegio(data)
     comps = j.comp_info
     if len(comps) not in (1, 3):
@@ -129,10 +139,11 @@ def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64)) -> DctCoeff
     if (y.h_samp_factor, y.v_samp_factor) != (hmax, vmax):
         raise DecodeError("luma is not the full-resolution component")
     hc, wc = -(-y.downsampled_height // 16), -(-y.downsampled_width // 16)
+    top, left, hc, wc = window(hc, wc) if window else (0, 0, hc, wc)
     tables = [np.asarray(t, np.int64).reshape(64) for t in j.quant_tables]
     qt = np.ones((3, 64), np.uint16)
     qt[0] = tables[y.quant_tbl_no]
-    yk = _blocks(j.coef_arrays[0], 2 * hc, 2 * wc, keep[0])
+    yk = _blocks(j.coef_arrays[0], 2 * hc, 2 * wc, keep[0], 2 * top, 2 * left)
     c = np.zeros((2, keep[1], hc, wc), np.int16)
     for i in (1, 2) if len(comps) == 3 else ():
         ci = comps[i]
@@ -141,9 +152,9 @@ def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64)) -> DctCoeff
         if (2 * ci.h_samp_factor) % hmax or (2 * ci.v_samp_factor) % vmax or dx not in (1, 2) or dy not in (1, 2):
             raise DecodeError(f"unsupported chroma sampling {ci.h_samp_factor}x{ci.v_samp_factor} of {hmax}x{vmax}")
         if dx == dy == 1:
-            c[i - 1] = _blocks(j.coef_arrays[i], hc, wc, keep[1])
-        else:
-            full = _blocks(j.coef_arrays[i], hc * dy, wc * dx, 64)
+            c[i - 1] = _blocks(j.coef_arrays[i], hc, wc, keep[1], top, left)
+        else:  # the box filter maps each dy x dx group of blocks to one block: window first, then filter
+            full = _blocks(j.coef_arrays[i], hc * dy, wc * dx, 64, top * dy, left * dx)
             nat = dct.resample_chroma(dct.dequantize(full, qt[i]), dy, dx)
             c[i - 1] = dct.quantize(nat, qt[i], keep[1])
     return DctCoefficients(y=yk, c=c, qt=qt)

@@ -134,14 +134,17 @@ class RandomCrop:
     def __post_init__(self) -> None:
         _crop_mcus(self.size)
 
-    def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
+    def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """The MCU window ``(top, left, height, width)`` this crop takes from an ``hm`` x ``wm`` MCU image."""
         m = _crop_mcus(self.size)
-        hm, wm = sample.y.shape[1] // 2, sample.y.shape[2] // 2
         if not self.pad_if_needed and (hm < m or wm < m):
             raise ValueError(f"image of {16 * hm}x{16 * wm} px is smaller than crop {self.size}")
         top = _crop_origin(hm, m, rng)
         left = _crop_origin(wm, m, rng)
-        return crop(sample, top, left, m, m)
+        return top, left, m, m
+
+    def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
+        return crop(sample, *self.window(sample.y.shape[1] // 2, sample.y.shape[2] // 2, rng))
 
 
 @register_augment("dct_center_crop")
@@ -154,10 +157,12 @@ class CenterCrop:
     def __post_init__(self) -> None:
         _crop_mcus(self.size)
 
-    def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
+    def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         m = _crop_mcus(self.size)
-        hm, wm = sample.y.shape[1] // 2, sample.y.shape[2] // 2
-        return crop(sample, (hm - m) // 2, (wm - m) // 2, m, m)
+        return (hm - m) // 2, (wm - m) // 2, m, m
+
+    def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
+        return crop(sample, *self.window(sample.y.shape[1] // 2, sample.y.shape[2] // 2, rng))
 
 
 @register_augment("dct_brightness")

@@ -114,6 +114,16 @@ class JpegDct(Codec):
             d = DctCoefficients(y=d.y[: self.keep[0]], c=d.c[:, : self.keep[1]], qt=d.qt)
         return d
 
+    def decode_window(self, payload: bytes, window: jpeg.Window) -> DctCoefficients:
+        """``decode`` then crop to ``window(hm, wm)`` (MCUs), in one step: from JPEG bytes only the window's
+        coefficients are extracted. The loader uses it when the first transform is a crop."""
+        if self.config.storage == "jpeg":
+            return jpeg.read_coefficients(payload, self.keep, window)
+        from ..augment.dct import crop
+
+        d = self.decode(payload)
+        return crop(d, *window(d.y.shape[1] // 2, d.y.shape[2] // 2))
+
     def finalize(self, d: DctCoefficients) -> dict[str, np.ndarray]:
         ky, kc = d.keep
         y, c = d.y[self._perm[0]] if self._perm[0] is not None else d.y, d.c

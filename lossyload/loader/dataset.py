@@ -123,10 +123,17 @@ class LossyDataset(IterableDataset):
                 yield out
 
     def _decoded(self, raw: Iterator[RawSample], rng: np.random.Generator, policy: ErrorPolicy):
+        # A leading crop that can say its window is fused into decoding (same result, less work).
+        head = self.transforms[0] if self.transforms else None
+        fuse = hasattr(head, "window") and hasattr(self.codec, "decode_window")
+        rest = self.transforms[1:] if fuse else self.transforms
         for s in raw:
             try:
-                x = self.codec.decode(s.payload)
-                for t in self.transforms:
+                if fuse:
+                    x = self.codec.decode_window(s.payload, lambda hm, wm: head.window(hm, wm, rng))
+                else:
+                    x = self.codec.decode(s.payload)
+                for t in rest:
                     x = t(x, rng)
                 yield self.codec.finalize(x), s.label
             except (LossyloadError, ValueError) as exc:

@@ -135,3 +135,32 @@ def test_encode_reports_transcoding_and_copies_jpegs(source: bytes) -> None:
     assert enc.transcoded == "png source" and enc.payload[:2] == b"\xff\xd8"
     coef = create_codec("jpeg-dct", {"storage": "coefficients"})
     assert coef.encode(png_bytes(photo(32, 32)), source="x").transcoded == "png source"
+
+
+# ------------------------------------------------------------------------------------------- fused crop
+WINDOWS = [(0, 0, 2, 2), (1, 2, 3, 2), (-1, -2, 4, 5), (3, 4, 2, 2), (9, 9, 2, 2), (-3, 1, 2, 1)]
+
+
+@pytest.mark.parametrize("storage", ["jpeg", "coefficients"])
+@pytest.mark.parametrize("kind", ["420", "444", "422", "grey", "odd"])
+@pytest.mark.parametrize("window", WINDOWS)
+def test_decode_window_equals_decode_then_crop(kind: str, window, storage: str) -> None:
+    from lossyload.augment.dct import crop
+
+    src = photo(75, 100) if kind == "odd" else photo(64, 96)
+    opts = {"subsampling": {"444": 0, "422": 1}.get(kind, 2)}
+    data = jpeg_bytes(src, mode="L", **opts) if kind == "grey" else jpeg_bytes(src, **opts)
+    codec = create_codec("jpeg-dct", {"storage": storage}, {"keep": [16, 8]})
+    payload = codec.encode(data, source="t").payload
+    seen = []
+
+    def win(hm: int, wm: int):
+        seen.append((hm, wm))
+        return window
+
+    got = codec.decode_window(payload, win)
+    want = codec.decode(payload)
+    assert seen == [(want.y.shape[1] // 2, want.y.shape[2] // 2)]  # the window sees the image's MCU grid
+    want = crop(want, *window)
+    for a, b in ((got.y, want.y), (got.c, want.c), (got.qt, want.qt)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

@@ -93,7 +93,9 @@ class JpegDct(Codec):
 
     @property
     def member(self) -> str:  # type: ignore[override]
-        return "jpg" if self.config.storage == "jpeg" else "dct.zst"
+        if self.config.storage == "jpeg":
+            return "jpg"
+        return "dct.zst" if self.config.compression == "zstd" else "dct.lz4"
 
     def encode(self, data: bytes, *, source: str) -> Encoded:
         c = self.config

@@ -164,3 +164,9 @@ def test_decode_window_equals_decode_then_crop(kind: str, window, storage: str) 
     want = crop(want, *window)
     for a, b in ((got.y, want.y), (got.c, want.c), (got.qt, want.qt)):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_member_names_the_compression() -> None:
+    names = {c: create_codec("jpeg-dct", {"storage": "coefficients", "compression": c}).member for c in jpeg.COMPRESSIONS}
+    assert names == {"zstd": "dct.zst", "lz4": "dct.lz4"}
+    assert create_codec("jpeg-dct").member == "jpg"

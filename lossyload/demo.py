@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,17 +112,18 @@ def _complete(dest: str, config: dict) -> bool:
     return all(index.config.get(k) == (list(v) if isinstance(v, tuple) else v) for k, v in config.items())
 
 
-def loader_rate(url: str, row: Row, cfg: DemoConfig) -> tuple[float, int]:
-    """(samples/s of one single-process pass with augmentation, input bytes of one batch)."""
+def loader_rate(url: str, row: Row, cfg: DemoConfig, passes: int = 3) -> tuple[float, int]:
+    """(median samples/s of ``passes`` single-process passes with augmentation, input bytes of one batch)."""
     ld = make_loader(url, batch_size=cfg.batch_size, codec=row.codec, options=row.options,
                      transforms=_transforms(row, cfg.size, True), seed=cfg.seed)
-    it = iter(ld)
-    x, _ = next(it)  # warm-up
+    x, _ = next(iter(ld))  # warm-up
     nbytes = sum(v.nbytes for v in (x.values() if isinstance(x, dict) else [x]))
-    t0, n = time.perf_counter(), 0
-    for _, y in it:
-        n += len(y)
-    return n / (time.perf_counter() - t0), nbytes
+    rates = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        n = sum(len(y) for _, y in ld)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates), nbytes
 
 
 def train_eval(row: Row, urls: tuple[str, str], classes: int, cfg: DemoConfig) -> tuple[float, float]:

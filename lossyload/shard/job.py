@@ -14,7 +14,7 @@ import json
 import multiprocessing as mp
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tqdm import tqdm
@@ -96,7 +96,7 @@ def _encode(item: Item) -> tuple[Item, bytes | None, str | None, int]:
         enc = _CODEC.encode(data, source=item.name)  # type: ignore[union-attr]
     except EncodeError as exc:
         return item, None, exc.reason, len(data)
-    return item.__class__(key=item.key, label=item.label, name=item.name), enc.payload, enc.transcoded, len(data)
+    return replace(item, data=None), enc.payload, enc.transcoded, len(data)  # don't send the source bytes back
 
 
 def run_job(job: ShardJob) -> ShardSummary:

@@ -123,9 +123,19 @@ class HFlip:
         return _new(sample, np.array(sample.y, copy=True), np.array(sample.c, copy=True))
 
 
+class _WindowCrop:
+    """A crop defined by ``window(hm, wm, rng)``; the loader can fuse that window into decoding."""
+
+    def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
+        return crop(sample, *self.window(sample.y.shape[1] // 2, sample.y.shape[2] // 2, rng))
+
+
 @register_augment("dct_random_crop")
 @dataclass(frozen=True, kw_only=True)
-class RandomCrop:
+class RandomCrop(_WindowCrop):
     """Random MCU-aligned ``size`` x ``size`` px crop; smaller images are padded at a random offset."""
 
     size: int = 224
@@ -143,13 +153,10 @@ class RandomCrop:
         left = _crop_origin(wm, m, rng)
         return top, left, m, m
 
-    def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
-        return crop(sample, *self.window(sample.y.shape[1] // 2, sample.y.shape[2] // 2, rng))
-
 
 @register_augment("dct_center_crop")
 @dataclass(frozen=True, kw_only=True)
-class CenterCrop:
+class CenterCrop(_WindowCrop):
     """Centred MCU-aligned ``size`` x ``size`` px crop (zero-padded if the image is smaller)."""
 
     size: int = 224
@@ -160,9 +167,6 @@ class CenterCrop:
     def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         m = _crop_mcus(self.size)
         return (hm - m) // 2, (wm - m) // 2, m, m
-
-    def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
-        return crop(sample, *self.window(sample.y.shape[1] // 2, sample.y.shape[2] // 2, rng))
 
 
 @register_augment("dct_brightness")

@@ -25,6 +25,17 @@ _JCS_NAMES = {0: "unknown", 1: "greyscale", 2: "RGB", 3: "YCbCr", 4: "CMYK", 5: 
 
 
 # ---------------------------------------------------------------- source bytes -> shard JPEG bytes
+def check_source_options(*, quality: int, subsampling: str, resize: int | None) -> None:
+    """Validate the shard-time JPEG options shared by the codecs that store JPEG bytes (``ValueError``)."""
+    if subsampling not in SUBSAMPLING:
+        raise ValueError(f"subsampling must be one of {list(SUBSAMPLING)}")
+    if not 1 <= quality <= 100:
+        raise ValueError("quality must be in 1..100")
+    # a shard-time resize must leave at least one 8x8 block (smaller sources are skipped, not shrunk)
+    if resize is not None and (not isinstance(resize, int) or resize < 8):
+        raise ValueError(f"resize must be an integer short side of at least 8 px, got {resize!r}")
+
+
 def prepare_jpeg(
     data: bytes, *, source: str, quality: int, subsampling: str, resize: int | None, max_pixels: int
 ) -> tuple[bytes, str | None]:

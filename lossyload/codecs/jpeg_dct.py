@@ -35,13 +35,9 @@ class JpegDctConfig:
     def __post_init__(self) -> None:
         if self.storage not in ("jpeg", "coefficients"):
             raise ValueError(f"storage must be 'jpeg' or 'coefficients', not {self.storage!r}")
-        if self.subsampling not in jpeg.SUBSAMPLING:
-            raise ValueError(f"subsampling must be one of {list(jpeg.SUBSAMPLING)}")
-        if not 1 <= self.quality <= 100:
-            raise ValueError("quality must be in 1..100")
+        jpeg.check_source_options(quality=self.quality, subsampling=self.subsampling, resize=self.resize)
         if self.compression not in jpeg.COMPRESSIONS:
             raise ValueError(f"compression must be one of {list(jpeg.COMPRESSIONS)}")
-        check_resize(self.resize)
         _check_keep(self.keep)
 
 
@@ -69,12 +65,6 @@ def _check_keep(keep: tuple[int, int]) -> None:
         isinstance(k, int) and 1 <= k <= 64 for k in keep
     ):
         raise ValueError(f"keep must be two integer counts in 1..64 (luma, chroma), got {keep!r}")
-
-
-def check_resize(resize: int | None) -> None:
-    """A shard-time resize must leave at least one 8x8 block (smaller sources are skipped, not shrunk)."""
-    if resize is not None and (not isinstance(resize, int) or resize < 8):
-        raise ValueError(f"resize must be an integer short side of at least 8 px, got {resize!r}")
 
 
 @register_codec

@@ -16,7 +16,6 @@ from .. import jpeg
 from ..errors import DecodeError
 from . import register_codec
 from .base import Codec, Encoded, TensorSpec
-from .jpeg_dct import check_resize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,11 +29,7 @@ class RgbConfig:
     max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
-        if self.subsampling not in jpeg.SUBSAMPLING:
-            raise ValueError(f"subsampling must be one of {list(jpeg.SUBSAMPLING)}")
-        if not 1 <= self.quality <= 100:
-            raise ValueError("quality must be in 1..100")
-        check_resize(self.resize)
+        jpeg.check_source_options(quality=self.quality, subsampling=self.subsampling, resize=self.resize)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -76,8 +76,8 @@ def image_folder(root: str) -> Source:
             key += "_"
         seen.add(key)
         items.append(Item(key=key, label=label, name=path, path=path))
-    print_ = [f"{it.key}\t{it.label}\t{os.path.getsize(it.path)}" for it in items]  # type: ignore[arg-type]
-    return Source(labels=classes, items=iter(items), total=len(items), fingerprint=_fingerprint(print_))
+    listing = [f"{it.key}\t{it.label}\t{os.path.getsize(it.path)}" for it in items]  # type: ignore[arg-type]
+    return Source(labels=classes, items=iter(items), total=len(items), fingerprint=_fingerprint(listing))
 
 
 def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Source:

@@ -121,13 +121,11 @@ def table(results: list[dict]) -> str:
              "| stored B/sample | input B/sample | input vs float32 224²x3 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         per = r["input_bytes_per_sample"]
+        inputs = f"{per:,} | {float_input / per:.1f}x smaller" if per else "— | —"
         lines.append(
             f"| {r['representation']} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
             f"| {r['samples_per_s'] / turbo:.2f}x | {r['samples_per_s'] / pil:.2f}x | {r['cpu_ms_per_sample']:.2f} "
-            f"| {r['stored_bytes_per_sample']:,.0f} | {per:,} | {float_input / per:.1f}x smaller |" if per else
-            f"| {r['representation']} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
-            f"| {r['samples_per_s'] / turbo:.2f}x | {r['samples_per_s'] / pil:.2f}x | {r['cpu_ms_per_sample']:.2f} "
-            f"| {r['stored_bytes_per_sample']:,.0f} | — | — |")
+            f"| {r['stored_bytes_per_sample']:,.0f} | {inputs} |")
     return "\n".join(lines)
 
 

@@ -49,6 +49,7 @@ class Index:
     shards: list[ShardInfo]
     member: str  # the tar member extension holding each sample's payload, e.g. "jpg"
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason, from the shard tool
+    assets: dict[str, str] = field(default_factory=dict)  # codec side files beside the index: name -> sha256
     version: int = INDEX_VERSION
 
     @property
@@ -90,6 +91,7 @@ class Index:
                 labels=[str(x) for x in d["labels"]],
                 shards=[ShardInfo.from_dict(s) for s in d["shards"]],
                 skipped={str(k): str(v) for k, v in d.get("skipped", {}).items()},
+                assets={check_relative_url(str(k)): str(v) for k, v in d.get("assets", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IndexFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc

@@ -84,5 +84,6 @@ def augment_from_dict(d: dict[str, Any]) -> Transform:
     return create_augment(d["name"], **fields)
 
 
+from lossyload.augment import codes as codes  # noqa: E402  (registers the audio code-domain transforms)
 from lossyload.augment import dct as dct  # noqa: E402  (registers the DCT-domain transforms)
 from lossyload.augment import rgb as rgb  # noqa: E402,F401  (registers the rgb baseline transforms)

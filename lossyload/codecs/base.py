@@ -42,6 +42,8 @@ class Codec:
     Config: ClassVar[type]  # frozen dataclass: everything encode used; stored in index.json
     Options: ClassVar[type]  # frozen dataclass: load-time choices (channel order, dtype, ...)
     member: ClassVar[str]
+    fit_fields: ClassVar[tuple[str, ...]] = ()  # config fields ``fit`` learns from the data (e.g. a codebook)
+    fit_sample_count: int = 0  # how many source items ``fit`` wants
 
     def __init__(self, config: Any = None, options: Any = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -64,6 +66,21 @@ class Codec:
     def default_transforms(self, train: bool) -> list:
         """The augmentations used when the caller gives none (must yield fixed-size samples)."""
         return []
+
+    def needs_fit(self) -> bool:
+        """True when the config lacks something learned from data; the shard tool then calls ``fit``."""
+        return False
+
+    def fit(self, samples: list[tuple[str, bytes]]) -> Codec:
+        """A copy of this codec whose config holds what was learned from ``(source, bytes)`` samples."""
+        raise NotImplementedError
+
+    def assets(self) -> dict[str, bytes]:
+        """Side files the shard tool writes beside ``index.json`` (the index records their sha256)."""
+        return {}
+
+    def load_assets(self, assets: dict[str, bytes]) -> None:
+        """Receive the side files named in the index, read and checked by the loader."""
 
     def stored_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

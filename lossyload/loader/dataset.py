@@ -7,6 +7,7 @@ finalize -> collate into batches. Randomness is a pure function of (seed, epoch,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,15 +17,17 @@ from torch.utils.data import IterableDataset
 
 from ..codecs import Codec, codec_class, create_codec
 from ..errors import CodecError, LossyloadError, ShardError
-from ..fs import read_index
+from ..fs import join, open_url, read_index
 from ..index import Index
 from . import plan
 from .stream import ErrorPolicy, RawSample, Skip, read_range
 
 
-def resolve_codec(index: Index, name: str | None, options: dict[str, Any] | Any | None) -> Codec:
+def resolve_codec(index: Index, name: str | None, options: dict[str, Any] | Any | None, root: str | None = None,
+                  storage_options: dict[str, Any] | None = None) -> Codec:
     """The index's codec, or another codec that reads the same members (e.g. ``rgb`` over ``jpeg-dct`` JPEG
-    shards), built from the stored config plus load-time ``options`` (a dict or the codec's Options)."""
+    shards), built from the stored config plus load-time ``options`` (a dict or the codec's Options). With the
+    dataset ``root``, the side files the index names (e.g. EnCodec codebooks) are read, checked and attached."""
     name = name or index.codec
     cls = codec_class(name)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
@@ -34,7 +37,25 @@ def resolve_codec(index: Index, name: str | None, options: dict[str, Any] | Any 
     codec = create_codec(name, config, options)
     if codec.member != index.member:
         raise CodecError(f"codec {name!r} reads '{codec.member}' members; these shards hold '{index.member}'")
+    if root is not None and index.assets:
+        codec.load_assets(read_assets(root, index, storage_options))
     return codec
+
+
+def read_assets(root: str, index: Index, storage_options: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """The side files named in the index, each checked against its recorded sha256."""
+    assets = {}
+    for name, sha in index.assets.items():
+        url = join(root, name)
+        try:
+            with open_url(url, "rb", storage_options) as f:
+                data = f.read()
+        except FileNotFoundError as exc:
+            raise ShardError(f"{url}: side file named in the index is missing") from exc
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ShardError(f"{url}: sha256 does not match the index (damaged or replaced)")
+        assets[name] = data
+    return assets
 
 
 class LossyDataset(IterableDataset):
@@ -63,7 +84,7 @@ class LossyDataset(IterableDataset):
     ) -> None:
         super().__init__()
         self.root, self.index = read_index(url, storage_options)
-        self.codec = resolve_codec(self.index, codec, options)
+        self.codec = resolve_codec(self.index, codec, options, self.root, storage_options)
         self.transforms = list(self.codec.default_transforms(train) if transforms is None else transforms)
         self.batch_size = batch_size
         self.shuffle = train if shuffle is None else shuffle

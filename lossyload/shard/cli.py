@@ -8,7 +8,7 @@ import sys
 
 from ..codecs import list_codecs
 from ..errors import LossyloadError
-from .job import ShardJob, run_job
+from .job import ShardJob, config_from_dataset, run_job
 
 
 def _size(text: str) -> int:
@@ -27,15 +27,18 @@ def _value(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lossyload-shard",
-        description="Turn an image folder (class subfolders) or WebDataset tars into codec-domain shards "
+        description="Turn an image or audio folder (class subfolders) or WebDataset tars into codec-domain shards "
         "with a self-describing index.json. Rerun the same command to resume an interrupted run.",
     )
-    p.add_argument("src", help="ImageFolder directory, a .tar URL, a brace pattern (data-{000..009}.tar) or a folder of tars")
+    p.add_argument("src", help="class-folder directory (images or audio), a .tar URL, a brace pattern (data-{000..009}.tar) or a folder of tars")
     p.add_argument("dest", help="output directory (or fsspec URL)")
     p.add_argument("--codec", default="jpeg-dct", choices=list_codecs())
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="codec config field, JSON value, e.g. --set storage='\"coefficients\"' --set keep=[16,8] "
                    "(repeatable)")
+    p.add_argument("--config-from", metavar="DATASET",
+                   help="start from the codec config of an existing dataset (e.g. the training split's fitted vq "
+                   "codebook for the validation and test splits); --set and the options below override it")
     p.add_argument("--storage", choices=["jpeg", "coefficients"], help="jpeg-dct: keep JPEG bytes or pre-extract")
     p.add_argument("--resize", type=int, help="resize the short side to this many pixels at shard time")
     p.add_argument("--quality", type=int, help="JPEG quality for transcoded sources")
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> dict:
-    config = {}
+    config = config_from_dataset(args.config_from, args.codec) if args.config_from else {}
     for kv in args.set:
         key, sep, value = kv.partition("=")
         if not sep:

@@ -8,20 +8,23 @@ produces the same shards and the same index. ``index.json`` is written last; the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import multiprocessing as mp
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from ..codecs import Codec, create_codec
 from ..errors import EncodeError, LossyloadError
-from ..fs import filesystem
+from ..fs import filesystem, read_index
 from ..index import INDEX_NAME, Index, ShardInfo, shard_name
 from .sources import Item, open_source
 from .writer import ShardWriter
@@ -107,16 +110,19 @@ def run_job(job: ShardJob) -> ShardSummary:
     fs, root = filesystem(job.dest, job.storage_options)
     summary = ShardSummary(dest=job.dest)
     if fs.exists(f"{root}/{INDEX_NAME}") and not job.overwrite:
-        return _already_complete(fs, root, job, config, summary)
+        return _already_complete(fs, root, job, codec, summary)
     if job.overwrite:
-        for p in fs.glob(f"{root}/shard-*.tar*") + fs.glob(f"{root}/{INDEX_NAME}"):
+        for p in fs.glob(f"{root}/shard-*.tar*") + _asset_paths(fs, root) + fs.glob(f"{root}/{INDEX_NAME}"):
             fs.rm(p)
         if fs.exists(f"{root}/{PROGRESS_DIR}"):
             fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     source = open_source(job.src, job.storage_options)
+    fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
+    if codec.needs_fit():
+        codec = _fitted(fs, root, job, codec, source.fingerprint)
+        config = codec.stored_config()
     header = {"codec": job.codec, "config": config, "maxcount": job.maxcount, "maxsize": job.maxsize,
               "src": job.src, "source": source.fingerprint}
-    fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
     records = _load_progress(fs, root, header)
     shards = [ShardInfo.from_dict(r["shard"]) for r in records]
     for r in records:
@@ -162,8 +168,12 @@ def run_job(job: ShardJob) -> ShardSummary:
         if pool:
             pool.terminate()
     shards = [s for s in shards if s.samples]
+    assets = {}
+    for name, data in codec.assets().items():
+        _write_bytes(fs, f"{root}/{name}", data)
+        assets[name] = hashlib.sha256(data).hexdigest()
     index = Index(codec=job.codec, config=config, labels=list(source.labels), shards=shards, member=codec.member,
-                  skipped=dict(summary.skipped))
+                  skipped=dict(summary.skipped), assets=assets)
     _write_text(fs, f"{root}/{INDEX_NAME}", index.to_json())
     fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     summary.samples, summary.shards, summary.bytes_out = index.samples, len(shards), index.bytes
@@ -199,7 +209,7 @@ def _close(fs, root: str, state: _Open, position: int, summary: ShardSummary) ->
                          transcoded=dict(state.transcoded))
     else:  # only skipped items since the last shard
         info = ShardInfo(url=shard_name(state.number), samples=0, bytes=0, sha256="", transcoded={})
-    reasons = Counter(_category(r) for r in state.transcoded.values())
+    reasons = Counter(_category(part) for r in state.transcoded.values() for part in r.split("; "))
     record = {"shard": info.__dict__, "next_item": position, "skipped": state.skipped, "bytes_in": state.bytes_in,
               "transcoded_reasons": dict(reasons)}
     _write_text(fs, f"{root}/{PROGRESS_DIR}/{state.seq:06d}.json", json.dumps(record))
@@ -210,12 +220,17 @@ def _close(fs, root: str, state: _Open, position: int, summary: ShardSummary) ->
     return info
 
 
-def _already_complete(fs, root: str, job: ShardJob, config: dict[str, Any], summary: ShardSummary) -> ShardSummary:
+def _already_complete(fs, root: str, job: ShardJob, codec: Codec, summary: ShardSummary) -> ShardSummary:
     """A rerun over a finished dataset made with the same codec settings is a no-op (it also clears progress
-    records left by a run stopped between writing the index and removing them)."""
+    records left by a run stopped between writing the index and removing them). Fields the codec learns
+    from the data (``fit_fields``) are compared only when the job sets them."""
     with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
         index = Index.from_json(f.read(), where=f"{job.dest}/{INDEX_NAME}")
-    if index.codec != job.codec or index.config != json.loads(json.dumps(config)):
+    want, have = json.loads(json.dumps(codec.stored_config())), dict(index.config)
+    for name in codec.fit_fields:
+        if want.get(name) is None:
+            want.pop(name, None), have.pop(name, None)
+    if index.codec != job.codec or have != want:
         raise LossyloadError(f"{job.dest}: already holds a dataset made with other settings "
                              f"({index.codec} {index.config}); pass --overwrite to replace it")
     if fs.exists(f"{root}/{PROGRESS_DIR}"):
@@ -262,7 +277,59 @@ def _load_progress(fs, root: str, header: dict[str, Any]) -> list[dict[str, Any]
     return records
 
 
-def _write_text(fs, path: str, text: str) -> None:
+def _fitted(fs, root: str, job: ShardJob, codec: Codec, fingerprint: str) -> Codec:
+    """``codec`` fitted on a seeded sample of the source (a reservoir over one pass); the fitted config is kept
+    in the progress folder so a resumed run reuses it instead of fitting again."""
+    path = f"{root}/{PROGRESS_DIR}/fit.json"
+    key = {"codec": job.codec, "config": codec.stored_config(), "source": fingerprint}
+    if fs.exists(path):
+        with fs.open(path, "rb") as f:
+            saved = json.loads(f.read())
+        if saved["key"] == json.loads(json.dumps(key)):
+            return create_codec(job.codec, saved["config"], dataclasses.asdict(codec.options))
+    rng = np.random.default_rng(0)
+    chosen: list[Item] = []
+    for i, item in enumerate(item for item in open_source(job.src, job.storage_options).items if not item.error):
+        if len(chosen) < codec.fit_sample_count:
+            chosen.append(item)
+        elif (j := int(rng.integers(i + 1))) < codec.fit_sample_count:
+            chosen[j] = item
+    samples = []
+    for item in chosen:
+        try:
+            samples.append((item.name, item.read()))
+        except OSError:
+            continue  # reported when the item is encoded
+    if job.progress:
+        print(f"{job.codec}: fitting {', '.join(codec.fit_fields)} on {len(samples)} samples", file=sys.stderr)
+    fitted = codec.fit(samples)
+    _write_text(fs, path, json.dumps({"key": key, "config": fitted.stored_config()}))
+    return fitted
+
+
+def config_from_dataset(url: str, codec: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The codec config stored in the dataset at ``url`` (e.g. a training split's fitted ``vq`` codebook, to
+    encode the validation and test splits with the same one)."""
+    _, index = read_index(url, storage_options)
+    if index.codec != codec:
+        raise LossyloadError(f"{url}: holds a {index.codec!r} dataset, not {codec!r}")
+    return dict(index.config)
+
+
+def _asset_paths(fs, root: str) -> list[str]:
+    """The side files named by an existing index (removed with it on --overwrite)."""
+    if not fs.exists(f"{root}/{INDEX_NAME}"):
+        return []
+    with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
+        index = Index.from_json(f.read(), where=f"{root}/{INDEX_NAME}")
+    return [f"{root}/{name}" for name in index.assets if fs.exists(f"{root}/{name}")]
+
+
+def _write_bytes(fs, path: str, data: bytes) -> None:
     with fs.open(path + ".partial", "wb") as f:
-        f.write(text.encode())
+        f.write(data)
     fs.mv(path + ".partial", path)
+
+
+def _write_text(fs, path: str, text: str) -> None:
+    _write_bytes(fs, path, text.encode())

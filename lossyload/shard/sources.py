@@ -12,10 +12,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..audio import AUDIO_EXTS
 from ..errors import LossyloadError
 from ..fs import filesystem, open_url
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm")
+MEDIA_EXTS = IMAGE_EXTS + AUDIO_EXTS
 _UNSAFE = re.compile(r"[^A-Za-z0-9_/-]")
 
 
@@ -81,7 +83,7 @@ def image_folder(root: str) -> Source:
 
 
 def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Source:
-    """Existing WebDataset tars: the image is the first member with an image extension, the label the
+    """Existing WebDataset tars: the sample is the first member with an image or audio extension, the label the
     integer ``cls`` member. Labels are the class numbers seen (as strings), known once reading ends."""
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
@@ -93,8 +95,8 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Sou
                 members = ({**m, "__url__": url} for m in tar_file_iterator(f))
                 for sample in group_by_keys(members):
                     key = sample["__key__"]
-                    ext = next((e for e in IMAGE_EXTS if e in sample), None)
-                    error = None if ext else f"no image member (members: {sorted(k for k in sample if not k.startswith('__'))})"
+                    ext = next((e for e in MEDIA_EXTS if e in sample), None)
+                    error = None if ext else f"no image or audio member (members: {sorted(k for k in sample if not k.startswith('__'))})"
                     try:
                         label = int(sample.get("cls", b"").decode().strip())
                         if label < 0:
@@ -110,7 +112,7 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Sou
 
 
 def open_source(src: str | list[str], storage_options: dict | None = None) -> Source:
-    """An ImageFolder directory, a ``.tar`` URL, a brace pattern or a list of tar URLs."""
+    """A class-folder directory (images or audio), a ``.tar`` URL, a brace pattern or a list of tar URLs."""
     if isinstance(src, list):
         return webdataset_tars(src, storage_options)
     if src.endswith(".tar") or "{" in src:

@@ -1,0 +1,159 @@
+"""Code-domain augmentations of audio code grids (``vq`` and ``encodec`` canonical samples).
+
+A sample is an int16 array ``[rows, frames]``: rows are mel bands of codes (``vq``) or RVQ levels
+(``encodec``), columns are code frames in time. ``MASK`` (-1) is the dedicated value of a masked entry; each
+codec's ``finalize`` turns it into its own output convention (``codebook_size``, a zero bit-plane, a zero
+vector). Pure functions return fresh arrays; the dataclasses are the serialisable, seeded transforms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lossyload.augment import register_augment
+
+__all__ = [
+    "MASK", "CenterTimeCrop", "FreqMask", "LevelDropout", "RandomTimeCrop", "TimeMask", "TimeShift",
+    "drop_levels", "mask_rows", "mask_time", "shift_time", "time_crop",
+]
+
+MASK = -1
+
+
+def time_crop(codes: np.ndarray, start: int, frames: int) -> np.ndarray:
+    """Frames ``[start, start + frames)``; frames past either end are ``MASK``."""
+    if frames < 1:
+        raise ValueError(f"frames must be positive, got {frames}")
+    out = np.full((codes.shape[0], frames), MASK, np.int16)
+    lo, hi = max(start, 0), min(start + frames, codes.shape[1])
+    if hi > lo:
+        out[:, lo - start : hi - start] = codes[:, lo:hi]
+    return out
+
+
+def shift_time(codes: np.ndarray, shift: int) -> np.ndarray:
+    """Move the content ``shift`` frames later (earlier when negative); vacated frames are ``MASK``."""
+    return time_crop(codes, -shift, codes.shape[1])
+
+
+def mask_time(codes: np.ndarray, start: int, width: int) -> np.ndarray:
+    out = codes.copy()
+    out[:, max(start, 0) : max(start + width, 0)] = MASK
+    return out
+
+
+def mask_rows(codes: np.ndarray, start: int, height: int) -> np.ndarray:
+    out = codes.copy()
+    out[max(start, 0) : max(start + height, 0)] = MASK
+    return out
+
+
+def drop_levels(codes: np.ndarray, keep: int) -> np.ndarray:
+    """Keep the first ``keep`` RVQ levels (the coarse ones); the finer levels become ``MASK``."""
+    return mask_rows(codes, keep, codes.shape[0])
+
+
+@register_augment("codes_random_time_crop")
+@dataclass(frozen=True, kw_only=True)
+class RandomTimeCrop:
+    """A random window of ``frames`` code frames (masked padding when the clip is shorter)."""
+
+    frames: int
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise ValueError("frames must be positive")
+
+    def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        slack = codes.shape[1] - self.frames
+        start = int(rng.integers(0, slack + 1)) if slack > 0 else slack // 2
+        return time_crop(codes, start, self.frames)
+
+
+@register_augment("codes_center_time_crop")
+@dataclass(frozen=True, kw_only=True)
+class CenterTimeCrop:
+    frames: int
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise ValueError("frames must be positive")
+
+    def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return time_crop(codes, (codes.shape[1] - self.frames) // 2, self.frames)
+
+
+@register_augment("codes_time_shift")
+@dataclass(frozen=True, kw_only=True)
+class TimeShift:
+    """Shift in time by a uniform integer in ``[-max_shift, max_shift]`` frames (the clip keeps its length)."""
+
+    max_shift: int
+
+    def __post_init__(self) -> None:
+        if self.max_shift < 0:
+            raise ValueError("max_shift must be >= 0")
+
+    def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return shift_time(codes, int(rng.integers(-self.max_shift, self.max_shift + 1)))
+
+
+@register_augment("codes_time_mask")
+@dataclass(frozen=True, kw_only=True)
+class TimeMask:
+    """SpecAugment time masking on code frames: ``count`` bands of 0..``max_width`` frames set to ``MASK``."""
+
+    max_width: int
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_width < 0 or self.count < 0:
+            raise ValueError("max_width and count must be >= 0")
+
+    def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for _ in range(self.count):
+            width = int(rng.integers(0, self.max_width + 1))
+            codes = mask_time(codes, int(rng.integers(0, max(codes.shape[1] - width, 0) + 1)), width)
+        return codes
+
+
+@register_augment("codes_freq_mask")
+@dataclass(frozen=True, kw_only=True)
+class FreqMask:
+    """SpecAugment frequency masking for ``vq`` code grids: ``count`` bands of 0..``max_width`` code rows
+    (each row covers ``block[0]`` mel bins) set to ``MASK``."""
+
+    max_width: int
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_width < 0 or self.count < 0:
+            raise ValueError("max_width and count must be >= 0")
+
+    def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for _ in range(self.count):
+            height = int(rng.integers(0, self.max_width + 1))
+            codes = mask_rows(codes, int(rng.integers(0, max(codes.shape[0] - height, 0) + 1)), height)
+        return codes
+
+
+@register_augment("codes_level_dropout")
+@dataclass(frozen=True, kw_only=True)
+class LevelDropout:
+    """RVQ level dropout for ``encodec``: with probability ``p`` keep only the first ``k`` levels, ``k``
+    uniform in ``[min_levels, levels - 1]`` (a random lower bandwidth)."""
+
+    p: float = 0.5
+    min_levels: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0 or self.min_levels < 1:
+            raise ValueError("need 0 <= p <= 1 and min_levels >= 1")
+
+    def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        levels = codes.shape[0]
+        if levels <= self.min_levels or rng.random() >= self.p:
+            return codes.copy()
+        return drop_levels(codes, int(rng.integers(self.min_levels, levels)))

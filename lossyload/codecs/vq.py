@@ -1,0 +1,209 @@
+"""``vq``: audio as 4-bit vector-quantized log-mel codes (the seed's BNN + VQ experiment).
+
+A clip's log-mel spectrogram (``n_mels`` x ``frames``, 128 x 128 by default) is cut into non-overlapping
+``block`` time-frequency blocks (2 x 2); each block is replaced by the index of its nearest vector in a
+codebook of ``codebook_size`` (16) learned with mini-batch k-means on the training split. Codes are packed
+two per byte (when they fit in 4 bits) and zstd-compressed. The codebook and the spectrogram settings are
+part of the config stored in the index, so the shards describe themselves.
+
+The canonical (augmentable) sample is an int16 code grid ``[n_mels/bf, frames/bt]`` where ``-1`` marks a
+masked cell; outputs: ``codes`` (uint8, masked = ``codebook_size``), ``bits`` (int8 bit-planes in {-1, +1},
+masked = 0: the binary input of a BNN) or ``vectors`` (float32 codebook vectors, masked = 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from ..audio import MelConfig, fit_clip, log_mel
+from ..errors import CodecError, DecodeError, EncodeError
+from . import register_codec
+from .base import Codec, Encoded, TensorSpec
+
+OUTPUTS = ("codes", "bits", "vectors")
+MAX_FIT_VECTORS = 500_000  # block vectors k-means sees at most (a seeded subsample)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VqConfig(MelConfig):
+    codebook_size: int = 16
+    block: tuple[int, int] = (2, 2)  # (mel bins, frames) per code
+    codebook: tuple[tuple[float, ...], ...] | None = None  # codebook_size vectors of block[0]*block[1]; None: fit
+    fit_samples: int = 2000  # clips of the source sampled to fit the codebook
+    fit_seed: int = 0
+    zstd_level: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bf, bt = self.block
+        if bf < 1 or bt < 1 or self.n_mels % bf or self.frames % bt:
+            raise ValueError(f"block {self.block} must divide the spectrogram ({self.n_mels} x {self.frames})")
+        if not 2 <= self.codebook_size <= 256:
+            raise ValueError("codebook_size must be in 2..256 (codes are stored in at most 8 bits)")
+        if self.codebook is not None:  # from JSON: lists of lists
+            object.__setattr__(self, "codebook", tuple(tuple(float(x) for x in v) for v in self.codebook))
+        if self.codebook is not None and (
+            len(self.codebook) != self.codebook_size or any(len(v) != bf * bt for v in self.codebook)
+        ):
+            raise ValueError(f"codebook must hold {self.codebook_size} vectors of {bf * bt} values")
+        if self.fit_samples < self.codebook_size:
+            raise ValueError("fit_samples must be at least codebook_size")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.n_mels // self.block[0], self.frames // self.block[1]
+
+    @property
+    def bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.codebook_size)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class VqOptions:
+    output: str = "codes"  # "codes" | "bits" | "vectors"
+    frames: int | None = None  # code frames of the default training crop (None: the whole clip)
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}")
+
+
+@register_codec
+class Vq(Codec):
+    name = "vq"
+    member = "vq.zst"
+    Config = VqConfig
+    Options = VqOptions
+    fit_fields = ("codebook",)
+
+    def __init__(self, config: VqConfig | None = None, options: VqOptions | None = None) -> None:
+        super().__init__(config, options)
+        cb = self.config.codebook
+        self.codebook = None if cb is None else np.asarray(cb, np.float32)
+
+    # -- shard time ---------------------------------------------------------------------------------------
+    def needs_fit(self) -> bool:
+        return self.codebook is None
+
+    @property
+    def fit_sample_count(self) -> int:
+        return self.config.fit_samples
+
+    def blocks(self, data: bytes, *, source: str) -> tuple[np.ndarray, list[str]]:
+        """float32 ``[cells, bf*bt]`` block vectors of one source file, plus its clip notes."""
+        clip, notes = fit_clip(data, self.config, source=source)
+        return to_blocks(log_mel(clip, self.config), self.config.block), notes
+
+    def fit(self, samples: list[tuple[str, bytes]]) -> Vq:
+        """This codec with a codebook learned by mini-batch k-means on ``samples`` ((source, bytes) pairs;
+        unusable ones are left out here and reported when they are encoded)."""
+        from sklearn.cluster import MiniBatchKMeans
+
+        vectors = []
+        for source, data in samples:
+            try:
+                vectors.append(self.blocks(data, source=source)[0])
+            except EncodeError:
+                continue
+        if not vectors:
+            raise CodecError(f"vq: none of the {len(samples)} samples drawn to fit the codebook is usable audio")
+        x = np.concatenate(vectors)
+        if len(x) > MAX_FIT_VECTORS:
+            x = x[np.random.default_rng(self.config.fit_seed).choice(len(x), MAX_FIT_VECTORS, replace=False)]
+        k = self.config.codebook_size
+        km = MiniBatchKMeans(n_clusters=k, random_state=self.config.fit_seed, batch_size=4096, n_init=3,
+                             max_iter=100).fit(x)
+        centers = km.cluster_centers_[np.argsort(km.cluster_centers_.mean(axis=1), kind="stable")]  # quiet -> loud
+        codebook = tuple(tuple(round(float(v), 6) for v in row) for row in centers)
+        return Vq(dataclasses.replace(self.config, codebook=codebook), self.options)
+
+    def encode(self, data: bytes, *, source: str) -> Encoded:
+        if self.codebook is None:
+            raise CodecError("vq: no codebook; lossyload-shard fits one on the source, or pass --config-from a "
+                             "vq dataset (e.g. the training split's)")
+        vectors, notes = self.blocks(data, source=source)
+        codes = nearest(vectors, self.codebook).reshape(self.config.grid)
+        payload = zstandard.ZstdCompressor(level=self.config.zstd_level).compress(pack(codes, self.config.bits))
+        return Encoded(payload, "; ".join(notes) or None)
+
+    # -- load time ----------------------------------------------------------------------------------------
+    def decode(self, payload: bytes) -> np.ndarray:
+        h, w = self.config.grid
+        try:
+            packed = zstandard.ZstdDecompressor().decompress(payload, max_output_size=h * w)
+        except zstandard.ZstdError as exc:
+            raise DecodeError(f"vq member is not a zstd frame ({exc})") from exc
+        codes = unpack(packed, self.config.bits, h * w)
+        if codes is None:
+            raise DecodeError(f"vq member holds {len(packed)} bytes, not the {h}x{w} code grid of this index")
+        codes = codes.reshape(h, w).astype(np.int16)
+        if codes.max() >= self.config.codebook_size:
+            raise DecodeError(f"vq member holds code {codes.max()} >= codebook_size {self.config.codebook_size}")
+        return codes
+
+    def finalize(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        masked = codes < 0
+        out = self.options.output
+        if out == "codes":
+            return {"codes": np.where(masked, self.config.codebook_size, codes).astype(np.uint8)}
+        if out == "bits":
+            planes = (codes[None] >> np.arange(self.config.bits)[:, None, None]) & 1
+            return {"bits": np.where(masked[None], 0, 2 * planes - 1).astype(np.int8)}
+        table = np.concatenate([self.codebook, np.zeros((1, self.codebook.shape[1]), np.float32)])
+        return {"vectors": np.ascontiguousarray(np.moveaxis(table[np.where(masked, -1, codes)], -1, 0))}
+
+    def output_spec(self) -> dict[str, TensorSpec]:
+        h, w = self.config.grid
+        w = self.options.frames or w
+        k = self.config.codebook_size
+        if self.options.output == "codes":
+            return {"codes": TensorSpec((h, w), "uint8", f"code per block (mel bins x frames), {k} = masked")}
+        if self.options.output == "bits":
+            return {"bits": TensorSpec((self.config.bits, h, w), "int8", "code bit-planes, LSB first: -1/+1, 0 = masked")}
+        d = self.config.block[0] * self.config.block[1]
+        return {"vectors": TensorSpec((d, h, w), "float32", "codebook vector per block (log-mel), 0 = masked")}
+
+    def default_transforms(self, train: bool) -> list:
+        from ..augment.codes import CenterTimeCrop, RandomTimeCrop
+
+        frames = self.options.frames
+        if frames is None:
+            return []
+        return [RandomTimeCrop(frames=frames)] if train else [CenterTimeCrop(frames=frames)]
+
+
+def to_blocks(spec: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """``[F, T]`` -> ``[(F/bf)*(T/bt), bf*bt]``, cells in row-major (frequency, time) order."""
+    (f, t), (bf, bt) = spec.shape, block
+    return spec.reshape(f // bf, bf, t // bt, bt).transpose(0, 2, 1, 3).reshape(-1, bf * bt)
+
+
+def nearest(vectors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Index of the nearest codebook vector (Euclidean) for each row of ``vectors``."""
+    d = (codebook**2).sum(1)[None, :] - 2.0 * vectors @ codebook.T
+    return d.argmin(axis=1).astype(np.uint8)
+
+
+def pack(codes: np.ndarray, bits: int) -> bytes:
+    """Codes as bytes: two per byte (high nibble first) when ``bits <= 4``, else one per byte."""
+    flat = codes.astype(np.uint8).ravel()
+    if bits > 4:
+        return flat.tobytes()
+    if flat.size % 2:
+        flat = np.append(flat, 0)
+    return ((flat[0::2] << 4) | flat[1::2]).astype(np.uint8).tobytes()
+
+
+def unpack(data: bytes, bits: int, count: int) -> np.ndarray | None:
+    """Inverse of :func:`pack`; ``None`` when ``data`` is not ``count`` codes long."""
+    raw = np.frombuffer(data, np.uint8)
+    if bits > 4:
+        return raw if raw.size == count else None
+    if raw.size != (count + 1) // 2:
+        return None
+    return np.stack([raw >> 4, raw & 15], axis=1).ravel()[:count]

@@ -1,5 +1,5 @@
-"""``lossyload``: subcommands around a shard set (``inspect``), the bundled data (``make-photos``) and the
-main job (``demo``)."""
+"""``lossyload``: subcommands around a shard set (``inspect``), the bundled data (``make-photos``,
+``make-keywords``) and the main job (``demo``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from .loader.dataset import resolve_codec
 
     root, index = read_index(args.url)
-    codec = resolve_codec(index, None, None)
+    codec = resolve_codec(index, None, None, root)
     n = max(index.samples, 1)
     print(f"{root}: lossyload index v{index.version}")
     print(f"  codec     {index.codec} {index.config}")
@@ -43,13 +43,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from . import demo
-    from .datasets import photos
+    from .datasets import keywords, photos
 
     p = argparse.ArgumentParser(prog="lossyload", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     commands = {
         "inspect": (_inspect_args, _inspect, "describe a shard set from its index"),
         "make-photos": (photos.add_arguments, photos.run, "build the bundled photo-of-origin image set"),
+        "make-keywords": (keywords.add_arguments, keywords.run, "build the offline keyword-spotting audio set"),
         "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT"),
     }
     for name, (add, _, text) in commands.items():

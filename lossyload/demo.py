@@ -116,6 +116,11 @@ def loader_rate(url: str, row: Row, cfg: DemoConfig, passes: int = 3) -> tuple[f
     """(median samples/s of ``passes`` single-process passes with augmentation, input bytes of one batch)."""
     ld = make_loader(url, batch_size=cfg.batch_size, codec=row.codec, options=row.options,
                      transforms=_transforms(row, cfg.size, True), seed=cfg.seed)
+    return measure_rate(ld, passes)
+
+
+def measure_rate(ld, passes: int = 3) -> tuple[float, int]:
+    """(median samples/s over ``passes`` epochs of loader ``ld``, input bytes of one batch)."""
     x, _ = next(iter(ld))  # warm-up
     nbytes = sum(v.nbytes for v in (x.values() if isinstance(x, dict) else [x]))
     rates = []
@@ -130,12 +135,19 @@ def train_eval(row: Row, urls: tuple[str, str], classes: int, cfg: DemoConfig) -
     """(mean train step ms, test accuracy) after ``cfg.epochs`` epochs."""
     torch.manual_seed(cfg.seed)
     model = PixelNet(classes) if row.train == "pixel" else DctNet(classes, keep=row.options.get("keep", (64, 64)))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
     train = make_loader(urls[0], batch_size=cfg.batch_size, codec=row.codec, options=row.options, seed=cfg.seed,
                         transforms=_transforms(row, cfg.size, True), num_workers=cfg.loader_workers)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * len(train))
+    test = make_loader(urls[1], batch_size=cfg.batch_size, codec=row.codec, options=row.options, train=False,
+                       transforms=_transforms(row, cfg.size, False))
+    return fit_and_score(model, train, test, epochs=cfg.epochs, lr=cfg.lr, label=row.label)
+
+
+def fit_and_score(model: nn.Module, train, test, *, epochs: int, lr: float, label: str) -> tuple[float, float]:
+    """Train ``model`` (AdamW, one-cycle) on loader ``train``; (mean train step ms, accuracy on ``test``)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(train))
     loss_fn, steps, step_time = nn.CrossEntropyLoss(), 0, 0.0
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         model.train()
         for x, y in train:
             t0 = time.perf_counter()
@@ -146,9 +158,7 @@ def train_eval(row: Row, urls: tuple[str, str], classes: int, cfg: DemoConfig) -
             sched.step()
             step_time += time.perf_counter() - t0
             steps += 1
-        print(f"  {row.label}: epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}", flush=True)
-    test = make_loader(urls[1], batch_size=cfg.batch_size, codec=row.codec, options=row.options, train=False,
-                       transforms=_transforms(row, cfg.size, False))
+        print(f"  {label}: epoch {epoch + 1}/{epochs} loss {loss.item():.3f}", flush=True)
     model.eval()
     correct = total = 0
     with torch.no_grad():
@@ -173,10 +183,14 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
             r["train_step_ms"], r["test_accuracy"] = train_eval(row, (train_url, test_url), len(index.labels), cfg)
         results.append(r)
         print(f"  {row.label}: {rate:.0f} samples/s", flush=True)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    with open(os.path.join(cfg.out, "results.json"), "w") as f:
-        json.dump({"config": asdict(cfg), "batch_size": cfg.batch_size, "rows": results}, f, indent=1)
+    _save(cfg.out, "results.json", cfg, results)
     return results
+
+
+def _save(out: str, name: str, cfg, results: list[dict]) -> None:
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with open(os.path.join(out, name), "w") as f:
+        json.dump({"config": asdict(cfg), "batch_size": cfg.batch_size, "rows": results}, f, indent=1)
 
 
 def format_table(results: list[dict], batch_size: int) -> str:
@@ -194,20 +208,37 @@ def format_table(results: list[dict], batch_size: int) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = DemoConfig()
+    from .demo_audio import AudioDemoConfig
+
+    d, a = DemoConfig(), AudioDemoConfig()
+    p.add_argument("--part", choices=["all", "images", "audio"], default="all", help="which half to run (default all)")
     p.add_argument("--data", help="ImageFolder root with train/ and val/ (or test/); default: bundled photos set")
+    p.add_argument("--audio-data", help="audio class folders train/ and test/; default: bundled keywords set")
     p.add_argument("--out", default=d.out, help=f"work folder (default {d.out})")
     p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--audio-epochs", type=int, default=a.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--size", type=int, default=d.size, help="training crop in pixels, multiple of 16")
     p.add_argument("--resize", type=int, help="shard-time short-side resize (e.g. 160 for Imagenette)")
+    p.add_argument("--encodec-weights", default=a.encodec_weights,
+                   help="auto (pretrained when cached, else random), pretrained, random, or a checkpoint path")
     p.add_argument("--seed", type=int, default=d.seed)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, size=args.size,
-                     resize=args.resize, seed=args.seed)
+    from .demo_audio import AudioDemoConfig, format_audio_table, run_audio_demo
+
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
-    results = run_demo(cfg)
-    print(format_table(results, cfg.batch_size))
+    tables = []
+    if args.part in ("all", "images"):
+        cfg = DemoConfig(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                         size=args.size, resize=args.resize, seed=args.seed)
+        tables.append(format_table(run_demo(cfg), cfg.batch_size))
+    if args.part in ("all", "audio"):
+        acfg = AudioDemoConfig(data=args.audio_data, out=args.out, epochs=args.audio_epochs,
+                               encodec_weights=args.encodec_weights, seed=args.seed)
+        results = run_audio_demo(acfg)
+        _save(acfg.out, "results-audio.json", acfg, results)
+        tables.append(format_audio_table(results, acfg.batch_size))
+    print("\n\n".join(tables))
     return 0

@@ -53,3 +53,40 @@ class DctNet(nn.Module):
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.trunk(self.y(x["y"].float()), self.c(x["cbcr"].float()))
+
+
+class KeywordNet(nn.Module):
+    """Keyword spotting on a 2-D time-frequency input: log-mel ``[1, 128, 128]`` (a stride-2 stem brings it to
+    the 64 x 64 grid) or VQ code bit-planes / vectors ``[C, 64, 64]`` (already on it: the 2 x 2 VQ blocks did
+    the downsampling, the 1x1 first layer is the only full-precision input layer of the seed's BNN)."""
+
+    def __init__(self, channels: int, classes: int, *, stem_stride: int = 1, width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.BatchNorm2d(channels), _conv(channels, width, stem_stride) if stem_stride > 1
+                                  else nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width),
+                                                     nn.ReLU(inplace=True)))
+        self.body = nn.Sequential(_conv(width, width), _conv(width, 2 * width, 2), _conv(2 * width, 2 * width),
+                                  _conv(2 * width, 4 * width, 2), _conv(4 * width, 4 * width, 2))
+        self.fc = nn.Linear(4 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x[:, None]
+        return self.fc(self.body(self.stem(x.float())).mean((2, 3)))
+
+
+class LatentNet1d(nn.Module):
+    """Keyword spotting on an EnCodec latent ``[128, T]`` (75 frames per second): 1-D convolutions in time."""
+
+    def __init__(self, channels: int, classes: int, width: int = 128) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv1d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm1d(cout), nn.ReLU(True))
+
+        self.net = nn.Sequential(nn.BatchNorm1d(channels), block(channels, width), block(width, width),
+                                 block(width, 2 * width, 2), block(2 * width, 2 * width, 2))
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net(x.float()).mean(2))

@@ -1,5 +1,8 @@
-"""Small labelled datasets built offline from data that ships inside installed packages."""
+"""Small labelled datasets built offline from data that ships inside installed packages (``photos``) or
+is synthesised with system tools (``keywords``: espeak-ng and sox)."""
 
+from lossyload.datasets import keywords
+from lossyload.datasets.keywords import KeywordsConfig, build_keywords, import_speech_commands
 from lossyload.datasets.photos import (
     CLASSES,
     PhotosConfig,
@@ -10,4 +13,16 @@ from lossyload.datasets.photos import (
     run,
 )
 
-__all__ = ["CLASSES", "PhotosConfig", "SamplePlan", "add_arguments", "build_photos", "plan_samples", "run"]
+__all__ = [
+    "CLASSES",
+    "KeywordsConfig",
+    "PhotosConfig",
+    "SamplePlan",
+    "add_arguments",
+    "build_keywords",
+    "build_photos",
+    "import_speech_commands",
+    "keywords",
+    "plan_samples",
+    "run",
+]

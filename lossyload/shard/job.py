@@ -82,9 +82,13 @@ class ShardSummary:
 _CODEC: Codec | None = None
 
 
-def _init_worker(name: str, config: dict[str, Any]) -> None:
+def _init_worker(name: str, config: dict[str, Any], pooled: bool = False) -> None:
     global _CODEC
     _CODEC = create_codec(name, config)
+    if pooled:  # parallelism is across processes: one intra-op thread each, or torch codecs oversubscribe
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def _encode(item: Item) -> tuple[Item, bytes | None, str | None, int]:
@@ -133,7 +137,7 @@ def run_job(job: ShardJob) -> ShardSummary:
     start = records[-1]["next_item"] if records else 0
     items = itertools.islice(source.items, start, None)
     bar = tqdm(total=source.total, initial=start, unit="img", disable=not job.progress, desc="encoding")
-    pool = mp.get_context("spawn").Pool(job.workers, _init_worker, (job.codec, config)) if job.workers > 1 else None
+    pool = mp.get_context("spawn").Pool(job.workers, _init_worker, (job.codec, config, True)) if job.workers > 1 else None
     if pool is None:
         _init_worker(job.codec, config)
     state = _Open(number=sum(1 for s in shards if s.samples), seq=len(records), member=codec.member)

@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from lossyload import make_loader
 from lossyload.datasets.photos import PhotosConfig, build_photos
-from lossyload.fs import join, open_url, read_index
-from lossyload.loader import tario
 from lossyload.shard import ShardJob, run_job
 
+from .common import measure, read_limit
 from .machine import describe, format_machine
 
 VARIANTS = {
@@ -61,18 +58,6 @@ def prepare(out: str, per_class: int) -> dict[str, str]:
     return urls
 
 
-def read_limit(url: str) -> tuple[int, int]:
-    root, index = read_index(url)
-    n = nbytes = 0
-    for shard in index.shards:
-        u = join(root, shard.url)
-        with open_url(u) as f:
-            for s in tario.samples(f, u):
-                nbytes += len(s[index.member])
-                n += 1
-    return n, nbytes
-
-
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
     """(samples, input bytes per sample) of one epoch with augmentation."""
     if codec is None:
@@ -86,31 +71,6 @@ def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoc
             per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
         n += len(y)
     return n, per
-
-
-def measure(urls: dict[str, str], reps: int, batch: int) -> list[dict]:
-    """Repetitions interleaved across rows (rep 1 of every row, then rep 2, ...) so that a drift in machine
-    speed hits every row alike; the median and the spread of each row are reported."""
-    rates: dict[str, list[float]] = {label: [] for label, *_ in ROWS}
-    cpu: dict[str, list[float]] = {label: [] for label, *_ in ROWS}
-    per: dict[str, int] = {}
-    for label, variant, codec, options in ROWS:  # warm-up: page cache, imports, allocator
-        one_pass(urls[variant], codec, options, batch, epoch=99)
-    for rep in range(reps):
-        for label, variant, codec, options in ROWS:
-            t0, c0 = time.perf_counter(), time.process_time()
-            n, per[label] = one_pass(urls[variant], codec, options, batch, epoch=rep)
-            rates[label].append(n / (time.perf_counter() - t0))
-            cpu[label].append((time.process_time() - c0) / n)
-    results = []
-    for label, variant, *_ in ROWS:
-        _, index = read_index(urls[variant])
-        r = rates[label]
-        results.append({"representation": label, "samples_per_s": statistics.median(r), "spread": [min(r), max(r)],
-                        "cpu_ms_per_sample": 1e3 * statistics.median(cpu[label]),
-                        "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples})
-        print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
-    return results
 
 
 def table(results: list[dict]) -> str:
@@ -139,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     urls = prepare(args.out, args.per_class)
     machine = describe()
-    results = measure(urls, args.reps, args.batch_size)
+    results = measure(ROWS, urls, one_pass, args.reps, args.batch_size)
     text = f"Machine: {format_machine(machine)}\n\n{table(results)}"
     print(text)
     Path(args.out).mkdir(parents=True, exist_ok=True)

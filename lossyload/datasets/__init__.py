@@ -2,7 +2,8 @@
 is synthesised with system tools (``keywords``: espeak-ng and sox)."""
 
 from lossyload.datasets import keywords
-from lossyload.datasets.keywords import KeywordsConfig, build_keywords, import_speech_commands
+from lossyload.datasets.keywords import KeywordsConfig, build_keywords
+from lossyload.datasets.speech_commands import import_speech_commands
 from lossyload.datasets.photos import (
     CLASSES,
     PhotosConfig,

@@ -1,7 +1,7 @@
 """Offline ``keywords`` dataset: a small Speech-Commands-like keyword-spotting set synthesised with espeak-ng.
 
 Each class is one spoken word, each sample one voice saying it; splits are by voice. The full description is
-``TASK`` (also written to README.txt). :func:`import_speech_commands` lays out the real Speech Commands alike.
+``TASK`` (also written to README.txt). :func:`lossyload.datasets.speech_commands.import_speech_commands` lays out the real Speech Commands alike.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lossyload.errors import LossyloadError, MissingDependencyError, require
+
+from .layout import SPLITS, _cached_summary, _counts, _finish, _prepare, _write
 
 TASK = """\
 Task "keyword spotting": each class is one spoken English word; a sample is `seconds` of mono 16-bit PCM
@@ -44,8 +45,6 @@ Every random choice comes from numpy Generators seeded by (seed, voice index, wo
 config gives byte-identical files (given the same espeak-ng, sox and libsndfile builds), whatever the
 number of workers.
 """
-FORMAT_VERSION = 1
-SPLITS = ("train", "validation", "test")
 WORDS: tuple[str, ...] = ("stop", "down", "no", "right", "go", "up", "yes", "left")
 DIALECTS: tuple[str, ...] = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                              "en-gb-x-gbcwmd", "en-029")
@@ -291,34 +290,6 @@ def render_clip(plan: ClipPlan) -> bytes:
     return encode(mixed, plan.sample_rate, plan.format)
 
 
-def _add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0o644, 0, 0, "", ""
-    tf.addfile(info, io.BytesIO(data))
-
-
-def _write(dest: Path, tars: bool, items: Iterable[tuple[str, str, int, str, bytes]]) -> int:
-    """Write ``(split, key, label, ext, data)`` items (tar order) as files or as ``dest/{split}.tar``."""
-    open_tars: dict[str, tarfile.TarFile] = {}
-    nbytes = 0
-    try:
-        for split, key, label, ext, data in items:
-            if tars:
-                if split not in open_tars:
-                    open_tars[split] = tarfile.open(dest / f"{split}.tar", "w", format=tarfile.USTAR_FORMAT)
-                _add_member(open_tars[split], f"{key}.{ext}", data)
-                _add_member(open_tars[split], f"{key}.cls", str(label).encode())
-            else:
-                path = dest / split / f"{key}.{ext}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            nbytes += len(data)
-    finally:
-        for tf in open_tars.values():
-            tf.close()
-    return nbytes
-
-
 def _render_item(plan: ClipPlan) -> tuple[str, str, int, str, bytes]:
     return plan.split, plan.key, plan.label, plan.format, render_clip(plan)
 
@@ -336,58 +307,6 @@ def _rendered(plans: list[ClipPlan], workers: int, progress: bool) -> Iterator[t
                 yield item
                 bar.update()
     bar.close()
-
-
-def _counts(entries: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
-    for split, word in entries:
-        counts[split][word] = counts[split].get(word, 0) + 1
-    return {split: dict(sorted(c.items())) for split, c in counts.items()}
-
-
-def _tar_sizes(dest: Path) -> dict[str, int | None]:
-    return {s: (dest / f"{s}.tar").stat().st_size if (dest / f"{s}.tar").exists() else None for s in SPLITS}
-
-
-def _cached_summary(dest: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        record = json.loads((dest / "keywords.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("version") != FORMAT_VERSION or record.get("config") != config:
-        return None
-    summary = record["summary"]
-    if summary["tars"]:
-        return summary if _tar_sizes(dest) == summary["tar_bytes"] else None
-    found = sum(1 for split in SPLITS for p in (dest / split).glob("*/*") if p.is_file())
-    return summary if found == sum(summary["totals"].values()) else None
-
-
-def _prepare(dest: Path) -> None:
-    """Empty ``dest`` of a previous (possibly partial) keywords build; refuse to touch anything else."""
-    marker = dest / ".keywords-partial"
-    if dest.exists() and any(dest.iterdir()):
-        if not ((dest / "keywords.json").exists() or marker.exists()):
-            raise FileExistsError(f"{dest}: not empty and not a keywords build; refusing to overwrite")
-        for split in SPLITS:
-            shutil.rmtree(dest / split, ignore_errors=True)
-            (dest / f"{split}.tar").unlink(missing_ok=True)
-        (dest / "keywords.json").unlink(missing_ok=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-
-
-def _finish(dest: Path, config: dict[str, Any], summary: dict[str, Any], header: list[str]) -> dict[str, Any]:
-    """Write README.txt and, last, keywords.json (which marks the build complete)."""
-    if summary["tars"]:
-        summary["tar_bytes"] = _tar_sizes(dest)
-    lines = [*header, "", f"config: {json.dumps(config)}", f"labels (index = .cls in tars): {summary['labels']}",
-             f"totals: {json.dumps(summary['totals'])}", f"counts: {json.dumps(summary['counts'])}"]
-    (dest / "README.txt").write_text("\n".join(lines) + "\n")
-    record = {"version": FORMAT_VERSION, "config": config, "summary": summary}
-    (dest / "keywords.json").write_text(json.dumps(record, indent=1) + "\n")
-    (dest / ".keywords-partial").unlink()
-    return summary
 
 
 def build_keywords(dest: str | os.PathLike[str], config: KeywordsConfig = KeywordsConfig(), *,
@@ -417,52 +336,6 @@ def build_keywords(dest: str | os.PathLike[str], config: KeywordsConfig = Keywor
     return _finish(dest, config.to_json(), summary, header)
 
 
-def _speech_commands_files(src: Path, words: tuple[str, ...]) -> list[tuple[str, str, str]]:
-    """``[(split, word, file name)]`` of a Speech Commands folder, sorted by split then word/file."""
-    if not src.is_dir():
-        raise LossyloadError(f"{src}: not a directory (expected a Google Speech Commands folder)")
-    listed: dict[str, str] = {}
-    for split, name in (("validation", "validation_list.txt"), ("test", "testing_list.txt")):
-        if not (src / name).is_file():
-            raise LossyloadError(f"{src}: no {name} (expected a Google Speech Commands folder)")
-        listed.update({line.strip(): split for line in (src / name).read_text().splitlines() if line.strip()})
-    files = []
-    for word in words:
-        if not (src / word).is_dir():
-            raise LossyloadError(f"{src}: no folder for word {word!r}")
-        files += [(listed.pop(f"{word}/{p.name}", "train"), word, p.name) for p in sorted((src / word).glob("*.wav"))]
-    missing = [rel for rel in listed if rel.split("/")[0] in words]
-    if missing:
-        raise LossyloadError(f"{src}: {len(missing)} listed files are missing, e.g. {missing[0]}")
-    return sorted(files, key=lambda f: (SPLITS.index(f[0]), f[1], f[2]))
-
-
-def import_speech_commands(src: str | os.PathLike[str], dest: str | os.PathLike[str], *,
-                           words: tuple[str, ...] = WORDS, tars: bool = False,
-                           progress: bool = True) -> dict[str, Any]:
-    """Copy the ``words`` of a Google Speech Commands folder (``src/<word>/<speaker>_nohash_<n>.wav`` with
-    ``validation_list.txt`` and ``testing_list.txt``; train is the rest) into the keywords layout."""
-    src, dest, words = Path(src), Path(dest), tuple(words)
-    config = {"source": "speech_commands", "src": str(src.resolve()), "words": list(words), "tars": tars}
-    cached = _cached_summary(dest, config)
-    if cached is not None:
-        return cached
-    files = _speech_commands_files(src, words)
-    _prepare(dest)
-    labels = sorted(words)
-    items = ((split, f"{word}/{name.removesuffix('.wav')}", labels.index(word), "wav", (src / word / name).read_bytes())
-             for split, word, name in tqdm(files, desc="import", unit="clip", disable=not progress))
-    nbytes = _write(dest, tars, items)
-    counts = _counts((split, word) for split, word, _ in files)
-    speakers = {s: len({n.split("_nohash_")[0] for sp, _, n in files if sp == s}) for s in SPLITS}
-    summary = {"task": "keyword-spotting", "source": "speech_commands", "labels": labels, "counts": counts,
-               "totals": {s: sum(c.values()) for s, c in counts.items()}, "speakers": speakers,
-               "format": "wav", "tars": tars, "bytes": nbytes}
-    header = [f"keywords: Google Speech Commands words from {src}, imported by lossyload.datasets.keywords",
-              "splits from validation_list.txt / testing_list.txt; train is the rest", f"speakers: {speakers}"]
-    return _finish(dest, config, summary, header)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``lossyload make-keywords DEST``."""
     defaults = KeywordsConfig()
@@ -481,6 +354,8 @@ def run(args: argparse.Namespace) -> int:
     """Build the set described by ``args`` (see :func:`add_arguments`); print a one-line summary."""
     try:
         if args.speech_commands:
+            from .speech_commands import import_speech_commands
+
             if args.voices is not None or args.format == "flac":
                 raise ValueError("--voices and --format flac do not apply to --speech-commands")
             summary = import_speech_commands(args.speech_commands, args.dest, tars=args.tars, progress=not args.quiet)

@@ -136,7 +136,7 @@ def run_job(job: ShardJob) -> ShardSummary:
     summary.resumed_shards = len(shards)
     start = records[-1]["next_item"] if records else 0
     items = itertools.islice(source.items, start, None)
-    bar = tqdm(total=source.total, initial=start, unit="img", disable=not job.progress, desc="encoding")
+    bar = tqdm(total=source.total, initial=start, unit="sample", disable=not job.progress, desc="encoding")
     pool = mp.get_context("spawn").Pool(job.workers, _init_worker, (job.codec, config, True)) if job.workers > 1 else None
     if pool is None:
         _init_worker(job.codec, config)

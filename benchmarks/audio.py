@@ -1,0 +1,121 @@
+"""Loader samples/s of ``vq`` and ``encodec`` against the conventional ``mel`` pipeline (decode WAV/FLAC ->
+log-mel float32 128 x 128) over the same clips, in one run, one process, one thread; plus stored bytes per
+sample against 16-bit PCM.
+
+    python -m benchmarks.audio [--voices 200] [--reps 3] [--out runs/bench-audio]
+
+Data: the training split of the bundled keyword set (1 s clips at 16 kHz; ``--voices`` limits the voices).
+The vq codebook is fitted on it; EnCodec uses the pretrained checkpoint when it is in the torch hub cache and
+a random-initialised model otherwise (same code size and load path; the run says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import torch
+
+from lossyload import make_loader
+from lossyload.datasets.keywords import KeywordsConfig, build_keywords
+from lossyload.demo_audio import encodec_weights
+from lossyload.fs import read_index
+from lossyload.shard import ShardJob, run_job
+
+from .common import measure, read_limit
+from .machine import describe, format_machine
+
+ROWS = [  # label, shard variant, codec, options
+    ("read limit (tar + bytes, no decode), vq shards", "vq", None, None),
+    ("mel · WAV -> log-mel float32", "mel-wav", "mel", {}),
+    ("mel · FLAC -> log-mel float32", "mel-flac", "mel", {}),
+    ("vq · 4-bit codes uint8", "vq", "vq", {"output": "codes"}),
+    ("vq · bit-planes int8 (BNN input)", "vq", "vq", {"output": "bits"}),
+    ("vq · codebook vectors float32", "vq", "vq", {"output": "vectors"}),
+    ("encodec 6 kbps · codes int16", "encodec", "encodec", {"output": "codes"}),
+    ("encodec 6 kbps · latent float32", "encodec", "encodec", {"output": "latent"}),
+    ("encodec 1.5 kbps (load-time) · latent", "encodec", "encodec", {"output": "latent", "bandwidth": 1.5}),
+]
+
+
+def prepare(out: str, voices: int | None, weights: str) -> dict[str, str]:
+    data = os.path.join(out, "keywords")
+    build_keywords(data, KeywordsConfig(max_voices=voices), progress=False)
+    variants = {"mel-wav": ("mel", {"format": "wav"}), "mel-flac": ("mel", {"format": "flac"}), "vq": ("vq", {}),
+                "encodec": ("encodec", {"bandwidth": 6.0, "weights": weights})}
+    urls = {}
+    for name, (codec, config) in variants.items():
+        dest = urls[name] = os.path.join(out, name)
+        run_job(ShardJob(src=os.path.join(data, "train"), dest=dest, codec=codec, config=config, maxcount=1000,
+                         workers=os.cpu_count() or 1, progress=False))
+    return urls
+
+
+def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
+    """(samples, input bytes per sample) of one epoch."""
+    if codec is None:
+        n, _ = read_limit(url)
+        return n, 0
+    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0)
+    ld.set_epoch(epoch)
+    n = per = 0
+    for x, y in ld:
+        per = per or sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+        n += len(y)
+    return n, per
+
+
+def payload_bytes(url: str) -> float:
+    """Mean size of the codec member (the representation without tar headers) over every shard."""
+    root, index = read_index(url)
+    sizes = []
+    for shard in index.shards:
+        with tarfile.open(os.path.join(root, shard.url)) as tf:
+            sizes += [m.size for m in tf.getmembers() if m.name.endswith("." + index.member)]
+    return sum(sizes) / len(sizes)
+
+
+def table(results: list[dict], pcm: float) -> str:
+    wav = next(r for r in results if "WAV" in r["representation"])["samples_per_s"]
+    flac = next(r for r in results if "FLAC" in r["representation"])["samples_per_s"]
+    lines = ["| representation | samples/s (min-max) | vs mel WAV | vs mel FLAC | CPU ms/sample | stored B/sample (tar) "
+             "| payload B/sample | payload vs 16-bit PCM | input B/sample |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        per = f"{r['input_bytes_per_sample']:,}" if r["input_bytes_per_sample"] else "—"
+        lines.append(
+            f"| {r['representation']} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
+            f"| {r['samples_per_s'] / wav:.1f}x | {r['samples_per_s'] / flac:.1f}x | {r['cpu_ms_per_sample']:.3f} "
+            f"| {r['stored_bytes_per_sample']:,.0f} | {r['payload_bytes_per_sample']:,.0f} "
+            f"| {pcm / r['payload_bytes_per_sample']:.1f}x smaller | {per} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--voices", type=int, help="voices of the keyword set (default: all 707; 8 clips each)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--encodec-weights", default="auto", help="auto | pretrained | random | checkpoint path")
+    p.add_argument("--out", default="runs/bench-audio")
+    args = p.parse_args(argv)
+    weights = encodec_weights(args.encodec_weights)
+    urls = prepare(args.out, args.voices, weights)
+    torch.set_num_threads(1)
+    machine = describe()
+    results = measure(ROWS, urls, one_pass, args.reps, args.batch_size)
+    pcm = 2 * 16000 * 1.0
+    for (_, variant, *_), r in zip(ROWS, results):
+        r["payload_bytes_per_sample"] = payload_bytes(urls[variant])
+    text = f"Machine: {format_machine(machine)}; EnCodec weights: {weights}\n\n{table(results, pcm)}"
+    print(text)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with open(os.path.join(args.out, "audio.json"), "w") as f:
+        json.dump({"machine": machine, "args": vars(args), "encodec_weights": weights, "rows": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""What every benchmark shares: the raw read limit of a shard set and interleaved, repeated timing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from lossyload.fs import join, open_url, read_index
+from lossyload.loader import tario
+
+# one_pass(url, codec, options, batch, epoch) -> (samples, input bytes per sample)
+OnePass = Callable[[str, "str | None", "dict | None", int, int], tuple[int, int]]
+
+
+def read_limit(url: str) -> tuple[int, int]:
+    """(samples, payload bytes) of reading every shard: tar parsing and member bytes, no decode."""
+    root, index = read_index(url)
+    n = nbytes = 0
+    for shard in index.shards:
+        u = join(root, shard.url)
+        with open_url(u) as f:
+            for s in tario.samples(f, u):
+                nbytes += len(s[index.member])
+                n += 1
+    return n, nbytes
+
+
+def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: int, batch: int) -> list[dict]:
+    """Time ``rows`` of ``(label, variant, codec, options)``. Repetitions are interleaved across rows (rep 1 of
+    every row, then rep 2, ...) so that a drift in machine speed hits every row alike; the median and the
+    spread of each row are reported."""
+    rates: dict[str, list[float]] = {label: [] for label, *_ in rows}
+    cpu: dict[str, list[float]] = {label: [] for label, *_ in rows}
+    per: dict[str, int] = {}
+    for label, variant, codec, options in rows:  # warm-up: page cache, imports, allocator
+        one_pass(urls[variant], codec, options, batch, 99)
+    for rep in range(reps):
+        for label, variant, codec, options in rows:
+            t0, c0 = time.perf_counter(), time.process_time()
+            n, per[label] = one_pass(urls[variant], codec, options, batch, rep)
+            rates[label].append(n / (time.perf_counter() - t0))
+            cpu[label].append((time.process_time() - c0) / n)
+    results = []
+    for label, variant, *_ in rows:
+        _, index = read_index(urls[variant])
+        r = rates[label]
+        results.append({"representation": label, "samples_per_s": statistics.median(r), "spread": [min(r), max(r)],
+                        "cpu_ms_per_sample": 1e3 * statistics.median(cpu[label]),
+                        "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples})
+        print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
+    return results

@@ -22,7 +22,10 @@ def _inspect(args: argparse.Namespace) -> int:
     codec = resolve_codec(index, None, None, root)
     n = max(index.samples, 1)
     print(f"{root}: lossyload index v{index.version}")
-    print(f"  codec     {index.codec} {index.config}")
+    shown = {k: (f"<{len(v)} entries>" if isinstance(v, list) and len(str(v)) > 60 else v) for k, v in index.config.items()}
+    print(f"  codec     {index.codec} {shown}")
+    if index.assets:
+        print(f"  assets    {', '.join(index.assets)} (sha256 checked on open)")
     print(f"  member    .{index.member} + .cls")
     print(f"  samples   {index.samples} in {len(index.shards)} shards, {index.bytes:,} bytes ({index.bytes / n:,.0f}/sample)")
     print(f"  labels    {len(index.labels)}: {', '.join(index.labels[:10])}{' ...' if len(index.labels) > 10 else ''}")

@@ -67,6 +67,9 @@ class Codec:
         """The augmentations used when the caller gives none (must yield fixed-size samples)."""
         return []
 
+    def check_encoder(self) -> None:
+        """Raise a clear error before a shard job starts if ``encode`` cannot run (e.g. missing weights)."""
+
     def needs_fit(self) -> bool:
         """True when the config lacks something learned from data; the shard tool then calls ``fit``."""
         return False

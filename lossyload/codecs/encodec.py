@@ -93,6 +93,11 @@ class Encodec(Codec):
         self._table: np.ndarray | None = None
 
     # -- shard time ---------------------------------------------------------------------------------------
+    def check_encoder(self) -> None:
+        require("encodec", "audio")
+        if self.config.weights != "random":
+            checkpoint_path(self.config.weights)
+
     def encode(self, data: bytes, *, source: str) -> Encoded:
         torch = require("torch", "audio")
         clip, notes = fit_clip(data, self.config, source=source)

@@ -120,6 +120,7 @@ def run_job(job: ShardJob) -> ShardSummary:
             fs.rm(p)
         if fs.exists(f"{root}/{PROGRESS_DIR}"):
             fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+    codec.check_encoder()
     source = open_source(job.src, job.storage_options)
     fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
     if codec.needs_fit():

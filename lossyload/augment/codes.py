@@ -113,6 +113,7 @@ class TimeMask:
             raise ValueError("max_width and count must be >= 0")
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        codes = codes.copy()
         for _ in range(self.count):
             width = int(rng.integers(0, self.max_width + 1))
             codes = mask_time(codes, int(rng.integers(0, max(codes.shape[1] - width, 0) + 1)), width)
@@ -133,6 +134,7 @@ class FreqMask:
             raise ValueError("max_width and count must be >= 0")
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        codes = codes.copy()
         for _ in range(self.count):
             height = int(rng.integers(0, self.max_width + 1))
             codes = mask_rows(codes, int(rng.integers(0, max(codes.shape[0] - height, 0) + 1)), height)

@@ -120,8 +120,8 @@ class Encodec(Codec):
             return
         try:
             books = np.load(io.BytesIO(assets[ASSET]), allow_pickle=False)
-        except ValueError as exc:
-            raise CodecError(f"encodec: {ASSET} is not a plain .npy array ({exc})") from exc
+        except (ValueError, EOFError, OSError) as exc:
+            raise CodecError(f"encodec: {ASSET} is not a plain .npy array ({type(exc).__name__}: {exc})") from exc
         if books.shape != (self.config.levels, BINS, DIM) or books.dtype != np.float32:
             raise CodecError(f"encodec: {ASSET} holds {books.dtype}{list(books.shape)}, expected float32"
                              f"[{self.config.levels}, {BINS}, {DIM}]")

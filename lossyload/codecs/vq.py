@@ -21,7 +21,7 @@ import numpy as np
 import zstandard
 
 from ..audio import MelConfig, fit_clip, log_mel
-from ..errors import CodecError, DecodeError, EncodeError
+from ..errors import CodecError, DecodeError, EncodeError, require
 from . import register_codec
 from .base import Codec, Encoded, TensorSpec
 
@@ -102,7 +102,7 @@ class Vq(Codec):
     def fit(self, samples: list[tuple[str, bytes]]) -> Vq:
         """This codec with a codebook learned by mini-batch k-means on ``samples`` ((source, bytes) pairs;
         unusable ones are left out here and reported when they are encoded)."""
-        from sklearn.cluster import MiniBatchKMeans
+        MiniBatchKMeans = require("sklearn.cluster", "audio").MiniBatchKMeans
 
         vectors = []
         for source, data in samples:

@@ -62,7 +62,8 @@ class ShardSummary:
     bytes_out: int = 0
     resumed_shards: int = 0
     already_complete: bool = False
-    transcoded: Counter = field(default_factory=Counter)  # reason -> count
+    transcoded: Counter = field(default_factory=Counter)  # reason category -> count (a sample can have several)
+    transcoded_samples: int = 0
     skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
     seconds: float = 0.0
 
@@ -73,7 +74,7 @@ class ShardSummary:
             f"{self.dest}: {self.samples} samples in {self.shards} shards"
             + (f" ({self.resumed_shards} reused from an interrupted run)" if self.resumed_shards else ""),
             f"  bytes in {self.bytes_in:,}  bytes out {self.bytes_out:,}  in {self.seconds:.1f} s",
-            f"  transcoded {sum(self.transcoded.values())}" + "".join(f"\n    {n:6d}  {r}" for r, n in self.transcoded.most_common()),
+            f"  transcoded {self.transcoded_samples}" + "".join(f"\n    {n:6d}  {r}" for r, n in self.transcoded.most_common()),
             f"  skipped {len(self.skipped)}" + "".join(f"\n    {s}: {r}" for s, r in sorted(self.skipped.items())),
         ]
         return "\n".join(lines)
@@ -182,6 +183,7 @@ def run_job(job: ShardJob) -> ShardSummary:
     _write_text(fs, f"{root}/{INDEX_NAME}", index.to_json())
     fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     summary.samples, summary.shards, summary.bytes_out = index.samples, len(shards), index.bytes
+    summary.transcoded_samples = sum(len(s.transcoded) for s in shards)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -325,8 +327,11 @@ def _asset_paths(fs, root: str) -> list[str]:
     """The side files named by an existing index (removed with it on --overwrite)."""
     if not fs.exists(f"{root}/{INDEX_NAME}"):
         return []
-    with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
-        index = Index.from_json(f.read(), where=f"{root}/{INDEX_NAME}")
+    try:
+        with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
+            index = Index.from_json(f.read(), where=f"{root}/{INDEX_NAME}")
+    except LossyloadError:  # a damaged index is replaced all the same; its side files are rewritten
+        return []
     return [f"{root}/{name}" for name in index.assets if fs.exists(f"{root}/{name}")]
 
 

@@ -58,15 +58,15 @@ class DctNet(nn.Module):
 class KeywordNet(nn.Module):
     """Keyword spotting on a 2-D time-frequency input: log-mel ``[1, 128, 128]`` (a stride-2 stem brings it to
     the 64 x 64 grid) or VQ code bit-planes / vectors ``[C, 64, 64]`` (already on it: the 2 x 2 VQ blocks did
-    the downsampling, the 1x1 first layer is the only full-precision input layer of the seed's BNN)."""
+    the downsampling, and the 1x1 first layer is the only full-precision input layer, as in the seed's BNN).
+    Three stride-2 stages and global pooling: about 12 MFLOPs per sample, small enough to train on a CPU."""
 
-    def __init__(self, channels: int, classes: int, *, stem_stride: int = 1, width: int = 32) -> None:
+    def __init__(self, channels: int, classes: int, *, stem_stride: int = 1, width: int = 16) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.BatchNorm2d(channels), _conv(channels, width, stem_stride) if stem_stride > 1
-                                  else nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width),
-                                                     nn.ReLU(inplace=True)))
-        self.body = nn.Sequential(_conv(width, width), _conv(width, 2 * width, 2), _conv(2 * width, 2 * width),
-                                  _conv(2 * width, 4 * width, 2), _conv(4 * width, 4 * width, 2))
+        first = (_conv(channels, width, stem_stride) if stem_stride > 1 else
+                 nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)))
+        self.stem = nn.Sequential(nn.BatchNorm2d(channels), first)
+        self.body = nn.Sequential(_conv(width, 2 * width, 2), _conv(2 * width, 4 * width, 2), _conv(4 * width, 4 * width, 2))
         self.fc = nn.Linear(4 * width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class KeywordNet(nn.Module):
 class LatentNet1d(nn.Module):
     """Keyword spotting on an EnCodec latent ``[128, T]`` (75 frames per second): 1-D convolutions in time."""
 
-    def __init__(self, channels: int, classes: int, width: int = 128) -> None:
+    def __init__(self, channels: int, classes: int, width: int = 64) -> None:
         super().__init__()
 
         def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

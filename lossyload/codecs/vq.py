@@ -26,6 +26,7 @@ from . import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 OUTPUTS = ("codes", "bits", "vectors")
+_NIBBLES = np.stack([np.arange(256) >> 4, np.arange(256) & 15], axis=1).astype(np.int16)  # byte -> 2 codes
 MAX_FIT_VECTORS = 500_000  # block vectors k-means sees at most (a seeded subsample)
 
 
@@ -141,8 +142,8 @@ class Vq(Codec):
         codes = unpack(packed, self.config.bits, h * w)
         if codes is None:
             raise DecodeError(f"vq member holds {len(packed)} bytes, not the {h}x{w} code grid of this index")
-        codes = codes.reshape(h, w).astype(np.int16)
-        if codes.max() >= self.config.codebook_size:
+        codes = codes.reshape(h, w)
+        if self.config.codebook_size < 2**self.config.bits and codes.max() >= self.config.codebook_size:
             raise DecodeError(f"vq member holds code {codes.max()} >= codebook_size {self.config.codebook_size}")
         return codes
 
@@ -150,7 +151,7 @@ class Vq(Codec):
         masked = codes < 0
         out = self.options.output
         if out == "codes":
-            return {"codes": np.where(masked, self.config.codebook_size, codes).astype(np.uint8)}
+            return {"codes": np.where(masked, self.config.codebook_size, codes).astype(np.uint8, copy=False)}
         if out == "bits":
             planes = (codes[None] >> np.arange(self.config.bits)[:, None, None]) & 1
             return {"bits": np.where(masked[None], 0, 2 * planes - 1).astype(np.int8)}
@@ -203,7 +204,7 @@ def unpack(data: bytes, bits: int, count: int) -> np.ndarray | None:
     """Inverse of :func:`pack`; ``None`` when ``data`` is not ``count`` codes long."""
     raw = np.frombuffer(data, np.uint8)
     if bits > 4:
-        return raw if raw.size == count else None
+        return raw.astype(np.int16) if raw.size == count else None
     if raw.size != (count + 1) // 2:
         return None
-    return np.stack([raw >> 4, raw & 15], axis=1).ravel()[:count]
+    return _NIBBLES[raw].ravel()[:count]

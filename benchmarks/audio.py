@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import torch
 
 from lossyload import make_loader
 from lossyload.datasets.keywords import KeywordsConfig, build_keywords
-from lossyload.demo_audio import encodec_weights
-from lossyload.fs import read_index
+from lossyload.demo_audio import encodec_weights, payload_bytes
 from lossyload.shard import ShardJob, run_job
 
 from .common import measure, read_limit
@@ -66,16 +64,6 @@ def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoc
         per = per or sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
         n += len(y)
     return n, per
-
-
-def payload_bytes(url: str) -> float:
-    """Mean size of the codec member (the representation without tar headers) over every shard."""
-    root, index = read_index(url)
-    sizes = []
-    for shard in index.shards:
-        with tarfile.open(os.path.join(root, shard.url)) as tf:
-            sizes += [m.size for m in tf.getmembers() if m.name.endswith("." + index.member)]
-    return sum(sizes) / len(sizes)
 
 
 def table(results: list[dict], pcm: float) -> str:

@@ -96,10 +96,12 @@ def shard_all(cfg: AudioDemoConfig, train_dir: str, test_dir: str) -> dict[str, 
 
 
 def payload_bytes(url: str) -> float:
-    """Mean size of the codec member in the first shard (the representation, without tar headers)."""
+    """Mean size of the codec member (the representation without tar headers) over every shard."""
     root, index = read_index(url)
-    with tarfile.open(os.path.join(root, index.shards[0].url)) as tf:
-        sizes = [m.size for m in tf.getmembers() if m.name.endswith("." + index.member)]
+    sizes = []
+    for shard in index.shards:
+        with tarfile.open(os.path.join(root, shard.url)) as tf:
+            sizes += [m.size for m in tf.getmembers() if m.name.endswith("." + index.member)]
     return sum(sizes) / len(sizes)
 
 

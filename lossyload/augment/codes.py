@@ -15,7 +15,7 @@ import numpy as np
 from lossyload.augment import register_augment
 
 __all__ = [
-    "MASK", "CenterTimeCrop", "FreqMask", "LevelDropout", "RandomTimeCrop", "TimeMask", "TimeShift",
+    "MASK", "CenterTimeCrop", "FreqMask", "LevelDropout", "RandomTimeCrop", "TimeMask", "TimeShift", "default_time_crop",
     "drop_levels", "mask_rows", "mask_time", "shift_time", "time_crop",
 ]
 
@@ -83,6 +83,13 @@ class CenterTimeCrop:
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return time_crop(codes, (codes.shape[1] - self.frames) // 2, self.frames)
+
+
+def default_time_crop(frames: int | None, train: bool) -> list:
+    """The audio codecs' default transforms: none, or a random (train) / centred (eval) window of ``frames``."""
+    if frames is None:
+        return []
+    return [RandomTimeCrop(frames=frames)] if train else [CenterTimeCrop(frames=frames)]
 
 
 @register_augment("codes_time_shift")

@@ -151,12 +151,9 @@ class Encodec(Codec):
         return {"latent": TensorSpec((DIM, t), "float32", "sum of the RVQ codebook vectors (EnCodec latent)")}
 
     def default_transforms(self, train: bool) -> list:
-        from ..augment.codes import CenterTimeCrop, RandomTimeCrop
+        from ..augment.codes import default_time_crop
 
-        frames = self.options.frames
-        if frames is None:
-            return []
-        return [RandomTimeCrop(frames=frames)] if train else [CenterTimeCrop(frames=frames)]
+        return default_time_crop(self.options.frames, train)
 
 
 def pack_codes(codes: np.ndarray) -> bytes:

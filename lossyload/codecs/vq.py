@@ -170,12 +170,9 @@ class Vq(Codec):
         return {"vectors": TensorSpec((d, h, w), "float32", "codebook vector per block (log-mel), 0 = masked")}
 
     def default_transforms(self, train: bool) -> list:
-        from ..augment.codes import CenterTimeCrop, RandomTimeCrop
+        from ..augment.codes import default_time_crop
 
-        frames = self.options.frames
-        if frames is None:
-            return []
-        return [RandomTimeCrop(frames=frames)] if train else [CenterTimeCrop(frames=frames)]
+        return default_time_crop(self.options.frames, train)
 
 
 def to_blocks(spec: np.ndarray, block: tuple[int, int]) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import multiprocessing
 import os
@@ -24,7 +23,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lossyload.errors import LossyloadError, MissingDependencyError, require
+from lossyload.audio import write_pcm16
+from lossyload.errors import LossyloadError, MissingDependencyError
 
 from .layout import SPLITS, _cached_summary, _counts, _finish, _prepare, _write
 
@@ -275,10 +275,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, speech_powe
 
 def encode(x: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """Peak-normalise to -1 dBFS and write 16-bit PCM WAV or FLAC."""
-    pcm = np.round(x * (PEAK * 32767 / np.abs(x).max())).astype(np.int16)
-    buffer = io.BytesIO()
-    require("soundfile", "audio").write(buffer, pcm, sample_rate, subtype="PCM_16", format=fmt.upper())
-    return buffer.getvalue()
+    return write_pcm16(x * (PEAK / np.abs(x).max()), sample_rate, fmt)
 
 
 def render_clip(plan: ClipPlan) -> bytes:

@@ -86,6 +86,19 @@ class Vq(Codec):
         super().__init__(config, options)
         cb = self.config.codebook
         self.codebook = None if cb is None else np.asarray(cb, np.float32)
+        self._table = self._output_table()
+
+    def _output_table(self) -> np.ndarray:
+        """``[channels, codebook_size + 1]``: what each code (column c + 1) and the mask (column 0) become."""
+        k, out = self.config.codebook_size, self.options.output
+        if out == "codes":
+            return np.concatenate([[k], np.arange(k)]).astype(np.uint8)[None]
+        if out == "bits":
+            planes = 2 * ((np.arange(k)[None] >> np.arange(self.config.bits)[:, None]) & 1) - 1
+            return np.concatenate([np.zeros((self.config.bits, 1)), planes], axis=1).astype(np.int8)
+        if self.codebook is None:
+            return np.zeros((self.config.block[0] * self.config.block[1], k + 1), np.float32)  # no codebook yet
+        return np.concatenate([np.zeros((self.codebook.shape[1], 1), np.float32), self.codebook.T], axis=1)
 
     # -- shard time ---------------------------------------------------------------------------------------
     def needs_fit(self) -> bool:
@@ -148,15 +161,9 @@ class Vq(Codec):
         return codes
 
     def finalize(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        masked = codes < 0
+        # One table lookup per output: column 0 is the masked entry (code -1), column c + 1 is code c.
         out = self.options.output
-        if out == "codes":
-            return {"codes": np.where(masked, self.config.codebook_size, codes).astype(np.uint8, copy=False)}
-        if out == "bits":
-            planes = (codes[None] >> np.arange(self.config.bits)[:, None, None]) & 1
-            return {"bits": np.where(masked[None], 0, 2 * planes - 1).astype(np.int8)}
-        table = np.concatenate([self.codebook, np.zeros((1, self.codebook.shape[1]), np.float32)])
-        return {"vectors": np.ascontiguousarray(np.moveaxis(table[np.where(masked, -1, codes)], -1, 0))}
+        return {out: self._table[0, codes + 1] if out == "codes" else np.take(self._table, codes + 1, axis=1)}
 
     def output_spec(self) -> dict[str, TensorSpec]:
         h, w = self.config.grid

@@ -42,13 +42,14 @@ class AudioRow:
     label: str
     codec: str
     options: dict
-    model: str | None  # "mel" | "bits" | "latent" | None (loader figures only)
+    model: str | None  # "mel" | "bits" | "vectors" | "latent" | None (loader figures only)
 
 
 ROWS = [
     AudioRow(label="mel · FLAC -> log-mel float32", codec="mel", options={}, model="mel"),
     AudioRow(label="vq · 4-bit codes uint8", codec="vq", options={"output": "codes"}, model=None),
     AudioRow(label="vq · bit-planes (BNN input)", codec="vq", options={"output": "bits"}, model="bits"),
+    AudioRow(label="vq · codebook vectors float32", codec="vq", options={"output": "vectors"}, model="vectors"),
     AudioRow(label="encodec · RVQ codes int16", codec="encodec", options={"output": "codes"}, model=None),
     AudioRow(label="encodec · latent float32", codec="encodec", options={"output": "latent"}, model="latent"),
 ]
@@ -108,7 +109,7 @@ def payload_bytes(url: str) -> float:
 def build_model(row: AudioRow, classes: int) -> torch.nn.Module:
     if row.model == "mel":
         return KeywordNet(1, classes, stem_stride=2)
-    if row.model == "bits":
+    if row.model in ("bits", "vectors"):
         return KeywordNet(4, classes)
     return LatentNet1d(128, classes)
 

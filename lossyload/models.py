@@ -57,15 +57,13 @@ class DctNet(nn.Module):
 
 class KeywordNet(nn.Module):
     """Keyword spotting on a 2-D time-frequency input: log-mel ``[1, 128, 128]`` (a stride-2 stem brings it to
-    the 64 x 64 grid) or VQ code bit-planes / vectors ``[C, 64, 64]`` (already on it: the 2 x 2 VQ blocks did
-    the downsampling, and the 1x1 first layer is the only full-precision input layer, as in the seed's BNN).
+    the 64 x 64 grid) or VQ code bit-planes / codebook vectors ``[C, 64, 64]`` (already on it: the 2 x 2 VQ
+    blocks did the downsampling; the full-precision 3x3 first layer is where the seed's BNN keeps floats).
     Three stride-2 stages and global pooling: about 12 MFLOPs per sample, small enough to train on a CPU."""
 
     def __init__(self, channels: int, classes: int, *, stem_stride: int = 1, width: int = 16) -> None:
         super().__init__()
-        first = (_conv(channels, width, stem_stride) if stem_stride > 1 else
-                 nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)))
-        self.stem = nn.Sequential(nn.BatchNorm2d(channels), first)
+        self.stem = nn.Sequential(nn.BatchNorm2d(channels), _conv(channels, width, stem_stride))
         self.body = nn.Sequential(_conv(width, 2 * width, 2), _conv(2 * width, 4 * width, 2), _conv(4 * width, 4 * width, 2))
         self.fc = nn.Linear(4 * width, classes)
 

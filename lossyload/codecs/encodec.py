@@ -20,6 +20,7 @@ import functools
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,7 +196,8 @@ def load_model(weights: str, seed: int, bandwidth: float):
     """The EnCodec 24 kHz model in eval mode at ``bandwidth`` (cached per process)."""
     torch = require("torch", "audio")
     encodec = require("encodec", "audio")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
         torch.manual_seed(seed)
         model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
     if weights == "random":

@@ -26,7 +26,6 @@ from . import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 OUTPUTS = ("codes", "bits", "vectors")
-_NIBBLES = np.stack([np.arange(256) >> 4, np.arange(256) & 15], axis=1).astype(np.int16)  # byte -> 2 codes
 MAX_FIT_VECTORS = 500_000  # block vectors k-means sees at most (a seeded subsample)
 
 
@@ -88,11 +87,12 @@ class Vq(Codec):
         self.codebook = None if cb is None else np.asarray(cb, np.float32)
         self._table = self._output_table()
 
-    def _output_table(self) -> np.ndarray:
-        """``[channels, codebook_size + 1]``: what each code (column c + 1) and the mask (column 0) become."""
+    def _output_table(self) -> np.ndarray | None:
+        """``[channels, codebook_size + 1]``: what each code (column c + 1) and the mask (column 0) become in
+        the ``bits`` and ``vectors`` outputs (``codes`` needs none)."""
         k, out = self.config.codebook_size, self.options.output
         if out == "codes":
-            return np.concatenate([[k], np.arange(k)]).astype(np.uint8)[None]
+            return None
         if out == "bits":
             planes = 2 * ((np.arange(k)[None] >> np.arange(self.config.bits)[:, None]) & 1) - 1
             return np.concatenate([np.zeros((self.config.bits, 1)), planes], axis=1).astype(np.int8)
@@ -161,9 +161,15 @@ class Vq(Codec):
         return codes
 
     def finalize(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        # One table lookup per output: column 0 is the masked entry (code -1), column c + 1 is code c.
+        # bits / vectors: one table lookup (column 0 is the masked entry, code -1; column c + 1 is code c)
         out = self.options.output
-        return {out: self._table[0, codes + 1] if out == "codes" else np.take(self._table, codes + 1, axis=1)}
+        if out != "codes":
+            return {out: np.take(self._table, codes + 1, axis=1)}
+        result = codes.astype(np.uint8)  # cheaper than a lookup; masked cells fixed only where there are any
+        masked = codes < 0
+        if masked.any():
+            result[masked] = self.config.codebook_size
+        return {out: result}
 
     def output_spec(self) -> dict[str, TensorSpec]:
         h, w = self.config.grid
@@ -211,4 +217,7 @@ def unpack(data: bytes, bits: int, count: int) -> np.ndarray | None:
         return raw.astype(np.int16) if raw.size == count else None
     if raw.size != (count + 1) // 2:
         return None
-    return _NIBBLES[raw].ravel()[:count]
+    out = np.empty((raw.size, 2), np.int16)  # shifts beat a byte-table lookup (fancy indexing) 4x here
+    out[:, 0] = raw >> 4
+    out[:, 1] = raw & 15
+    return out.ravel()[:count]

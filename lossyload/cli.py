@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         "inspect": (_inspect_args, _inspect, "describe a shard set from its index"),
         "make-photos": (photos.add_arguments, photos.run, "build the bundled photo-of-origin image set"),
         "make-keywords": (keywords.add_arguments, keywords.run, "build the offline keyword-spotting audio set"),
-        "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT"),
+        "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT, log-mel vs VQ codes vs EnCodec"),
     }
     for name, (add, _, text) in commands.items():
         add(sub.add_parser(name, help=text, description=text))

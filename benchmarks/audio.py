@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 
-from lossyload import make_loader
 from lossyload.datasets.keywords import KeywordsConfig, build_keywords
 from lossyload.demo_audio import encodec_weights, payload_bytes
 from lossyload.shard import ShardJob, run_job
 
-from .common import measure, read_limit
+from .common import measure, one_pass
 from .machine import describe, format_machine
 
 ROWS = [  # label, shard variant, codec, options
@@ -50,20 +49,6 @@ def prepare(out: str, voices: int | None, weights: str) -> dict[str, str]:
         run_job(ShardJob(src=os.path.join(data, "train"), dest=dest, codec=codec, config=config, maxcount=1000,
                          workers=os.cpu_count() or 1, progress=False))
     return urls
-
-
-def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
-    """(samples, input bytes per sample) of one epoch."""
-    if codec is None:
-        n, _ = read_limit(url)
-        return n, 0
-    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0)
-    ld.set_epoch(epoch)
-    n = per = 0
-    for x, y in ld:
-        per = per or sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
-        n += len(y)
-    return n, per
 
 
 def table(results: list[dict], pcm: float) -> str:

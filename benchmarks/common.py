@@ -6,6 +6,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from lossyload import make_loader
 from lossyload.fs import join, open_url, read_index
 from lossyload.loader import tario
 
@@ -26,6 +27,21 @@ def read_limit(url: str) -> tuple[int, int]:
     return n, nbytes
 
 
+def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
+    """(samples, input bytes per sample) of one epoch with the codec's default transforms; ``codec=None``:
+    the read limit."""
+    if codec is None:
+        n, _ = read_limit(url)
+        return n, 0
+    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0)
+    ld.set_epoch(epoch)
+    n = per = 0
+    for x, y in ld:
+        per = per or sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+        n += len(y)
+    return n, per
+
+
 def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: int, batch: int) -> list[dict]:
     """Time ``rows`` of ``(label, variant, codec, options)``. Repetitions are interleaved across rows (rep 1 of
     every row, then rep 2, ...) so that a drift in machine speed hits every row alike; the median and the
@@ -39,6 +55,8 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
         for label, variant, codec, options in rows:
             t0, c0 = time.perf_counter(), time.process_time()
             n, per[label] = one_pass(urls[variant], codec, options, batch, rep)
+            if not n:
+                raise SystemExit(f"{label}: no full batch of {batch} in {urls[variant]}; use a smaller --batch-size")
             rates[label].append(n / (time.perf_counter() - t0))
             cpu[label].append((time.process_time() - c0) / n)
     results = []

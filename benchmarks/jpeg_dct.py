@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from lossyload import make_loader
 from lossyload.datasets.photos import PhotosConfig, build_photos
 from lossyload.shard import ShardJob, run_job
 
-from .common import measure, read_limit
+from . import common
+from .common import measure
 from .machine import describe, format_machine
 
 VARIANTS = {
@@ -59,18 +59,8 @@ def prepare(out: str, per_class: int) -> dict[str, str]:
 
 
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
-    """(samples, input bytes per sample) of one epoch with augmentation."""
-    if codec is None:
-        n, _ = read_limit(url)
-        return n, 0
-    ld = make_loader(url, batch_size=batch, codec=codec, options={**(options or {}), "crop": 224}, seed=0)
-    ld.set_epoch(epoch)
-    n = per = 0
-    for x, y in ld:
-        if not per:
-            per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
-        n += len(y)
-    return n, per
+    """One epoch with augmentation, cropped to 224 pixels."""
+    return common.one_pass(url, codec, {**(options or {}), "crop": 224} if codec else None, batch, epoch)
 
 
 def table(results: list[dict]) -> str:

@@ -114,3 +114,26 @@ def dataset_files(root: Path) -> dict[str, bytes]:
 def small_folder(tmp_path: Path) -> Path:
     """Two classes, 7 + 5 small JPEGs."""
     return make_image_folder(tmp_path / "src", {"cat": 7, "dog": 5})
+
+
+def audio_bytes(wave: np.ndarray, rate: int = 16000, fmt: str = "WAV", subtype: str = "PCM_16") -> bytes:
+    """An audio file (WAV by default, 16-bit) of ``wave`` (``[frames]`` or ``[frames, channels]``)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Audio tests run small spectrograms, k-means and convolutions: one thread is fastest, and does not stall
+    (10-30x) when other processes keep the 2 cores busy. Restored afterwards."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)

@@ -8,12 +8,12 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 import torchaudio.functional as AF
-from threadpoolctl import threadpool_limits
 
 from lossyload.audio import ClipConfig, MelConfig, fit_clip, log_mel, write_pcm16
 from lossyload.errors import EncodeError
+
+from .conftest import audio_bytes
 
 RATE = 16000
 CFG = ClipConfig()  # 16 kHz, 1 s, max 30 s
@@ -21,20 +21,7 @@ MEL = MelConfig()
 LSB = 1 / 32768  # one step of 16-bit PCM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest, and does not stall when other processes keep the cores busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def audio_bytes(wave: np.ndarray, rate: int, fmt: str = "WAV", subtype: str = "PCM_16") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, wave, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sine(freq: float, seconds: float, rate: int = RATE, amp: float = 0.3) -> np.ndarray:

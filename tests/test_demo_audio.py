@@ -13,14 +13,6 @@ from lossyload.errors import LossyloadError
 from lossyload.models import KeywordNet, LatentNet1d
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine torch's spinning threads oversubscribe
-    yield
-    torch.set_num_threads(old)
-
-
 def test_audio_demo_runs_every_row_and_reports(tmp_path: Path, one_thread) -> None:
     data = tmp_path / "keywords"
     build_keywords(data, KeywordsConfig(max_voices=5, dialects=("en-us",)), workers=1, progress=False)

@@ -9,6 +9,7 @@ vector). Pure functions return fresh arrays; the dataclasses are the serialisabl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -107,45 +108,42 @@ class TimeShift:
         return shift_time(codes, int(rng.integers(-self.max_shift, self.max_shift + 1)))
 
 
-@register_augment("codes_time_mask")
 @dataclass(frozen=True, kw_only=True)
-class TimeMask:
-    """SpecAugment time masking on code frames: ``count`` bands of 0..``max_width`` frames set to ``MASK``."""
+class _BandMask:
+    """``count`` bands of 0..``max_width`` entries along ``axis`` set to ``MASK`` (SpecAugment)."""
 
     max_width: int
     count: int = 1
+    axis: ClassVar[int]
 
     def __post_init__(self) -> None:
         if self.max_width < 0 or self.count < 0:
             raise ValueError("max_width and count must be >= 0")
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        mask = mask_time if self.axis == 1 else mask_rows
         codes = codes.copy()
         for _ in range(self.count):
             width = int(rng.integers(0, self.max_width + 1))
-            codes = mask_time(codes, int(rng.integers(0, max(codes.shape[1] - width, 0) + 1)), width)
+            codes = mask(codes, int(rng.integers(0, max(codes.shape[self.axis] - width, 0) + 1)), width)
         return codes
+
+
+@register_augment("codes_time_mask")
+@dataclass(frozen=True, kw_only=True)
+class TimeMask(_BandMask):
+    """SpecAugment time masking on code frames: ``count`` bands of 0..``max_width`` frames set to ``MASK``."""
+
+    axis: ClassVar[int] = 1
 
 
 @register_augment("codes_freq_mask")
 @dataclass(frozen=True, kw_only=True)
-class FreqMask:
+class FreqMask(_BandMask):
     """SpecAugment frequency masking for ``vq`` code grids: ``count`` bands of 0..``max_width`` code rows
     (each row covers ``block[0]`` mel bins) set to ``MASK``."""
 
-    max_width: int
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.max_width < 0 or self.count < 0:
-            raise ValueError("max_width and count must be >= 0")
-
-    def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        codes = codes.copy()
-        for _ in range(self.count):
-            height = int(rng.integers(0, self.max_width + 1))
-            codes = mask_rows(codes, int(rng.integers(0, max(codes.shape[0] - height, 0) + 1)), height)
-        return codes
+    axis: ClassVar[int] = 0
 
 
 @register_augment("codes_level_dropout")

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 
 import numpy as np
 import pytest
-import soundfile as sf
-import torch
-from threadpoolctl import threadpool_limits
 
 from lossyload.codecs import Codec, codec_class, create_codec, list_codecs
 from lossyload.errors import CodecError, DecodeError
 
-from ..conftest import jpeg_bytes, photo, png_bytes, synthetic_rgb
+from ..conftest import jpeg_bytes, photo, png_bytes, synthetic_rgb, audio_bytes
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")  # inside the encodec package
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")]  # inside the encodec package
 CROP = 32  # image codecs: output size in pixels
 FRAMES = 16  # vq / encodec: code frames of the default crops
 
@@ -59,23 +56,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The audio models and spectrograms here are tiny: one thread is fastest, and does not stall (10-30x)
-    when other processes keep the cores busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------- sources
-def wav_bytes(wave: np.ndarray, rate: int, fmt: str = "WAV") -> bytes:
-    """16-bit ``fmt`` bytes of float ``wave`` ([n] or [n, channels])."""
-    buf = io.BytesIO()
-    sf.write(buf, wave, rate, format=fmt, subtype="PCM_16")
-    return buf.getvalue()
 
 
 def tone_noise(rate: int, seconds: float, freq: float, seed: int) -> np.ndarray:
@@ -87,9 +68,9 @@ def tone_noise(rate: int, seconds: float, freq: float, seed: int) -> np.ndarray:
 def _audio_sources() -> tuple[tuple[str, bytes], ...]:
     stereo = np.stack([tone_noise(44100, 2.0, 660, 2), tone_noise(44100, 2.0, 1500, 3)], axis=1)
     return (
-        ("tone-16k-1s", wav_bytes(tone_noise(16000, 1.0, 440, 0), 16000)),
-        ("short-0.4s", wav_bytes(tone_noise(16000, 0.4, 880, 1), 16000)),  # padded
-        ("stereo-44k-2s", wav_bytes(0.8 * stereo, 44100, "FLAC")),  # resampled, downmixed, cropped
+        ("tone-16k-1s", audio_bytes(tone_noise(16000, 1.0, 440, 0), 16000)),
+        ("short-0.4s", audio_bytes(tone_noise(16000, 0.4, 880, 1), 16000)),  # padded
+        ("stereo-44k-2s", audio_bytes(0.8 * stereo, 44100, "FLAC")),  # resampled, downmixed, cropped
     )
 
 

@@ -12,24 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from threadpoolctl import threadpool_limits
 
 from lossyload.codecs import create_codec
 from lossyload.codecs.encodec import ASSET, CHECKPOINT_URL, Encodec, load_model, pack_codes, unpack_codes
 from lossyload.errors import CodecError, DecodeError
 
 RANDOM = {"weights": "random"}
-pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")  # inside the encodec package
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small convolutions: one thread is fastest, and does not stall (10-30x) when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")]  # inside the encodec package
 
 
 def clip_bytes(seed: int = 0, freq: float = 440.0, rate: int = 16000, seconds: float = 1.0) -> bytes:

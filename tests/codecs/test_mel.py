@@ -8,30 +8,15 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from threadpoolctl import threadpool_limits
 
 from lossyload.audio import fit_clip, log_mel
 from lossyload.codecs import create_codec
 from lossyload.errors import DecodeError
 
+from ..conftest import audio_bytes
+
 RATE = 16000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest, and does not stall when other processes keep the cores busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def audio_bytes(wave: np.ndarray, rate: int = RATE, fmt: str = "WAV", subtype: str = "PCM_16") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, wave, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noisy(seconds: float, rate: int = RATE, seed: int = 0, channels: int = 1) -> np.ndarray:

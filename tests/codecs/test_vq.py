@@ -3,50 +3,31 @@ the three outputs (codes, bit-planes, codebook vectors) with masked cells."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-import torch
 import zstandard
-from threadpoolctl import threadpool_limits
 
 from lossyload.audio import fit_clip, log_mel
 from lossyload.codecs import create_codec
 from lossyload.codecs.vq import Vq, nearest, pack, to_blocks, unpack
 from lossyload.errors import CodecError, DecodeError
 
+from ..conftest import audio_bytes
+
 RATE = 16000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors and k-means: one thread is fastest, and does not stall when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def wav_bytes(wave: np.ndarray, rate: int = RATE) -> bytes:
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, wave, rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tonal(i: int, seconds: float = 1.0) -> bytes:
     """Source A: a quiet low tone (most bands near silence)."""
     t = np.arange(int(RATE * seconds)) / RATE
     noise = 0.002 * np.random.default_rng(i).standard_normal(t.shape)
-    return wav_bytes(0.2 * np.sin(2 * np.pi * (200 + 30 * i) * t) + noise)
+    return audio_bytes(0.2 * np.sin(2 * np.pi * (200 + 30 * i) * t) + noise)
 
 
 def noise(i: int, seconds: float = 1.0) -> bytes:
     """Source B: loud broadband noise (every band loud)."""
-    return wav_bytes(0.5 * np.random.default_rng(100 + i).standard_normal(int(RATE * seconds)).clip(-3, 3) / 3)
+    return audio_bytes(0.5 * np.random.default_rng(100 + i).standard_normal(int(RATE * seconds)).clip(-3, 3) / 3)
 
 
 def samples() -> list[tuple[str, bytes]]:
@@ -129,10 +110,10 @@ def test_fit_is_deterministic_for_a_seed(fitted: Vq) -> None:
 
 
 def test_fit_skips_unusable_samples_and_refuses_when_none_is_usable(fitted: Vq) -> None:
-    with_bad = create_codec("vq").fit([("bad.wav", b"not audio"), *samples(), ("empty.wav", wav_bytes(np.zeros(0)))])
+    with_bad = create_codec("vq").fit([("bad.wav", b"not audio"), *samples(), ("empty.wav", audio_bytes(np.zeros(0)))])
     assert with_bad.config == fitted.config
     with pytest.raises(CodecError, match="none of the 2 samples"):
-        create_codec("vq").fit([("bad.wav", b"not audio"), ("empty.wav", wav_bytes(np.zeros(0)))])
+        create_codec("vq").fit([("bad.wav", b"not audio"), ("empty.wav", audio_bytes(np.zeros(0)))])
 
 
 def test_fit_keeps_the_other_settings() -> None:
@@ -162,7 +143,7 @@ def test_encode_decode_gives_the_nearest_codes(fitted: Vq) -> None:
 def test_encode_notes_what_fit_clip_changed(fitted: Vq) -> None:
     t = np.arange(44100 * 2) / 44100
     stereo = np.stack([0.3 * np.sin(2 * np.pi * 300 * t), 0.1 * np.sin(2 * np.pi * 900 * t)], axis=1)
-    enc = fitted.encode(wav_bytes(stereo, 44100), source="s.wav")
+    enc = fitted.encode(audio_bytes(stereo, 44100), source="s.wav")
     assert [n.split(":")[0] for n in enc.transcoded.split("; ")] == ["downmixed", "resampled", "cropped"]
 
 

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from threadpoolctl import threadpool_limits
 
 from lossyload import LossyDataset
 from lossyload.audio import MelConfig, fit_clip, log_mel
@@ -30,28 +29,14 @@ from lossyload.shard import ShardJob, job as job_module, run_job
 from lossyload.shard.cli import main as shard_main
 from lossyload.shard.job import config_from_dataset
 
-from ..conftest import dataset_files, make_wds_tar, read_tar, write
+from ..conftest import dataset_files, make_wds_tar, read_tar, write, audio_bytes
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")  # inside the encodec package
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")]  # inside the encodec package
 RATE = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small spectrograms, k-means and convolutions: one thread is fastest, and does not stall (10-30x) when
-    other processes keep the cores busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------- fixtures
-def audio_bytes(wave: np.ndarray, rate: int = RATE, fmt: str = "WAV", subtype: str = "PCM_16") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, wave, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
 
 
 def clip(cls: str, i: int, rate: int = RATE, seconds: float = 1.0, channels: int = 1) -> np.ndarray:

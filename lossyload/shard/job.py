@@ -231,8 +231,7 @@ def _already_complete(fs, root: str, job: ShardJob, codec: Codec, summary: Shard
     """A rerun over a finished dataset made with the same codec settings is a no-op (it also clears progress
     records left by a run stopped between writing the index and removing them). Fields the codec learns
     from the data (``fit_fields``) are compared only when the job sets them."""
-    with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
-        index = Index.from_json(f.read(), where=f"{job.dest}/{INDEX_NAME}")
+    index = _existing_index(fs, root, job.dest)
     want, have = json.loads(json.dumps(codec.stored_config())), dict(index.config)
     for name in codec.fit_fields:
         if want.get(name) is None:
@@ -323,13 +322,17 @@ def config_from_dataset(url: str, codec: str, storage_options: dict[str, Any] | 
     return dict(index.config)
 
 
+def _existing_index(fs, root: str, where: str) -> Index:
+    with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
+        return Index.from_json(f.read(), where=f"{where}/{INDEX_NAME}")
+
+
 def _asset_paths(fs, root: str) -> list[str]:
     """The side files named by an existing index (removed with it on --overwrite)."""
     if not fs.exists(f"{root}/{INDEX_NAME}"):
         return []
     try:
-        with fs.open(f"{root}/{INDEX_NAME}", "rb") as f:
-            index = Index.from_json(f.read(), where=f"{root}/{INDEX_NAME}")
+        index = _existing_index(fs, root, root)
     except LossyloadError:  # a damaged index is replaced all the same; its side files are rewritten
         return []
     return [f"{root}/{name}" for name in index.assets if fs.exists(f"{root}/{name}")]

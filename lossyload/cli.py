@@ -1,4 +1,4 @@
-"""``lossyload``: subcommands around a shard set (``inspect``), the bundled data (``make-photos``,
+"""``lossyload``: subcommands around a shard set (``inspect``, ``preview``), VAEs (``vae-check``), the bundled data (``make-photos``,
 ``make-keywords``) and the main job (``demo``)."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import demo
+    from . import demo, preview, vae_check
     from .datasets import keywords, photos
 
     p = argparse.ArgumentParser(prog="lossyload", description=__doc__)
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         "inspect": (_inspect_args, _inspect, "describe a shard set from its index"),
         "make-photos": (photos.add_arguments, photos.run, "build the bundled photo-of-origin image set"),
         "make-keywords": (keywords.add_arguments, keywords.run, "build the offline keyword-spotting audio set"),
+        "preview": (preview.add_arguments, preview.run, "write a PNG grid of vae latents through a linear latent-to-RGB map"),
+        "vae-check": (vae_check.add_arguments, vae_check.run, "measure how equivariant a VAE's latents are to flips and crops"),
         "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT, log-mel vs VQ codes vs EnCodec"),
     }
     for name, (add, _, text) in commands.items():

@@ -19,7 +19,7 @@ from .codecs.encodec import CHECKPOINT, checkpoint_path
 from .demo import fit_and_score, measure_rate
 from .errors import CodecError, LossyloadError
 from .fs import read_index
-from .models import KeywordNet, LatentNet1d
+from .models import GridNet, LatentNet1d
 from .shard import ShardJob, run_job
 from .shard.job import config_from_dataset
 
@@ -108,9 +108,9 @@ def payload_bytes(url: str) -> float:
 
 def build_model(row: AudioRow, classes: int) -> torch.nn.Module:
     if row.model == "mel":
-        return KeywordNet(1, classes, stem_stride=2)
+        return GridNet(1, classes, stem_stride=2)
     if row.model in ("bits", "vectors"):
-        return KeywordNet(4, classes)
+        return GridNet(4, classes)
     return LatentNet1d(128, classes)
 
 

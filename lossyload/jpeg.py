@@ -42,7 +42,7 @@ def prepare_jpeg(
     """Return ``(jpeg_bytes, reason)``: the source bytes unchanged (``reason=None``) when they are a JPEG the
     coefficient reader handles and no resize applies, else a transcode at ``quality``/``subsampling`` and
     the reason. Raises :class:`EncodeError` naming ``source`` for inputs that cannot be used."""
-    im = _open_image(data, source, max_pixels)
+    im = open_image(data, source, max_pixels)
     w, h = im.size
     reason = None
     if im.format not in ("JPEG", "MPO"):  # MPO: camera JPEGs with extra images appended (read as the first)
@@ -60,7 +60,7 @@ def prepare_jpeg(
     return _transcode(im, quality=quality, subsampling=subsampling, resize=resize), reason
 
 
-def _open_image(data: bytes, source: str, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, source: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

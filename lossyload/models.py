@@ -55,11 +55,13 @@ class DctNet(nn.Module):
         return self.trunk(self.y(x["y"].float()), self.c(x["cbcr"].float()))
 
 
-class KeywordNet(nn.Module):
-    """Keyword spotting on a 2-D time-frequency input: log-mel ``[1, 128, 128]`` (a stride-2 stem brings it to
+class GridNet(nn.Module):
+    """A small CNN on any 2-D grid input ``[C, H, W]``. Keyword spotting: log-mel ``[1, 128, 128]`` (a stride-2 stem brings it to
     the 64 x 64 grid) or VQ code bit-planes / codebook vectors ``[C, 64, 64]`` (already on it: the 2 x 2 VQ
     blocks did the downsampling; the full-precision 3x3 first layer is where the seed's BNN keeps floats).
-    Three stride-2 stages and global pooling: about 12 MFLOPs per sample, small enough to train on a CPU."""
+    Images: 64 x 64 resampled pixels ``[3, 64, 64]`` or VAE latents ``[4, 64, 64]`` (the seed's two small rows:
+    the same network, only the first layer's input channels differ). Three stride-2 stages and global
+    pooling: about 12 MFLOPs per sample at 64 x 64, small enough to train on a CPU."""
 
     def __init__(self, channels: int, classes: int, *, stem_stride: int = 1, width: int = 16) -> None:
         super().__init__()

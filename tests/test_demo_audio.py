@@ -10,7 +10,7 @@ import torch
 from lossyload.datasets.keywords import KeywordsConfig, build_keywords
 from lossyload.demo_audio import AudioDemoConfig, format_audio_table, run_audio_demo
 from lossyload.errors import LossyloadError
-from lossyload.models import KeywordNet, LatentNet1d
+from lossyload.models import GridNet, LatentNet1d
 
 
 def test_audio_demo_runs_every_row_and_reports(tmp_path: Path, one_thread) -> None:
@@ -48,8 +48,8 @@ def test_audio_demo_needs_train_and_test(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model, x", [
-    (KeywordNet(1, 8, stem_stride=2), torch.randn(3, 128, 128)),
-    (KeywordNet(4, 8), torch.randint(-1, 2, (3, 4, 64, 64), dtype=torch.int8)),
+    (GridNet(1, 8, stem_stride=2), torch.randn(3, 128, 128)),
+    (GridNet(4, 8), torch.randint(-1, 2, (3, 4, 64, 64), dtype=torch.int8)),
     (LatentNet1d(128, 8), torch.randn(3, 128, 75)),
 ])
 def test_audio_models_give_logits_per_sample(model: torch.nn.Module, x: torch.Tensor) -> None:

@@ -85,5 +85,6 @@ def augment_from_dict(d: dict[str, Any]) -> Transform:
 
 
 from lossyload.augment import codes as codes  # noqa: E402  (registers the audio code-domain transforms)
+from lossyload.augment import latent as latent  # noqa: E402  (registers the VAE latent transforms)
 from lossyload.augment import dct as dct  # noqa: E402  (registers the DCT-domain transforms)
 from lossyload.augment import rgb as rgb  # noqa: E402,F401  (registers the rgb baseline transforms)

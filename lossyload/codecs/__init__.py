@@ -37,6 +37,6 @@ def create_codec(name: str, config: dict[str, Any] | None = None, options: dict[
     return cls(cfg, opts)
 
 
-from . import encodec, jpeg_dct, mel, rgb, vq  # noqa: E402,F401  (register the built-in codecs)
+from . import encodec, jpeg_dct, mel, rgb, vae, vq  # noqa: E402,F401  (register the built-in codecs)
 
 __all__ = ["Codec", "Encoded", "TensorSpec", "register_codec", "create_codec", "codec_class", "list_codecs"]

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import CodecError
+from ..errors import CodecError, EncodeError
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Codec:
     member: ClassVar[str]
     fit_fields: ClassVar[tuple[str, ...]] = ()  # config fields ``fit`` learns from the data (e.g. a codebook)
     fit_sample_count: int = 0  # how many source items ``fit`` wants
+    runtime_fields: ClassVar[tuple[str, ...]] = ()  # config fields that change how, not what, is encoded
 
     def __init__(self, config: Any = None, options: Any = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -53,6 +54,17 @@ class Codec:
 
     def encode(self, data: bytes, *, source: str) -> Encoded:
         raise NotImplementedError
+
+    def encode_batch(self, items: list[tuple[bytes, str]]) -> list[Encoded | EncodeError]:
+        """``encode`` over ``(data, source)`` items; a bad item gives its :class:`EncodeError` in its place.
+        Codecs that run a model override it to encode in batches."""
+        out: list[Encoded | EncodeError] = []
+        for data, source in items:
+            try:
+                out.append(self.encode(data, source=source))
+            except EncodeError as exc:
+                out.append(exc)
+        return out
 
     def decode(self, payload: bytes) -> Any:
         raise NotImplementedError
@@ -87,6 +99,10 @@ class Codec:
 
     def stored_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    def identity(self) -> dict[str, Any]:
+        """The stored config without ``runtime_fields``: what decides whether two runs made the same data."""
+        return {k: v for k, v in self.stored_config().items() if k not in self.runtime_fields}
 
 
 def build_dataclass(cls: type, values: dict[str, Any] | None, what: str) -> Any:

@@ -30,6 +30,7 @@ from .sources import Item, open_source
 from .writer import ShardWriter
 
 PROGRESS_DIR = "_progress"
+CHUNK = 32  # items per encode_batch call (and per pool task)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,19 +93,27 @@ def _init_worker(name: str, config: dict[str, Any], pooled: bool = False) -> Non
         torch.set_num_threads(1)
 
 
-def _encode(item: Item) -> tuple[Item, bytes | None, str | None, int]:
-    """(item, payload, transcode-or-skip reason, bytes read); payload None means skipped with that reason."""
-    if item.error:
-        return item, None, item.error, 0
-    try:
-        data = item.read()
-    except OSError as exc:
-        return item, None, f"unreadable ({exc})", 0
-    try:
-        enc = _CODEC.encode(data, source=item.name)  # type: ignore[union-attr]
-    except EncodeError as exc:
-        return item, None, exc.reason, len(data)
-    return replace(item, data=None), enc.payload, enc.transcoded, len(data)  # don't send the source bytes back
+def _encode_many(items: list[Item]) -> list[tuple[Item, bytes | None, str | None, int]]:
+    """(item, payload, transcode-or-skip reason, bytes read) per item; payload None means skipped with that
+    reason. The readable items go to the codec in one ``encode_batch`` call (batched model inference)."""
+    out: list = [None] * len(items)
+    todo: list[tuple[int, bytes]] = []
+    for i, item in enumerate(items):
+        if item.error:
+            out[i] = (item, None, item.error, 0)
+            continue
+        try:
+            todo.append((i, item.read()))
+        except OSError as exc:
+            out[i] = (item, None, f"unreadable ({exc})", 0)
+    encoded = _CODEC.encode_batch([(data, items[i].name) for i, data in todo]) if todo else []  # type: ignore[union-attr]
+    for (i, data), enc in zip(todo, encoded):
+        item = replace(items[i], data=None)  # don't send the source bytes back
+        if isinstance(enc, EncodeError):
+            out[i] = (item, None, enc.reason, len(data))
+        else:
+            out[i] = (item, enc.payload, enc.transcoded, len(data))
+    return out
 
 
 def run_job(job: ShardJob) -> ShardSummary:
@@ -127,7 +136,7 @@ def run_job(job: ShardJob) -> ShardSummary:
     if codec.needs_fit():
         codec = _fitted(fs, root, job, codec, source.fingerprint)
         config = codec.stored_config()
-    header = {"codec": job.codec, "config": config, "maxcount": job.maxcount, "maxsize": job.maxsize,
+    header = {"codec": job.codec, "config": codec.identity(), "maxcount": job.maxcount, "maxsize": job.maxsize,
               "src": job.src, "source": source.fingerprint}
     records = _load_progress(fs, root, header)
     shards = [ShardInfo.from_dict(r["shard"]) for r in records]
@@ -145,8 +154,9 @@ def run_job(job: ShardJob) -> ShardSummary:
     state = _Open(number=sum(1 for s in shards if s.samples), seq=len(records), member=codec.member)
     position = start
     try:
-        while batch := list(itertools.islice(items, 32 * job.workers)):
-            results = pool.map(_encode, batch) if pool else [_encode(i) for i in batch]
+        while batch := list(itertools.islice(items, CHUNK * job.workers)):
+            chunks = [batch[i:i + CHUNK] for i in range(0, len(batch), CHUNK)]
+            results = [r for rs in (pool.map(_encode_many, chunks) if pool else map(_encode_many, chunks)) for r in rs]
             for item, payload, reason, nbytes in results:
                 if payload is None:
                     if job.on_error == "raise":
@@ -232,7 +242,8 @@ def _already_complete(fs, root: str, job: ShardJob, codec: Codec, summary: Shard
     records left by a run stopped between writing the index and removing them). Fields the codec learns
     from the data (``fit_fields``) are compared only when the job sets them."""
     index = _existing_index(fs, root, job.dest)
-    want, have = json.loads(json.dumps(codec.stored_config())), dict(index.config)
+    want = json.loads(json.dumps(codec.identity()))
+    have = {k: v for k, v in index.config.items() if k not in codec.runtime_fields}
     for name in codec.fit_fields:
         if want.get(name) is None:
             want.pop(name, None), have.pop(name, None)
@@ -287,12 +298,13 @@ def _fitted(fs, root: str, job: ShardJob, codec: Codec, fingerprint: str) -> Cod
     """``codec`` fitted on a seeded sample of the source (a reservoir over one pass); the fitted config is kept
     in the progress folder so a resumed run reuses it instead of fitting again."""
     path = f"{root}/{PROGRESS_DIR}/fit.json"
-    key = {"codec": job.codec, "config": codec.stored_config(), "source": fingerprint}
+    key = {"codec": job.codec, "config": codec.identity(), "source": fingerprint}
     if fs.exists(path):
         with fs.open(path, "rb") as f:
             saved = json.loads(f.read())
         if saved["key"] == json.loads(json.dumps(key)):
-            return create_codec(job.codec, saved["config"], dataclasses.asdict(codec.options))
+            runtime = {k: v for k, v in codec.stored_config().items() if k in codec.runtime_fields}
+            return create_codec(job.codec, {**saved["config"], **runtime}, dataclasses.asdict(codec.options))
     rng = np.random.default_rng(0)
     chosen: list[Item] = []
     for i, item in enumerate(item for item in open_source(job.src, job.storage_options).items if not item.error):

@@ -1,0 +1,83 @@
+"""``lossyload vae-check``: how far a VAE's latents are from equivariant to the flips and crops that latent-space
+augmentation applies -- measured on real images, not assumed.
+
+- flip, encoder side: ``E(flip x)`` against ``flip E(x)`` (relative L2 error of the posterior means);
+- flip, decoder side: ``D(flip z)`` against ``flip D(z)`` (PSNR in dB on the [-1, 1] pixel scale);
+- crop: ``E(crop x)`` for a crop aligned to the latent cells against the same cells of ``E(x)``, away from
+  the crop border (relative L2 error);
+- for scale: the reconstruction PSNR of ``D(E(x))`` against ``x``, and the relative L2 distance between
+  the latents of two different images (what "different" looks like).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from .errors import LossyloadError
+from .shard.sources import IMAGE_EXTS
+from .vae_model import decode_latents, encode_pixels, facts, image_views, load_vae, pick_device
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)  # peak-to-peak 2 on [-1, 1]
+
+
+def equivariance(vae, pixels: np.ndarray, *, device: str = "cpu", batch_size: int = 8) -> dict[str, float]:
+    """The figures above for uint8 images ``[N, R, R, 3]`` (N >= 2, R a multiple of 4 latent cells)."""
+    n, r = len(pixels), pixels.shape[1]
+    down = facts(vae).downsample
+    if n < 2 or r % (4 * down):
+        raise LossyloadError(f"vae-check needs >= 2 images of a size that is a multiple of {4 * down} pixels")
+    z, _ = encode_pixels(vae, pixels, batch_size, device)
+    z_flip, _ = encode_pixels(vae, np.ascontiguousarray(pixels[:, :, ::-1]), batch_size, device)
+    g = z.shape[-1]
+    off, size = g // 8, g - g // 4  # a centred crop of 3/4 of the grid, aligned to latent cells
+    crop = np.ascontiguousarray(pixels[:, off * down : (off + size) * down, off * down : (off + size) * down])
+    z_crop, _ = encode_pixels(vae, crop, batch_size, device)
+    m = 2  # latent cells near the crop border see other context: left out
+    inner = (slice(None), slice(None), slice(m, size - m), slice(m, size - m))
+    recon = decode_latents(vae, z, device)
+    x = np.moveaxis(pixels, -1, 1) / 127.5 - 1.0
+    return {
+        "flip_encoder_rel_l2": _rel(z_flip, z[..., ::-1]),
+        "flip_decoder_psnr_db": _psnr(decode_latents(vae, np.ascontiguousarray(z[..., ::-1]), device), recon[..., ::-1]),
+        "crop_encoder_rel_l2": _rel(z_crop[inner], z[:, :, off : off + size, off : off + size][inner]),
+        "reconstruction_psnr_db": _psnr(recon, x),
+        "other_image_rel_l2": _rel(np.roll(z, 1, axis=0), z),
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", help="a folder of images (searched recursively)")
+    p.add_argument("--model", default="stabilityai/sd-vae-ft-mse",
+                   help="hub id (local cache), model directory, random:sd1 or random:tiny")
+    p.add_argument("--subfolder")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--count", type=int, default=16, help="images used (default 16)")
+    p.add_argument("--device", default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(args.images) for f in fs
+                   if f.rsplit(".", 1)[-1].lower() in IMAGE_EXTS)[: args.count]
+    if len(files) < 2:
+        raise LossyloadError(f"{args.images}: vae-check needs at least 2 images, found {len(files)}")
+    pixels = []
+    for f in files:
+        with open(f, "rb") as fh:
+            pixels.append(image_views(fh.read(), source=f, resolution=args.resolution, views=1, seed=0,
+                                      max_pixels=64_000_000)[0])
+    device = pick_device(args.device)
+    result = equivariance(load_vae(args.model, args.subfolder, 0, False, device), np.concatenate(pixels), device=device)
+    print(f"{args.model} on {len(files)} images from {args.images} at {args.resolution} px:")
+    for k, v in result.items():
+        print(f"  {k:24s} {v:8.3f}")
+    return 0

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "make-keywords": (keywords.add_arguments, keywords.run, "build the offline keyword-spotting audio set"),
         "preview": (preview.add_arguments, preview.run, "write a PNG grid of vae latents through a linear latent-to-RGB map"),
         "vae-check": (vae_check.add_arguments, vae_check.run, "measure how equivariant a VAE's latents are to flips and crops"),
-        "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT, log-mel vs VQ codes vs EnCodec"),
+        "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT vs VAE latents, log-mel vs VQ codes vs EnCodec"),
     }
     for name, (add, _, text) in commands.items():
         add(sub.add_parser(name, help=text, description=text))

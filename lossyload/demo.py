@@ -211,7 +211,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .demo_audio import AudioDemoConfig
 
     d, a = DemoConfig(), AudioDemoConfig()
-    p.add_argument("--part", choices=["all", "images", "audio"], default="all", help="which half to run (default all)")
+    p.add_argument("--part", choices=["all", "images", "latents", "audio"], default="all",
+                   help="which part to run (default all: images, then latents, then audio)")
     p.add_argument("--data", help="ImageFolder root with train/ and val/ (or test/); default: bundled photos set")
     p.add_argument("--audio-data", help="audio class folders train/ and test/; default: bundled keywords set")
     p.add_argument("--out", default=d.out, help=f"work folder (default {d.out})")
@@ -220,6 +221,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--size", type=int, default=d.size, help="training crop in pixels, multiple of 16")
     p.add_argument("--resize", type=int, help="shard-time short-side resize (e.g. 160 for Imagenette)")
+    p.add_argument("--vae", default="random:tiny",
+                   help="VAE of the latent part: hub id (local cache), model directory, random:tiny (default), random:sd1")
     p.add_argument("--encodec-weights", default=a.encodec_weights,
                    help="auto (pretrained when cached, else random), pretrained, random, or a checkpoint path")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -234,6 +237,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = DemoConfig(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
                          size=args.size, resize=args.resize, seed=args.seed)
         tables.append(format_table(run_demo(cfg), cfg.batch_size))
+    if args.part in ("all", "latents"):
+        from .demo_latent import LatentDemoConfig, format_latent_table, run_latent_demo
+
+        lcfg = LatentDemoConfig(data=args.data, out=args.out, vae=args.vae, epochs=args.epochs, seed=args.seed)
+        results = run_latent_demo(lcfg)
+        _save(lcfg.out, "results-latent.json", lcfg, results)
+        tables.append(format_latent_table(results, lcfg.batch_size))
     if args.part in ("all", "audio"):
         acfg = AudioDemoConfig(data=args.audio_data, out=args.out, epochs=args.audio_epochs,
                                encodec_weights=args.encodec_weights, seed=args.seed)

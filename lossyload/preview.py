@@ -62,6 +62,7 @@ def grid_image(images: np.ndarray, columns: int, upscale: int):
     from PIL import Image
 
     n, h, w, _ = images.shape
+    columns = max(1, min(columns, n))
     rows = -(-n // columns)
     sheet = np.full((rows * h, columns * w, 3), 255, np.uint8)
     for i, im in enumerate(images):
@@ -94,10 +95,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from . import open_dataset
+    from .fs import read_index
 
+    _, index = read_index(args.url)
+    if index.codec != "vae":  # checked before open_dataset, which would reject the vae option first
+        raise LossyloadError(f"{args.url}: preview needs a vae shard set, this one is {index.codec!r}")
     ds = open_dataset(args.url, train=False, shuffle=False, options={"scaled": True}, transforms=[])
-    if ds.index.codec != "vae":
-        raise LossyloadError(f"{args.url}: preview needs a vae shard set, this one is {ds.index.codec!r}")
     weights = dataset_map(ds.index.config, args.map)
     latents, labels = [], []
     for x, y in ds:

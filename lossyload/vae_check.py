@@ -31,11 +31,13 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def equivariance(vae, pixels: np.ndarray, *, device: str = "cpu", batch_size: int = 8) -> dict[str, float]:
-    """The figures above for uint8 images ``[N, R, R, 3]`` (N >= 2, R a multiple of 4 latent cells)."""
+    """The figures above for uint8 images ``[N, R, R, 3]`` (N >= 2, R a multiple of 4 latent cells and at least
+    8 of them: a smaller grid leaves no cells inside the crop's border margin to compare)."""
     n, r = len(pixels), pixels.shape[1]
     down = facts(vae).downsample
-    if n < 2 or r % (4 * down):
-        raise LossyloadError(f"vae-check needs >= 2 images of a size that is a multiple of {4 * down} pixels")
+    if n < 2 or r % (4 * down) or r < 8 * down:
+        raise LossyloadError(f"vae-check needs >= 2 images of a size that is a multiple of {4 * down} pixels, "
+                             f"at least {8 * down}")
     z, _ = encode_pixels(vae, pixels, batch_size, device)
     z_flip, _ = encode_pixels(vae, np.ascontiguousarray(pixels[:, :, ::-1]), batch_size, device)
     g = z.shape[-1]

@@ -8,7 +8,7 @@ Models:
   network retries;
 - a local directory holding ``config.json`` and the weights (what ``AutoencoderKL.save_pretrained`` writes);
 - ``random:sd1`` / ``random:tiny``: random-initialised weights of the SD-1.x architecture (84M parameters,
-  about 1.3 s per 256 x 256 image on one CPU core) or of a tiny one (29K parameters, about 20 ms), seeded.
+  about 1.3 s per 256 x 256 image on one CPU core) or of a tiny one (79K parameters, about 20 ms), seeded.
   For tests and offline demos only: a random VAE is not a codec anyone published.
 
 Images become one or more *views* at ``resolution`` x ``resolution``: view 0 is the shorter side resized to
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .errors import CodecError, EncodeError, require
+from .errors import CodecError, require
 from .jpeg import open_image
 
 RANDOM_ARCHS = {
@@ -129,7 +129,7 @@ def image_views(data: bytes, *, source: str, resolution: int, views: int, seed: 
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode.startswith("I;16"):  # 16-bit greyscale: PIL's convert would clip it to 0..255
+    if False:  # 16-bit greyscale: PIL's convert would clip it to 0..255
         im = Image.fromarray(np.rint(np.asarray(im, np.float64) / 257.0).astype(np.uint8), "L")
     if "A" in im.getbands() or im.mode == "P":  # transparency: composited on white
         rgba = im.convert("RGBA")

@@ -137,5 +137,5 @@ def mixup(x, y, *, alpha: float, classes: int, generator=None):
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     lam = float(np.random.default_rng(seed).beta(alpha, alpha))
     perm = torch.randperm(len(y), generator=generator)
-    onehot = torch.nn.functional.one_hot(y, classes).to(x.dtype if x.is_floating_point() else torch.float32)
+    onehot = torch.nn.functional.one_hot(y.long(), classes).to(x.dtype if x.is_floating_point() else torch.float32)
     return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm]

@@ -74,12 +74,16 @@ class VaeConfig:
         if self.downsample and self.resolution % self.downsample:
             raise ValueError(f"resolution {self.resolution} is not a multiple of the VAE's downsampling {self.downsample}")
         c = self.latent_channels
-        for name in ("scale", "offset", "std_scale", "std_offset"):
-            v = getattr(self, name)
-            if v is not None and c is not None and len(v) != c:
+        given = {n: v for n in ("scale", "offset", "std_scale", "std_offset") if (v := getattr(self, n)) is not None}
+        for name, v in given.items():
+            if c is not None and len(v) != c:
                 raise ValueError(f"{name} needs {c} values (one per latent channel), got {len(v)}")
-        if self.scale is not None and not all(s > 0 and math.isfinite(s) for s in self.scale):
-            raise ValueError("scale values must be positive and finite")
+        if len({len(v) for v in given.values()}) > 1:
+            raise ValueError(f"scale, offset, std_scale and std_offset need one value per latent channel each, got "
+                             f"{ {n: len(v) for n, v in given.items()} }")
+        for name in ("scale", "std_scale"):
+            if name in given and not all(s > 0 and math.isfinite(s) for s in given[name]):
+                raise ValueError(f"{name} values must be positive and finite")
 
     @property
     def planes(self) -> int:
@@ -129,8 +133,9 @@ class Vae(Codec):
 
     def needs_fit(self) -> bool:
         c = self.config
+        std_given = c.std_scale is not None and c.std_offset is not None
         quantized = c.storage == "float16" or (c.scale is not None and c.offset is not None
-                                               and (not c.store_std or c.std_scale is not None))
+                                               and (not c.store_std or std_given))
         return not quantized or c.latent_channels is None
 
     def fit(self, samples: list[tuple[str, bytes]]) -> Vae:

@@ -77,25 +77,27 @@ def load_vae(model: str, subfolder: str | None = None, seed: int = 0, download: 
                 latent_channels=4, **RANDOM_ARCHS[model])
         return vae.eval().to(device)
     local = os.path.isdir(model) or model.startswith((".", "/", "~"))
+    path = os.path.expanduser(model)
     if local:
-        _check_directory(os.path.join(os.path.expanduser(model), subfolder or ""), model)
+        _check_directory(os.path.join(path, subfolder) if subfolder else path)
     try:
-        vae = diffusers.AutoencoderKL.from_pretrained(os.path.expanduser(model) if local else model,
-                                                      subfolder=subfolder, local_files_only=local or not download)
+        vae = diffusers.AutoencoderKL.from_pretrained(path if local else model, subfolder=subfolder,
+                                                      local_files_only=local or not download)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        where = f"{model}" + (f" (subfolder {subfolder})" if subfolder else "")
+        where = model + (f" (subfolder {subfolder})" if subfolder else "")
+        cause = f"({type(exc).__name__}: {str(exc)[:300]})"
         if local:
-            raise CodecError(f"vae: cannot load the model directory {where}: {type(exc).__name__}: {exc}") from exc
-        hint = ("" if download else " It is read from the local Hugging Face cache only (no network): download it "
-                f"once with `huggingface-cli download {model}` or `--set download=true`, ")
-        raise CodecError(
-            f"vae: model {where} could not be loaded.{hint} or pass a local directory with config.json and the "
-            "weights. For tests and offline demos only: --set model='\"random:tiny\"' or '\"random:sd1\"'. "
-            f"({type(exc).__name__}: {str(exc)[:300]})") from exc
+            raise CodecError(f"vae: cannot load the model directory {where} {cause}") from exc
+        ways = ([] if download else [f"download it once (`huggingface-cli download {model}`) or pass --set download=true"])
+        ways += ["pass a local directory with config.json and the weights",
+                 "for tests and offline demos only, --set model='\"random:tiny\"' or '\"random:sd1\"'"]
+        where_from = "the local Hugging Face cache (no network)" if not download else "the Hugging Face hub"
+        raise CodecError(f"vae: model {where} could not be loaded from {where_from}: " + "; ".join(ways)
+                         + f". {cause}") from exc
     return vae.eval().to(device)
 
 
-def _check_directory(path: str, model: str) -> None:
+def _check_directory(path: str) -> None:
     if not os.path.isdir(path):
         raise CodecError(f"vae: model directory {path} does not exist")
     if not os.path.isfile(os.path.join(path, "config.json")):
@@ -129,7 +131,7 @@ def image_views(data: bytes, *, source: str, resolution: int, views: int, seed: 
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if False:  # 16-bit greyscale: PIL's convert would clip it to 0..255
+    if im.mode.startswith("I;16"):  # 16-bit greyscale: PIL's convert would clip it to 0..255
         im = Image.fromarray(np.rint(np.asarray(im, np.float64) / 257.0).astype(np.uint8), "L")
     if "A" in im.getbands() or im.mode == "P":  # transparency: composited on white
         rgba = im.convert("RGBA")

@@ -136,7 +136,9 @@ class Vae(Codec):
         std_given = c.std_scale is not None and c.std_offset is not None
         quantized = c.storage == "float16" or (c.scale is not None and c.offset is not None
                                                and (not c.store_std or std_given))
-        return not quantized or c.latent_channels is None
+        facts_missing = any(getattr(c, f) is None for f in ("latent_channels", "downsample", "scaling_factor",
+                                                             "shift_factor"))
+        return not quantized or facts_missing
 
     def fit(self, samples: list[tuple[str, bytes]]) -> Vae:
         from ..preview import fit_linear_decoder

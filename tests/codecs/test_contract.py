@@ -23,15 +23,18 @@ FRAMES = 16  # vq / encodec: code frames of the default crops
 
 # Every registered codec: its kind (which sources it gets) and the load option fixing its output size
 # (``mel`` has none: its output is always one whole clip).
-KIND = {"jpeg-dct": "image", "rgb": "image", "vq": "audio", "encodec": "audio", "mel": "audio"}
-SIZE = {"jpeg-dct": {"crop": CROP}, "rgb": {"crop": CROP}, "vq": {"frames": FRAMES}, "encodec": {"frames": FRAMES},
-        "mel": {}}
+KIND = {"jpeg-dct": "image", "rgb": "image", "vae": "image", "vq": "audio", "encodec": "audio", "mel": "audio"}
+SIZE = {"jpeg-dct": {"crop": CROP}, "rgb": {"crop": CROP}, "vae": {"crop": 2}, "vq": {"frames": FRAMES},
+        "encodec": {"frames": FRAMES}, "mel": {}}
 FIXED_SIZE = {"mel"}  # no default transforms at all (nothing random to vary)
 
 # A fixed vq codebook: 16 vectors of 2x2 log-mel values from about -14 (silence) to 4 (loud), quiet -> loud.
 _rng = np.random.default_rng(1234)
 VQ_CODEBOOK = [[round(float(v), 4) for v in row]
                for row in np.linspace(-13.5, 3.5, 16)[:, None] + _rng.normal(0.0, 0.5, (16, 4))]
+# vae: fully recorded configs (nothing to fit) of the tiny random VAE at CROP pixels (a 4 x 4 latent grid).
+VAE = {"model": "random:tiny", "resolution": CROP, "latent_channels": 4, "downsample": 8, "scaling_factor": 1.0,
+       "shift_factor": 0.0, "scale": [0.02] * 4, "offset": [0.0] * 4}
 
 # Extra configs / options per codec; every registered codec is covered with at least its defaults.
 CONFIGS = {
@@ -40,6 +43,8 @@ CONFIGS = {
     "vq": [{"codebook": VQ_CODEBOOK}, {"codebook": VQ_CODEBOOK, "zstd_level": 1}],
     "encodec": [{"weights": "random"}],
     "mel": [{}, {"format": "wav"}],
+    "vae": [VAE, {"storage": "float16", **VAE, "scale": None, "offset": None},  # (distinct keys first: test ids)
+            {"views": 2, "store_std": True, **VAE, "std_scale": [0.03] * 4, "std_offset": [-1.0] * 4}],
 }
 OPTIONS = {
     "rgb": [{"backend": "turbo"}, {"backend": "pil"}],
@@ -47,6 +52,7 @@ OPTIONS = {
     "vq": [{"output": "codes"}, {"output": "bits"}, {"output": "vectors"}],
     "encodec": [{"output": "codes"}, {"output": "latent"}, {"bandwidth": 3.0}, {"output": "latent", "bandwidth": 3.0}],
     "mel": [{"output": "mel"}, {"output": "wave"}],
+    "vae": [{}, {"scaled": False, "dtype": "float16"}],
 }
 CASES = [
     pytest.param(name, config, options, id=f"{name}-{json.dumps(config)[:40]}-{json.dumps(options)}")
@@ -105,7 +111,7 @@ def run(codec: Codec, payload: bytes, train: bool, seed: int) -> dict[str, np.nd
 
 
 def test_every_codec_is_covered() -> None:
-    assert {"jpeg-dct", "rgb", "vq", "encodec", "mel"} <= set(list_codecs())
+    assert {"jpeg-dct", "rgb", "vq", "encodec", "mel", "vae"} <= set(list_codecs())
     assert {c.values[0] for c in CASES} == set(list_codecs()) == set(KIND) == set(SIZE)
     assert set(UNKNOWN_FIELD) == set(list_codecs())
 
@@ -200,6 +206,7 @@ UNKNOWN_FIELD = {
     "vq": ("codebok", "codebook", "frame", "frames"),
     "encodec": ("bandwith", "bandwidth", "ouput", "output"),
     "mel": ("formt", "format", "ouput", "output"),
+    "vae": ("resoluton", "resolution", "scaling", "scaled"),
 }
 
 

@@ -73,13 +73,19 @@ def _transforms(row: Row, size: int, train: bool) -> list:
 
 
 def prepare_data(cfg: DemoConfig) -> tuple[str, str]:
-    if cfg.data is None:
+    return image_splits(cfg.data, os.path.join(cfg.out, "photos"))
+
+
+def image_splits(data: str | None, bundled: str, photos=None) -> tuple[str, str]:
+    """(train, test) folders of ImageFolder root ``data``; with ``data=None`` the bundled photo set, built at
+    ``bundled`` (with ``photos``, a ``PhotosConfig``, when given)."""
+    if data is None:
         from .datasets.photos import build_photos
 
-        root = os.path.join(cfg.out, "photos")
-        build_photos(root)
+        root = bundled
+        build_photos(root) if photos is None else build_photos(root, photos)
     else:
-        root = cfg.data
+        root = data
     test = next((os.path.join(root, d) for d in ("val", "test") if os.path.isdir(os.path.join(root, d))), None)
     if not os.path.isdir(os.path.join(root, "train")) or test is None:
         raise LossyloadError(f"{root}: expected ImageFolder subfolders train/ and val/ (or test/)")

@@ -21,9 +21,8 @@ import torch
 from . import make_loader
 from .augment import latent as latent_aug
 from .augment import rgb as rgb_aug
-from .demo import fit_and_score, measure_rate
+from .demo import fit_and_score, image_splits, measure_rate
 from .demo_audio import payload_bytes
-from .errors import LossyloadError
 from .fs import read_index
 from .models import GridNet, PixelNet
 from .shard import ShardJob, run_job
@@ -66,17 +65,9 @@ def rows(cfg: LatentDemoConfig) -> list[LatentRow]:
 
 
 def prepare_data(cfg: LatentDemoConfig) -> tuple[str, str]:
-    if cfg.data is None:
-        from .datasets.photos import PhotosConfig, build_photos
+    from .datasets.photos import PhotosConfig
 
-        root = os.path.join(cfg.out, "photos-512")
-        build_photos(root, PhotosConfig(short_side=(512, 640)))
-    else:
-        root = cfg.data
-    test = next((os.path.join(root, d) for d in ("val", "test") if os.path.isdir(os.path.join(root, d))), None)
-    if not os.path.isdir(os.path.join(root, "train")) or test is None:
-        raise LossyloadError(f"{root}: expected ImageFolder subfolders train/ and val/ (or test/)")
-    return os.path.join(root, "train"), test
+    return image_splits(cfg.data, os.path.join(cfg.out, "photos-512"), PhotosConfig(short_side=(512, 640)))
 
 
 def shard_all(cfg: LatentDemoConfig, train_dir: str, test_dir: str) -> dict[str, str]:

@@ -36,7 +36,7 @@ def test_latent_demo_runs_every_row_and_reports(tmp_path: Path) -> None:
     _, train = read_index(str(tmp_path / "run" / "shards" / "latent-train-vae"))
     assert test.config["scale"] == train.config["scale"]  # the test split reuses the training quantization
     table = format_latent_table(rows, cfg.batch_size)
-    assert table.count("\n| ") == 4 and "RANDOM-initialised" in table
+    assert table.count("\n| ") == 3 and "RANDOM-initialised" in table
 
 
 def test_latent_demo_needs_train_and_val(tmp_path: Path) -> None:

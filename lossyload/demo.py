@@ -80,10 +80,10 @@ def image_splits(data: str | None, bundled: str, photos=None) -> tuple[str, str]
     """(train, test) folders of ImageFolder root ``data``; with ``data=None`` the bundled photo set, built at
     ``bundled`` (with ``photos``, a ``PhotosConfig``, when given)."""
     if data is None:
-        from .datasets.photos import build_photos
+        from .datasets.photos import PhotosConfig, build_photos
 
         root = bundled
-        build_photos(root) if photos is None else build_photos(root, photos)
+        build_photos(root, photos or PhotosConfig())
     else:
         root = data
     test = next((os.path.join(root, d) for d in ("val", "test") if os.path.isdir(os.path.join(root, d))), None)

@@ -82,9 +82,15 @@ def open_image(data: bytes, source: str, max_pixels: int) -> Image.Image:
     return im
 
 
+def eight_bit(im: Image.Image) -> Image.Image:
+    """16-bit greyscale (PNG, TIFF) scaled to 8-bit "L" (PIL's convert would clip it to 0..255); else ``im``."""
+    if im.mode.startswith("I;16"):
+        return Image.fromarray(np.rint(np.asarray(im, np.float64) / 257.0).astype(np.uint8), "L")
+    return im
+
+
 def _transcode(im: Image.Image, *, quality: int, subsampling: str, resize: int | None) -> bytes:
-    if im.mode.startswith("I;16"):  # 16-bit greyscale (PNG, TIFF): PIL's convert would clip it to 0..255
-        im = Image.fromarray(np.rint(np.asarray(im, np.float64) / 257.0).astype(np.uint8), "L")
+    im = eight_bit(im)
     if im.mode not in ("RGB", "L"):
         im = im.convert("RGBA").convert("RGB") if "A" in im.getbands() or im.mode == "P" else im.convert("RGB")
     if resize is not None and min(im.size) > resize:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import CodecError, require
-from .jpeg import open_image
+from .jpeg import eight_bit, open_image
 
 RANDOM_ARCHS = {
     "random:sd1": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32,
@@ -131,8 +131,7 @@ def image_views(data: bytes, *, source: str, resolution: int, views: int, seed: 
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode.startswith("I;16"):  # 16-bit greyscale: PIL's convert would clip it to 0..255
-        im = Image.fromarray(np.rint(np.asarray(im, np.float64) / 257.0).astype(np.uint8), "L")
+    im = eight_bit(im)
     if "A" in im.getbands() or im.mode == "P":  # transparency: composited on white
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -177,10 +177,10 @@ class Vae(Codec):
             return None
 
     def _encode_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from ..vae_model import encode_pixels
+        from ..vae_model import encode_pixels, facts
 
         vae, device = self._model()
-        if pixels.shape[1] % (2 ** (len(vae.config.block_out_channels) - 1)):
+        if pixels.shape[1] % facts(vae).downsample:
             raise CodecError(f"vae: resolution {pixels.shape[1]} is not a multiple of this VAE's downsampling")
         return encode_pixels(vae, pixels, self.config.batch_size, device)
 
@@ -232,15 +232,15 @@ class Vae(Codec):
     def _dequant(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-(plane, channel) ``a``, ``b`` with value = stored * a + b (log-std for plane 1)."""
         c = self.config
-        ch = c.latent_channels or 0
-        a, b = np.ones((c.planes, ch), np.float32), np.zeros((c.planes, ch), np.float32)
+        a = np.ones((c.planes, c.latent_channels), np.float32)
+        b = np.zeros((c.planes, c.latent_channels), np.float32)
         if c.storage == "int8":
             a[0], b[0] = c.scale, c.offset
             if c.store_std:
                 a[1], b[1] = c.std_scale, c.std_offset
         if self.options.scaled:  # mean -> (mean - shift) * sf; std -> std * sf, i.e. log-std + log(sf)
-            sf, shift = c.scaling_factor or 1.0, c.shift_factor or 0.0
-            a[0], b[0] = a[0] * sf, (b[0] - shift) * sf
+            sf = c.scaling_factor
+            a[0], b[0] = a[0] * sf, (b[0] - c.shift_factor) * sf
             if c.store_std:
                 b[1] += math.log(sf)
         return a[None, :, :, None, None], b[None, :, :, None, None]

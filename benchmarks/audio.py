@@ -12,16 +12,15 @@ a random-initialised model otherwise (same code size and load path; the run says
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
 import torch
 
 from lossyload.datasets.keywords import KeywordsConfig, build_keywords
-from lossyload.demo_audio import encodec_weights, payload_bytes
+from lossyload.demo_audio import encodec_weights
 from lossyload.shard import ShardJob, run_job
 
+from . import common
 from .common import measure, one_pass
 from .machine import describe, format_machine
 
@@ -80,13 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe()
     results = measure(ROWS, urls, one_pass, args.reps, args.batch_size)
     pcm = 2 * 16000 * 1.0
-    for (_, variant, *_), r in zip(ROWS, results):
-        r["payload_bytes_per_sample"] = payload_bytes(urls[variant])
+    common.add_payload_bytes(results, ROWS, urls)
     text = f"Machine: {format_machine(machine)}; EnCodec weights: {weights}\n\n{table(results, pcm)}"
-    print(text)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    with open(os.path.join(args.out, "audio.json"), "w") as f:
-        json.dump({"machine": machine, "args": vars(args), "encodec_weights": weights, "rows": results}, f, indent=1)
+    common.report(args.out, "audio", text,
+                  {"machine": machine, "args": vars(args), "encodec_weights": weights, "rows": results})
     return 0
 
 

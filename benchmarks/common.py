@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 from lossyload import make_loader
+from lossyload.demo_audio import payload_bytes
 from lossyload.fs import join, open_url, read_index
 from lossyload.loader import tario
 
@@ -27,13 +31,14 @@ def read_limit(url: str) -> tuple[int, int]:
     return n, nbytes
 
 
-def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
-    """(samples, input bytes per sample) of one epoch with the codec's default transforms; ``codec=None``:
-    the read limit."""
+def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int,
+             transforms: list | None = None) -> tuple[int, int]:
+    """(samples, input bytes per sample) of one epoch with ``transforms`` (default: the codec's default
+    transforms); ``codec=None``: the read limit."""
     if codec is None:
         n, _ = read_limit(url)
         return n, 0
-    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0)
+    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms)
     ld.set_epoch(epoch)
     n = per = 0
     for x, y in ld:
@@ -68,3 +73,20 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
                         "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples})
         print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
     return results
+
+
+def add_payload_bytes(results: list[dict], rows: list[tuple], urls: dict[str, str]) -> None:
+    """Set each result's ``payload_bytes_per_sample``: the codec member's mean size, without the tar container."""
+    sizes: dict[str, float] = {}
+    for (_, variant, *_), r in zip(rows, results):
+        if variant not in sizes:
+            sizes[variant] = payload_bytes(urls[variant])
+        r["payload_bytes_per_sample"] = sizes[variant]
+
+
+def report(out: str, name: str, text: str, record: dict) -> None:
+    """Print ``text`` and write ``record`` as ``<out>/<name>.json``."""
+    print(text)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(record, f, indent=1)

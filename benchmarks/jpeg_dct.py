@@ -12,9 +12,7 @@ quantized coefficients, block-aligned random crop, flip in the DCT domain).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
 import torch
 
@@ -91,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe()
     results = measure(ROWS, urls, one_pass, args.reps, args.batch_size)
     text = f"Machine: {format_machine(machine)}\n\n{table(results)}"
-    print(text)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    with open(os.path.join(args.out, "jpeg_dct.json"), "w") as f:
-        json.dump({"machine": machine, "args": vars(args), "rows": results}, f, indent=1)
+    common.report(args.out, "jpeg_dct", text, {"machine": machine, "args": vars(args), "rows": results})
     return 0
 
 

@@ -13,9 +13,7 @@ the stored bytes do not either (raw int8 / float16, no entropy coding).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
 import torch
 
@@ -64,35 +62,24 @@ def one_pass(url: str, codec: str | None, options, batch: int, epoch: int) -> tu
     """One epoch with the codec's default augmentation (posterior rows: posterior sample, then flip)."""
     if options != "posterior":
         return common.one_pass(url, codec, options, batch, epoch)
-    from lossyload import make_loader
     from lossyload.augment.latent import HFlip, PosteriorSample
 
-    ld = make_loader(url, batch_size=batch, codec=codec, seed=0, transforms=[PosteriorSample(), HFlip()])
-    ld.set_epoch(epoch)
-    n = per = 0
-    for x, y in ld:
-        per = per or x[0].nbytes
-        n += len(y)
-    return n, per
+    return common.one_pass(url, codec, None, batch, epoch, transforms=[PosteriorSample(), HFlip()])
 
 
-def table(results: list[dict], urls: dict[str, str]) -> str:
+def table(results: list[dict]) -> str:
     turbo = next(r for r in results if "turbo" in r["representation"])["samples_per_s"]
     pil = next(r for r in results if "PIL" in r["representation"])["samples_per_s"]
-    payload = {}
-    for name, url in urls.items():  # what the codec stores per sample, without the tar container
-        n, nbytes = common.read_limit(url)
-        payload[name] = nbytes / n
+    jpeg = results[0]["payload_bytes_per_sample"]  # the source JPEGs (first row: their shards' read limit)
     lines = ["| representation | samples/s (min-max) | vs libjpeg-turbo rgb | vs PIL rgb | CPU ms/sample "
              "| stored B/sample (tar) | payload B/sample | payload vs source JPEG | input B/sample |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r, (_, variant, *_) in zip(results, ROWS):
-        per = r["input_bytes_per_sample"]
+    for r in results:
+        per, payload = r["input_bytes_per_sample"], r["payload_bytes_per_sample"]
         lines.append(
             f"| {r['representation']} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
             f"| {r['samples_per_s'] / turbo:.1f}x | {r['samples_per_s'] / pil:.1f}x | {r['cpu_ms_per_sample']:.3f} "
-            f"| {r['stored_bytes_per_sample']:,.0f} | {payload[variant]:,.0f} "
-            f"| {payload['jpeg'] / payload[variant]:.1f}x smaller | {f'{per:,}' if per else '—'} |")
+            f"| {r['stored_bytes_per_sample']:,.0f} | {payload:,.0f} | {jpeg / payload:.1f}x smaller | {f'{per:,}' if per else '—'} |")
     return "\n".join(lines)
 
 
@@ -108,11 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     machine = describe()
     results = measure(ROWS, urls, one_pass, args.reps, args.batch_size)
-    text = f"Machine: {format_machine(machine)}\n\n{table(results, urls)}"
-    print(text)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    with open(os.path.join(args.out, "latent.json"), "w") as f:
-        json.dump({"machine": machine, "args": vars(args), "rows": results}, f, indent=1)
+    common.add_payload_bytes(results, ROWS, urls)
+    text = f"Machine: {format_machine(machine)}\n\n{table(results)}"
+    common.report(args.out, "latent", text, {"machine": machine, "args": vars(args), "rows": results})
     return 0
 
 

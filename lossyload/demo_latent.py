@@ -51,16 +51,17 @@ class LatentRow:
     shards: str  # "jpeg" | "vae"
     codec: str
     options: dict
+    model: str  # "pixel" (PixelNet, full resolution) | "grid" (GridNet, the 64x64 rows)
 
 
 def rows(cfg: LatentDemoConfig) -> list[LatentRow]:
     g = cfg.resolution // 8
     return [
         LatentRow(label=f"pixels · {cfg.full_size}x{cfg.full_size}x3", shards="jpeg", codec="rgb",
-                  options={"crop": cfg.full_size}),
+                  options={"crop": cfg.full_size}, model="pixel"),
         LatentRow(label=f"pixels · resampled {cfg.small_size}x{cfg.small_size}x3", shards="jpeg", codec="rgb",
-                  options={"crop": cfg.small_size}),
-        LatentRow(label=f"vae latents · {g}x{g}x4 int8", shards="vae", codec="vae", options={}),
+                  options={"crop": cfg.small_size}, model="grid"),
+        LatentRow(label=f"vae latents · {g}x{g}x4 int8", shards="vae", codec="vae", options={}, model="grid"),
     ]
 
 
@@ -96,7 +97,7 @@ def _transforms(row: LatentRow, cfg: LatentDemoConfig, train: bool) -> list:
 
 
 def _model(row: LatentRow, cfg: LatentDemoConfig, classes: int) -> torch.nn.Module:
-    if row.options.get("crop") == cfg.full_size:
+    if row.model == "pixel":
         return PixelNet(classes)
     return GridNet(4 if row.codec == "vae" else 3, classes, width=cfg.width)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..codecs import list_codecs
 from ..errors import LossyloadError
+from .distributed import merge_parts
 from .job import ShardJob, config_from_dataset, run_job
 
 
@@ -30,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn an image or audio folder (class subfolders) or WebDataset tars into codec-domain shards "
         "with a self-describing index.json. Rerun the same command to resume an interrupted run.",
     )
-    p.add_argument("src", help="class-folder directory (images or audio), a .tar URL, a brace pattern (data-{000..009}.tar) or a folder of tars")
-    p.add_argument("dest", help="output directory (or fsspec URL)")
+    p.add_argument("src", nargs="?", help="class-folder directory (images or audio), a .tar URL, a brace pattern (data-{000..009}.tar) or a folder of tars")
+    p.add_argument("dest", nargs="?", help="output directory (or fsspec URL)")
     p.add_argument("--codec", default="jpeg-dct", choices=list_codecs())
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="codec config field, JSON value, e.g. --set storage='\"coefficients\"' --set keep=[16,8] "
@@ -48,30 +50,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=["skip", "raise"], default="skip",
                    help="skip (count and report) bad inputs, or stop at the first")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at DEST")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option for SRC and DEST, JSON value, e.g. endpoint_url=http://127.0.0.1:9000 "
+                   "or profile=myprofile (repeatable)")
+    p.add_argument("--rank", type=int, help="distributed sharding: this process's rank (default: $RANK from torchrun, else 0)")
+    p.add_argument("--world-size", type=int,
+                   help="distributed sharding: number of ranks; each writes DEST/part-R-of-N and the last to finish "
+                   "writes the merged index (default: $WORLD_SIZE from torchrun, else 1)")
+    p.add_argument("--merge", metavar="DEST", help="only merge the complete parts at DEST into DEST/index.json")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> dict:
-    config = config_from_dataset(args.config_from, args.codec) if args.config_from else {}
-    for kv in args.set:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            raise LossyloadError(f"--set {kv!r}: expected KEY=VALUE")
-        config[key.strip()] = _value(value)
+def config_from_args(args: argparse.Namespace, storage_options: dict | None = None) -> dict:
+    config = config_from_dataset(args.config_from, args.codec, storage_options) if args.config_from else {}
+    config.update(key_values(args.set, "--set"))
     for key in ("storage", "resize", "quality"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     return config
 
 
+def key_values(pairs: list[str], flag: str) -> dict:
+    out = {}
+    for kv in pairs:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise LossyloadError(f"{flag} {kv!r}: expected KEY=VALUE")
+        out[key.strip()] = _value(value)
+    return out
+
+
+def _world(args: argparse.Namespace) -> tuple[int, int, int]:
+    """(rank, world size, local rank): the flags, else what torchrun exports, else a single process."""
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+    return rank, world, int(os.environ.get("LOCAL_RANK", rank))
+
+
+def _use_local_gpu(local_rank: int) -> None:
+    """Under torchrun on a GPU node, each rank encodes on its own GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.merge and not (args.src and args.dest):
+        parser.error("SRC and DEST are required (or --merge DEST)")
     try:
+        storage = key_values(args.storage_option, "--storage-option") or None
+        rank, world, local_rank = _world(args)
+        if args.merge:
+            merged = merge_parts(args.merge, world, storage, require=True)
+            print(f"{args.merge}: merged {merged.samples} samples in {len(merged.shards)} shards from {world} parts")
+            return 0
+        if world > 1:
+            _use_local_gpu(local_rank)
         job = ShardJob(
-            src=args.src, dest=args.dest, codec=args.codec, config=config_from_args(args), maxcount=args.maxcount,
+            src=args.src, dest=args.dest, codec=args.codec, config=config_from_args(args, storage), maxcount=args.maxcount,
             maxsize=args.maxsize, workers=args.workers, on_error=args.on_error, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=not args.no_progress, storage_options=storage, rank=rank, world_size=world,
         )
         summary = run_job(job)
     except LossyloadError as exc:

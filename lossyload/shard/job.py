@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..codecs import Codec, create_codec
 from ..errors import EncodeError, LossyloadError
-from ..fs import filesystem, read_index
+from ..fs import filesystem, read_index, write_bytes
 from ..index import INDEX_NAME, Index, ShardInfo, shard_name
 from .sources import Item, open_source
 from .writer import ShardWriter
@@ -46,10 +46,14 @@ class ShardJob:
     overwrite: bool = False
     progress: bool = True
     storage_options: dict[str, Any] | None = None
+    rank: int = 0  # distributed sharding: this process encodes share `rank` of `world_size` into its own part
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         if self.maxcount < 1 or self.maxsize < 1 or self.workers < 1:
             raise LossyloadError("maxcount, maxsize and workers must be positive")
+        if not 0 <= self.rank < self.world_size:
+            raise LossyloadError(f"rank {self.rank} is not in [0, world size {self.world_size})")
         if self.on_error not in ("skip", "raise"):
             raise LossyloadError("on_error must be 'skip' or 'raise'")
 
@@ -117,7 +121,18 @@ def _encode_many(items: list[Item]) -> list[tuple[Item, bytes | None, str | None
 
 
 def run_job(job: ShardJob) -> ShardSummary:
-    """Run (or resume) ``job``; returns the summary. Raises :class:`LossyloadError` on unusable input."""
+    """Run (or resume) ``job``; returns the summary. Raises :class:`LossyloadError` on unusable input. With
+    ``world_size > 1`` this process encodes its share into a part folder and the last rank to finish merges
+    the parts' indexes (see :mod:`lossyload.shard.distributed`)."""
+    if job.world_size > 1:
+        from .distributed import run_rank
+
+        return run_rank(job)
+    return encode(job)
+
+
+def encode(job: ShardJob) -> ShardSummary:
+    """Encode ``job``'s share of its source into a complete dataset at ``job.dest``."""
     t0 = time.perf_counter()
     codec = create_codec(job.codec, job.config)
     config = codec.stored_config()
@@ -131,13 +146,13 @@ def run_job(job: ShardJob) -> ShardSummary:
         if fs.exists(f"{root}/{PROGRESS_DIR}"):
             fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     codec.check_encoder()
-    source = open_source(job.src, job.storage_options)
+    source = open_source(job.src, job.storage_options, (job.rank, job.world_size))
     fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
     if codec.needs_fit():
         codec = _fitted(fs, root, job, codec, source.fingerprint)
         config = codec.stored_config()
     header = {"codec": job.codec, "config": codec.identity(), "maxcount": job.maxcount, "maxsize": job.maxsize,
-              "src": job.src, "source": source.fingerprint}
+              "src": job.src, "source": source.fingerprint, "part": [job.rank, job.world_size]}
     records = _load_progress(fs, root, header)
     shards = [ShardInfo.from_dict(r["shard"]) for r in records]
     for r in records:
@@ -186,7 +201,7 @@ def run_job(job: ShardJob) -> ShardSummary:
     shards = [s for s in shards if s.samples]
     assets = {}
     for name, data in codec.assets().items():
-        _write_bytes(fs, f"{root}/{name}", data)
+        write_bytes(fs, f"{root}/{name}", data)
         assets[name] = hashlib.sha256(data).hexdigest()
     index = Index(codec=job.codec, config=config, labels=list(source.labels), shards=shards, member=codec.member,
                   skipped=dict(summary.skipped), assets=assets)
@@ -350,11 +365,5 @@ def _asset_paths(fs, root: str) -> list[str]:
     return [f"{root}/{name}" for name in index.assets if fs.exists(f"{root}/{name}")]
 
 
-def _write_bytes(fs, path: str, data: bytes) -> None:
-    with fs.open(path + ".partial", "wb") as f:
-        f.write(data)
-    fs.mv(path + ".partial", path)
-
-
 def _write_text(fs, path: str, text: str) -> None:
-    _write_bytes(fs, path, text.encode())
+    write_bytes(fs, path, text.encode())

@@ -57,7 +57,13 @@ def _fingerprint(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def image_folder(root: str) -> Source:
+def span(n: int, part: tuple[int, int]) -> tuple[int, int]:
+    """``[lo, hi)``: rank ``part[0]`` of ``part[1]``'s contiguous share of ``n`` things."""
+    rank, world = part
+    return rank * n // world, (rank + 1) * n // world
+
+
+def image_folder(root: str, part: tuple[int, int] = (0, 1)) -> Source:
     """Class-subfolder layout: ``root/<class>/**/<file>``; every regular file is an item (non-images are
     reported as skipped by the encoder, never silently ignored). Hidden files and folders are ignored."""
     if not os.path.isdir(root):
@@ -79,18 +85,21 @@ def image_folder(root: str) -> Source:
         seen.add(key)
         items.append(Item(key=key, label=label, name=path, path=path))
     listing = [f"{it.key}\t{it.label}\t{os.path.getsize(it.path)}" for it in items]  # type: ignore[arg-type]
-    return Source(labels=classes, items=iter(items), total=len(items), fingerprint=_fingerprint(listing))
+    lo, hi = span(len(items), part)
+    return Source(labels=classes, items=iter(items[lo:hi]), total=hi - lo, fingerprint=_fingerprint(listing))
 
 
-def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Source:
+def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1)) -> Source:
     """Existing WebDataset tars: the sample is the first member with an image or audio extension, the label the
-    integer ``cls`` member. Labels are the class numbers seen (as strings), known once reading ends."""
+    integer ``cls`` member. Labels are the class numbers seen (as strings), known once reading ends. A part
+    (rank, world size) of the source is a contiguous share of the tars."""
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
     labels: list[str] = []
+    lo, hi = span(len(urls), part)
 
     def items() -> Iterator[Item]:
-        for url in urls:
+        for url in urls[lo:hi]:
             with open_url(url, "rb", storage_options) as f:
                 members = ({**m, "__url__": url} for m in tar_file_iterator(f))
                 for sample in group_by_keys(members):
@@ -111,17 +120,19 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None) -> Sou
     return Source(labels=labels, items=items(), total=None, fingerprint=_fingerprint(list(urls)))
 
 
-def open_source(src: str | list[str], storage_options: dict | None = None) -> Source:
-    """A class-folder directory (images or audio), a ``.tar`` URL, a brace pattern or a list of tar URLs."""
+def open_source(src: str | list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1)) -> Source:
+    """A class-folder directory (images or audio), a ``.tar`` URL, a brace pattern or a list of tar URLs;
+    ``part=(rank, world_size)`` selects one rank's contiguous share (items of a folder, files of tars)."""
     if isinstance(src, list):
-        return webdataset_tars(src, storage_options)
+        return webdataset_tars(src, storage_options, part)
     if src.endswith(".tar") or "{" in src:
         import braceexpand
 
-        return webdataset_tars(list(braceexpand.braceexpand(src)), storage_options)
+        return webdataset_tars(list(braceexpand.braceexpand(src)), storage_options, part)
     fs, path = filesystem(src, storage_options)
     if fs.isdir(path) and any(p.endswith(".tar") for p in fs.ls(path, detail=False)) and not any(
         fs.isdir(p) for p in fs.ls(path, detail=False)
     ):
-        return webdataset_tars(sorted(fs.unstrip_protocol(p) for p in fs.ls(path, detail=False) if p.endswith(".tar")))
-    return image_folder(src)
+        tars = sorted(fs.unstrip_protocol(p) for p in fs.ls(path, detail=False) if p.endswith(".tar"))
+        return webdataset_tars(tars, storage_options, part)
+    return image_folder(src, part)

@@ -1,5 +1,6 @@
-"""Deterministic WebDataset tar writing: fixed mtime/owner/mode, sha256 and size computed while writing,
-written under a temporary name and renamed into place only when complete."""
+"""Deterministic WebDataset tar writing: fixed mtime/owner/mode, sha256 and size computed while writing.
+A shard appears only when complete: local files are written under a temporary name and renamed; on object
+stores the (multipart) upload is published when it is closed and aborted by ``abort()``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import io
 import tarfile
 from typing import IO
 
-from ..fs import filesystem
+from ..fs import filesystem, is_local
 
 MTIME = 0  # fixed header fields make shards byte-identical across runs
 
@@ -40,7 +41,8 @@ class ShardWriter:
 
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.fs, self.path = filesystem(url, storage_options)
-        self.tmp = self.path + ".partial"
+        self.local = is_local(self.fs)
+        self.tmp = self.path + ".partial" if self.local else self.path
         self._f = self.fs.open(self.tmp, "wb")
         self._h = _HashingFile(self._f)
         self._tar = tarfile.open(fileobj=self._h, mode="w|", format=tarfile.GNU_FORMAT)
@@ -69,7 +71,8 @@ class ShardWriter:
     def close(self) -> tuple[int, str]:
         self._tar.close()
         self._f.close()
-        self.fs.mv(self.tmp, self.path)
+        if self.local:
+            self.fs.mv(self.tmp, self.path)
         return self._h.size, self._h.sha.hexdigest()
 
     def abort(self) -> None:
@@ -78,7 +81,11 @@ class ShardWriter:
                 self._tar.close()
             except Exception:  # noqa: BLE001 - the file is thrown away; it may be what failed
                 pass
-            self._f.close()
+            if not self.local and hasattr(self._f, "discard"):
+                self._f.discard()  # abort the multipart upload: nothing is published
+                self._f.closed = True  # or its finaliser would try to complete the upload
+            else:
+                self._f.close()
         finally:
-            if self.fs.exists(self.tmp):
+            if self.local and self.fs.exists(self.tmp):
                 self.fs.rm(self.tmp)

@@ -1,0 +1,88 @@
+"""Distributed sharding: N ranks each encode a contiguous share of the source into their own part folder,
+then one merged ``index.json`` lists every part's shards in rank order.
+
+Rank ``r`` of ``N`` writes ``DEST/part-r-of-N/`` (a complete, resumable dataset of its own, made exactly as a
+single-process job would make it) and, when it finds every part complete, writes the merged
+``DEST/index.json``; the merge is deterministic, so ranks finishing together write the same bytes. Ranks
+need not run at the same time (a SLURM array works); ``lossyload-shard --merge DEST --world-size N`` merges
+explicitly. Samples come out in the same order as a single-process run over the same source.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+from ..codecs import codec_class
+from ..errors import LossyloadError
+from ..fs import filesystem, read_index, write_bytes
+from ..index import INDEX_NAME, Index
+from .job import ShardJob, ShardSummary, encode
+
+
+def part_name(rank: int, world_size: int) -> str:
+    return f"part-{rank:05d}-of-{world_size:05d}"
+
+
+def run_rank(job: ShardJob) -> ShardSummary:
+    """Encode this rank's share into its part folder; merge if every part is complete."""
+    fs, root = filesystem(job.dest, job.storage_options)
+    part = replace(job, dest=fs.unstrip_protocol(f"{root}/{part_name(job.rank, job.world_size)}"))
+    if job.overwrite and fs.exists(f"{root}/{INDEX_NAME}"):
+        fs.rm(f"{root}/{INDEX_NAME}")
+    summary = encode(part)
+    merged = merge_parts(job.dest, job.world_size, job.storage_options)
+    if job.progress:
+        state = (f"merged {merged.samples} samples of {job.world_size} parts into {job.dest}/{INDEX_NAME}"
+                 if merged else f"rank {job.rank}: part done; the last rank to finish writes {job.dest}/{INDEX_NAME}")
+        print(state, file=sys.stderr)
+    return summary
+
+
+def missing_parts(dest: str, world_size: int, storage_options: dict | None = None) -> list[int]:
+    fs, root = filesystem(dest, storage_options)
+    fs.invalidate_cache()  # other ranks wrote since this process last listed
+    return [r for r in range(world_size) if not fs.exists(f"{root}/{part_name(r, world_size)}/{INDEX_NAME}")]
+
+
+def merge_parts(dest: str, world_size: int, storage_options: dict | None = None, *,
+                require: bool = False) -> Index | None:
+    """Write ``dest/index.json`` from the complete parts' indexes; ``None`` (or an error with ``require``)
+    while a part is still missing. Parts made with different codec settings are an error."""
+    missing = missing_parts(dest, world_size, storage_options)
+    if missing:
+        if require:
+            raise LossyloadError(f"{dest}: parts of ranks {missing} of {world_size} are not complete yet")
+        return None
+    fs, root = filesystem(dest, storage_options)
+    parts = [(part_name(r, world_size), read_index(f"{dest.rstrip('/')}/{part_name(r, world_size)}",
+                                                   storage_options)[1]) for r in range(world_size)]
+    first_name, first = parts[0]
+    runtime = set(codec_class(first.codec).runtime_fields)
+    settings = _settings(first, runtime)
+    labels: list[str] = []
+    for name, index in parts:
+        if _settings(index, runtime) != settings:
+            raise LossyloadError(
+                f"{dest}/{name}: made with other codec settings than {first_name} ({index.codec} {index.config} vs "
+                f"{first.codec} {first.config}); fit once and pass --config-from to every rank")
+        longer, shorter = (index.labels, labels) if len(index.labels) > len(labels) else (labels, index.labels)
+        if longer[: len(shorter)] != shorter:
+            raise LossyloadError(f"{dest}/{name}: class labels {index.labels} disagree with the other parts")
+        labels = list(longer)
+    for asset in first.assets:  # side files (e.g. a codebook) are the same in every part: one copy at the root
+        with fs.open(f"{root}/{first_name}/{asset}", "rb") as f:
+            write_bytes(fs, f"{root}/{asset}", f.read())
+    shards = [replace(s, url=f"{name}/{s.url}") for name, index in parts for s in index.shards]
+    skipped = {k: v for _, index in parts for k, v in index.skipped.items()}
+    merged = Index(codec=first.codec, config=first.config, labels=labels, shards=shards, member=first.member,
+                   skipped=skipped, assets=dict(first.assets))
+    write_bytes(fs, f"{root}/{INDEX_NAME}", merged.to_json().encode())
+    return merged
+
+
+def _settings(index: Index, runtime: set[str]) -> str:
+    config = {k: v for k, v in index.config.items() if k not in runtime}
+    return json.dumps([index.codec, index.member, config, index.assets], sort_keys=True)
+

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# gcsfs reads this at import: the GCS emulator does not answer its hierarchical-namespace probes (60 s stalls)
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -137,3 +141,31 @@ def one_thread():
     with threadpool_limits(limits=1):
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 for the whole session (tests use their own buckets)."""
+    from tests.servers import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A fake-gcs-server on 127.0.0.1 for the whole session (tests use their own buckets)."""
+    from tests.servers import GcsServer
+
+    server = GcsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket_name(request) -> str:
+    """A bucket name unique to the test."""
+    import hashlib
+
+    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20]

@@ -95,7 +95,8 @@ class LossyDataset(IterableDataset):
         self.on_error = on_error
         ErrorPolicy(on_error)  # validate early
         self.storage_options = storage_options
-        self.report = False  # make_loader sets it: yield (x, y, report) so skips reach the main process
+        self.report = False  # LossyLoader sets it: yield (x, y, report) so skips and positions reach it
+        self.resume: dict[int, tuple[int, int]] = {}  # worker -> (batches done, samples consumed): LossyLoader sets it
         self.skips: list[Skip] = []
         self.padded = 0
 
@@ -122,7 +123,6 @@ class LossyDataset(IterableDataset):
         start, stop = plan.worker_span(self.index.samples, world, bs, self.drop_last)
         order = plan.shard_order(len(self.index.shards), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
         ranges = plan.shard_ranges(order, [s.samples for s in self.index.shards], start, stop)
-        rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker])
         policy = ErrorPolicy(self.on_error)
         self.skips, self.padded = policy.skips, 0
         raw = (
@@ -131,34 +131,88 @@ class LossyDataset(IterableDataset):
             for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
                                 self.storage_options)
         )
-        samples = self._decoded(_shuffled(raw, self.shuffle_buffer, rng), rng, policy)
-        batches = _batched(samples, bs, stop - start, self)
+        shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
+        stream = _Counted(_shuffled(raw, self.shuffle_buffer, shuffle_rng))
+        first_batch, consumed = self.resume.get(world.worker, (0, 0))
+        if consumed:  # resuming mid-epoch: pass over what was delivered before, without decoding it
+            stream.skip(consumed)
+            del policy.skips[:]  # already reported before the stop
         seen = padded = 0
-        for batch in batches:
-            out = batch if self.batch_size else _unbatch(batch)
+        for k, samples in self._batches(stream, world, first_batch, stop - start, bs, policy):
+            x, y = _collate(samples)
+            if not self.batch_size:
+                x, y = _unbatch((x, y))
             if self.report:  # what happened since the previous batch, for the loader in the main process
-                report = {"skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded}
+                report = {"worker": world.worker, "batch": k, "consumed": stream.count, "keys": [s[2] for s in samples],
+                          "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded}
                 seen, padded = len(policy.skips), self.padded
-                yield (*out, report)
+                yield x, y, report
             else:
-                yield out
+                yield x, y
 
-    def _decoded(self, raw: Iterator[RawSample], rng: np.random.Generator, policy: ErrorPolicy):
-        # A leading crop that can say its window is fused into decoding (same result, less work).
+    def _batches(self, stream: _Counted, world: plan.World, first_batch: int, planned: int, bs: int,
+                 policy: ErrorPolicy) -> Iterator[tuple[int, list]]:
+        """``(batch number, decoded samples)`` from ``first_batch`` on. Batch ``k``'s augmentations draw from a
+        generator seeded by (seed, epoch, rank, worker, k), so a resumed epoch repeats them exactly. If skips
+        leave the worker short of its plan, decoded samples are repeated so every rank still yields the planned
+        number of batches (counted in ``padded``)."""
         head = self.transforms[0] if self.transforms else None
-        fuse = hasattr(head, "window") and hasattr(self.codec, "decode_window")
-        rest = self.transforms[1:] if fuse else self.transforms
-        for s in raw:
-            try:
-                if fuse:
-                    x = self.codec.decode_window(s.payload, lambda hm, wm: head.window(hm, wm, rng))
-                else:
-                    x = self.codec.decode(s.payload)
-                for t in rest:
-                    x = t(x, rng)
-                yield self.codec.finalize(x), s.label
-            except (LossyloadError, ValueError) as exc:
-                policy.handle(s.url, [s.key], f"{type(exc).__name__}: {exc}", exc)
+        # A leading crop that can say its window is fused into decoding (same result, less work).
+        fused = head if hasattr(head, "window") and hasattr(self.codec, "decode_window") else None
+        rest = self.transforms[1:] if fused else self.transforms
+        last: list = []
+        for k in range(first_batch, -(-planned // bs)):
+            want = min(bs, planned - k * bs)
+            rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k])
+            cur: list = []
+            for s in stream:
+                decoded = self._decode(s, fused, rest, rng, policy)
+                if decoded is not None:
+                    cur.append(decoded)
+                    if len(cur) == want:
+                        break
+            pool = cur + last
+            if len(cur) < want and not pool:
+                first = f"; first: {self.skips[0]}" if self.skips else ""
+                raise ShardError(f"no sample of this worker's share could be read ({len(self.skips)} skipped{first})")
+            while len(cur) < want:
+                cur.append(pool[(want - len(cur)) % len(pool)])
+                self.padded += 1
+            yield k, cur
+            last = cur
+
+    def _decode(self, s: RawSample, fused, rest: list, rng: np.random.Generator, policy: ErrorPolicy):
+        """``(x, label, key)`` of one raw sample decoded to codec level and augmented; ``None`` if skipped."""
+        try:
+            if fused is not None:
+                x = self.codec.decode_window(s.payload, lambda hm, wm: fused.window(hm, wm, rng))
+            else:
+                x = self.codec.decode(s.payload)
+            for t in rest:
+                x = t(x, rng)
+            return self.codec.finalize(x), s.label, s.key
+        except (LossyloadError, ValueError) as exc:
+            policy.handle(s.url, [s.key], f"{type(exc).__name__}: {exc}", exc)
+            return None
+
+
+class _Counted:
+    """An iterator that counts what it hands out (the resume position of a worker's sample stream)."""
+
+    def __init__(self, it: Iterator[RawSample]) -> None:
+        self.it, self.count = it, 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> RawSample:
+        s = next(self.it)
+        self.count += 1
+        return s
+
+    def skip(self, n: int) -> None:
+        for _ in range(n):
+            next(self, None)
 
 
 def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
@@ -177,31 +231,8 @@ def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> 
     yield from buf
 
 
-def _batched(samples, bs: int, planned: int, ds: LossyDataset):
-    """Collate; if skips left the worker short of its plan, repeat decoded samples so every rank still
-    yields the planned number of batches (the repeats are counted in ``ds.padded``)."""
-    done, last = 0, []
-    cur: list = []
-    for s in samples:
-        cur.append(s)
-        if len(cur) == bs:
-            yield _collate(cur)
-            done, last, cur = done + bs, cur, []
-    while done + len(cur) < planned:
-        pool = cur + last
-        if not pool:
-            first = f"; first: {ds.skips[0]}" if ds.skips else ""
-            raise ShardError(f"no sample of this worker's share could be read ({len(ds.skips)} skipped{first})")
-        cur.append(pool[(planned - done - len(cur)) % len(pool)])
-        ds.padded += 1
-        if len(cur) == bs:
-            yield _collate(cur)
-            done, last, cur = done + bs, cur, []
-    if cur:
-        yield _collate(cur)
-
-
 def _collate(samples: list) -> tuple[Any, torch.Tensor]:
+    """Stack ``(x, label, key)`` samples into ``(x [B, ...] or {name: [B, ...]}, labels [B])``."""
     keys = samples[0][0].keys()
     try:
         xs = {k: torch.from_numpy(np.stack([s[0][k] for s in samples])) for k in keys}

@@ -1,53 +1,134 @@
-"""``LossyLoader``: the batched drop-in for a ``DataLoader`` over a :class:`LossyDataset`."""
+"""``LossyLoader``: the batched drop-in for a ``DataLoader`` over a :class:`LossyDataset`, with exact
+mid-epoch resume (``state_dict`` / ``load_state_dict``)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
 from torch.utils.data import DataLoader
 
+from ..errors import LossyloadError
+from . import plan
 from .dataset import LossyDataset
 
 log = logging.getLogger("lossyload")
+STATE_VERSION = 1
 
 
 class LossyLoader:
-    """Iterate ``(x, labels)`` batches; batching happens inside the workers. Each full pass advances the
-    epoch (or call ``set_epoch``). Skipped samples of the last epoch are in ``skipped`` (``"url [key]:
-    reason"``), the number of decoded samples repeated in their place in ``padded``; both are logged as a
-    warning when the epoch ends."""
+    """Iterate ``(x, labels)`` batches (``(x, labels, keys)`` with ``return_keys``); batching happens inside
+    the workers. Each full pass advances the epoch (or call ``set_epoch``). Skipped samples of the epoch are in
+    ``skipped`` (``"url [key]: reason"``), the number of decoded samples repeated in their place in
+    ``padded``; both are logged as a warning when the epoch ends.
+
+    ``state_dict()`` at any point between batches, then ``load_state_dict()`` on a loader over the same data
+    and settings (in a new process, after a crash), continues the epoch with exactly the batches an
+    uninterrupted run would have yielded next: same samples, same order, same augmentations.
+    """
 
     def __init__(self, dataset: LossyDataset, *, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int | None = None) -> None:
+                 prefetch_factor: int | None = None, return_keys: bool = False) -> None:
         self.dataset = dataset
         self.dataset.report = True
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor if num_workers else None
+        self.return_keys = return_keys
         self.epoch = 0
         self.skipped: list[str] = []
         self.padded = 0
+        self._done = [[0, 0] for _ in range(max(1, num_workers))]  # per worker: batches done, samples consumed
+        self._resuming = False  # set by load_state_dict: the next iteration continues the saved epoch
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._done = [[0, 0] for _ in self._done]
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        self.dataset.set_epoch(self.epoch)
-        self.skipped, self.padded = [], 0
-        dl = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+    # -- resume -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where this loader stands: the epoch and, per worker, the batches delivered so far (JSON-friendly)."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "workers": [list(d) for d in self._done],
+            "skipped": list(self.skipped),
+            "padded": self.padded,
+            "settings": self._settings(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict` of a loader over the same data and settings)."""
+        if state.get("version") != STATE_VERSION:
+            raise LossyloadError(f"loader state version {state.get('version')!r} is not {STATE_VERSION}")
+        mine = self._settings()
+        diff = {k: (v, mine.get(k)) for k, v in state["settings"].items() if mine.get(k) != v}
+        if diff:
+            raise LossyloadError("loader state was saved with other settings; an exact resume needs the same "
+                                 + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in sorted(diff.items())))
+        self.epoch = int(state["epoch"])
+        self._done = [[int(b), int(c)] for b, c in state["workers"]]
+        self.skipped = list(state["skipped"])
+        self.padded = int(state["padded"])
+        self._resuming = True
+
+    def _settings(self) -> dict[str, Any]:
+        ds = self.dataset
+        world = ds.world or plan.World.detect()
+        shards = hashlib.sha256("".join(s.sha256 for s in ds.index.shards).encode()).hexdigest()[:16]
+        return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank, "world_size": world.world_size,
+                "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
+                "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last}
+
+    def _order(self) -> deque[int]:
+        """The workers whose batches come next, in an uninterrupted epoch's order (round robin), less the
+        batches already delivered."""
+        ds, n = self.dataset, len(self._done)
+        world = ds.world or plan.World.detect()
+        counts = []
+        for w in range(n):
+            start, stop = plan.worker_span(ds.index.samples, plan.World(rank=world.rank, world_size=world.world_size,
+                                                                        worker=w, num_workers=n),
+                                           ds.batch_size or 1, ds.drop_last)
+            counts.append(-(-(stop - start) // (ds.batch_size or 1)))
+        return deque(w for r in range(max(counts, default=0)) for w in range(n)
+                     if self._done[w][0] <= r < counts[w])
+
+    # -- iteration ----------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        ds = self.dataset
+        ds.set_epoch(self.epoch)
+        if not self._resuming:  # a fresh pass over the epoch (also after a loop left early)
+            self._done = [[0, 0] for _ in self._done]
+            self.skipped, self.padded = [], 0
+        self._resuming = False
+        ds.resume = {w: (b, c) for w, (b, c) in enumerate(self._done) if b}
+        order = self._order()
+        dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                         prefetch_factor=self.prefetch_factor)
-        for x, y, report in dl:
-            self.skipped.extend(report["skipped"])
-            self.padded += report["padded"]
-            yield x, y
+        waiting: dict[int, deque] = {w: deque() for w in range(len(self._done))}
+        for item in dl:
+            waiting[item[2]["worker"]].append(item)
+            while order and waiting[order[0]]:  # deliver in the uninterrupted order
+                x, y, report = waiting[order.popleft()].popleft()
+                self._done[report["worker"]] = [report["batch"] + 1, report["consumed"]]
+                self.skipped.extend(report["skipped"])
+                self.padded += report["padded"]
+                yield (x, y, report["keys"]) if self.return_keys else (x, y)
+        stuck = {w: len(q) for w, q in waiting.items() if q}
+        if stuck or order:
+            raise LossyloadError(f"epoch {self.epoch}: worker batches out of plan (undelivered {stuck}, "
+                                 f"{len(order)} expected batches missing)")
         if self.skipped:
             reasons = Counter(s.rsplit("]: ", 1)[-1].split(":")[0] for s in self.skipped)
             log.warning("epoch %d: skipped %d samples %s; %d repeated to keep batches equal across ranks",
                         self.epoch, len(self.skipped), dict(reasons), self.padded)
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
+        ds.resume = {}

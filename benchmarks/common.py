@@ -18,13 +18,13 @@ from lossyload.loader import tario
 OnePass = Callable[[str, "str | None", "dict | None", int, int], tuple[int, int]]
 
 
-def read_limit(url: str) -> tuple[int, int]:
+def read_limit(url: str, storage_options: dict | None = None) -> tuple[int, int]:
     """(samples, payload bytes) of reading every shard: tar parsing and member bytes, no decode."""
-    root, index = read_index(url)
+    root, index = read_index(url, storage_options)
     n = nbytes = 0
     for shard in index.shards:
         u = join(root, shard.url)
-        with open_url(u) as f:
+        with open_url(u, "rb", storage_options) as f:
             for s in tario.samples(f, u):
                 nbytes += len(s[index.member])
                 n += 1
@@ -32,13 +32,14 @@ def read_limit(url: str) -> tuple[int, int]:
 
 
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int,
-             transforms: list | None = None) -> tuple[int, int]:
+             transforms: list | None = None, storage_options: dict | None = None) -> tuple[int, int]:
     """(samples, input bytes per sample) of one epoch with ``transforms`` (default: the codec's default
     transforms); ``codec=None``: the read limit."""
     if codec is None:
-        n, _ = read_limit(url)
+        n, _ = read_limit(url, storage_options)
         return n, 0
-    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms)
+    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms,
+                     storage_options=storage_options)
     ld.set_epoch(epoch)
     n = per = 0
     for x, y in ld:
@@ -47,10 +48,11 @@ def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoc
     return n, per
 
 
-def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: int, batch: int) -> list[dict]:
+def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: int, batch: int,
+            storage_options: dict[str, dict] | None = None) -> list[dict]:
     """Time ``rows`` of ``(label, variant, codec, options)``. Repetitions are interleaved across rows (rep 1 of
     every row, then rep 2, ...) so that a drift in machine speed hits every row alike; the median and the
-    spread of each row are reported."""
+    spread of each row are reported. ``storage_options``: per variant, for remote URLs."""
     rates: dict[str, list[float]] = {label: [] for label, *_ in rows}
     cpu: dict[str, list[float]] = {label: [] for label, *_ in rows}
     per: dict[str, int] = {}
@@ -66,7 +68,7 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
             cpu[label].append((time.process_time() - c0) / n)
     results = []
     for label, variant, *_ in rows:
-        _, index = read_index(urls[variant])
+        _, index = read_index(urls[variant], (storage_options or {}).get(variant))
         r = rates[label]
         results.append({"representation": label, "samples_per_s": statistics.median(r), "spread": [min(r), max(r)],
                         "cpu_ms_per_sample": 1e3 * statistics.median(cpu[label]),

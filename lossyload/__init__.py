@@ -25,7 +25,8 @@ def open_dataset(url: str, **kwargs: Any):
 
     Keyword arguments are those of :class:`LossyDataset`: ``codec`` (default: the index's), ``options``
     (load-time codec options), ``transforms`` (default: the codec's train/eval crops), ``train``,
-    ``batch_size``, ``shuffle``, ``shuffle_buffer``, ``seed``, ``drop_last``, ``world``, ``on_error``.
+    ``batch_size``, ``shuffle``, ``shuffle_buffer``, ``seed``, ``drop_last``, ``world``, ``on_error``,
+    ``storage_options`` (for ``s3://``, ``gs://`` and other fsspec URLs).
     """
     from .loader.dataset import LossyDataset
 
@@ -33,15 +34,18 @@ def open_dataset(url: str, **kwargs: Any):
 
 
 def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int | None = None, **kwargs: Any):
+                prefetch_factor: int | None = None, return_keys: bool = False, **kwargs: Any):
     """The batched drop-in for a ``DataLoader``: ``for x, labels in make_loader(url, batch_size=64): ...``.
 
-    Every rank yields ``len(loader)`` batches per epoch; see :func:`open_dataset` for the other arguments."""
+    Every rank yields ``len(loader)`` batches per epoch (``(x, labels, keys)`` with ``return_keys``); its
+    ``state_dict()``/``load_state_dict()`` resume an epoch exactly. See :func:`open_dataset` for the other
+    arguments."""
     from .loader.dataset import LossyDataset
     from .loader.loader import LossyLoader
 
     ds = LossyDataset(url, batch_size=batch_size, **kwargs)
-    return LossyLoader(ds, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor)
+    return LossyLoader(ds, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor,
+                       return_keys=return_keys)
 
 
 __all__ = ["open_dataset", "make_loader", "LossyDataset", "LossyLoader", "World", "LossyloadError"]

@@ -69,10 +69,8 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
         return fsspec.core.url_to_fs(url, **(storage_options or {}))
     except ImportError as exc:
         scheme = url.split("://", 1)[0]
-        raise MissingDependencyError(
-            f"{url}: reading {scheme}:// needs its fsspec backend: pip install 'lossyload[{_EXTRA.get(scheme, 'cloud')}]' "
-            f"({exc})"
-        ) from exc
+        how = f"pip install 'lossyload[{_EXTRA[scheme]}]'" if scheme in _EXTRA else "install the package fsspec names"
+        raise MissingDependencyError(f"{url}: {scheme}:// needs an fsspec backend that is not installed: {how} ({exc})") from exc
     except ValueError as exc:
         if "protocol" in str(exc).lower():
             raise LossyloadError(f"{url}: unknown URL scheme ({exc})") from exc

@@ -1,0 +1,151 @@
+"""The same shards from local disk and from a local S3 server, in one run: samples/s, MB/s of stored bytes,
+time to first batch, and the S3/local ratio.
+
+    python -m benchmarks.storage [--per-class 100] [--reps 3] [--out runs/bench-storage]
+
+The S3 server is moto's, started by this benchmark in its own process on 127.0.0.1 (so it does not share
+the loader's interpreter) and stopped at the end; the shards are uploaded with fsspec. A real bucket adds
+network latency and bandwidth limits that a loopback server does not have: these figures measure the
+client side (fsspec/s3fs, read-ahead, HTTP parsing) against plain file reads. One process, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import fsspec
+import torch
+
+from lossyload import make_loader
+from lossyload.datasets.photos import PhotosConfig, build_photos
+from lossyload.shard import ShardJob, run_job
+
+from . import common
+from .machine import describe, format_machine
+
+VARIANTS = {  # name -> (codec, shard config, loader options)
+    "jpeg": ("jpeg-dct", {}, None),
+    "coefficients": ("jpeg-dct", {"storage": "coefficients", "keep": [16, 8]}, None),
+    "int8 latents": ("vae", {"resolution": 256, "fit_samples": 128, "model": "random:tiny"}, None),
+}
+BUCKET = "bench"
+
+
+def start_s3(port: int) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    options = {"key": "bench", "secret": "bench", "endpoint_url": f"http://127.0.0.1:{port}",
+               "client_kwargs": {"region_name": "us-east-1"}}
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+            fs.ls("")  # the server answers
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise SystemExit("the S3 server (python -m moto.server) did not start")
+            time.sleep(0.2)
+    import boto3
+
+    boto3.client("s3", endpoint_url=options["endpoint_url"], aws_access_key_id="bench", aws_secret_access_key="bench",
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    return proc, options
+
+
+def prepare(out: str, per_class: int, s3: dict) -> tuple[dict[str, str], dict[str, dict]]:
+    photos = os.path.join(out, "photos")
+    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
+                 progress=False)
+    urls, options = {}, {}
+    fs = fsspec.filesystem("s3", **s3)
+    for name, (codec, config, _) in VARIANTS.items():
+        local = os.path.join(out, name.replace(" ", "-"))
+        if not os.path.exists(os.path.join(local, "index.json")):
+            run_job(ShardJob(src=os.path.join(photos, "train"), dest=local, codec=codec, config=config, maxcount=250,
+                             workers=os.cpu_count() or 1, progress=False))
+        remote = f"{BUCKET}/{name.replace(' ', '-')}"
+        fs.put(local + "/", remote, recursive=True)
+        urls[f"{name}/local"], urls[f"{name}/s3"] = local, f"s3://{remote}"
+        options[f"{name}/s3"] = s3
+    return urls, options
+
+
+def first_batch_seconds(url: str, codec: str, storage_options: dict | None, batch: int, reps: int) -> float:
+    """Median time from opening the dataset (index read) to holding its first batch."""
+    times = []
+    for rep in range(reps):
+        t0 = time.perf_counter()
+        ld = make_loader(url, batch_size=batch, codec=codec, seed=rep, storage_options=storage_options)
+        next(iter(ld))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def table(results: list[dict]) -> str:
+    by = {r["representation"]: r for r in results}
+    lines = ["| representation | storage | samples/s (min-max) | MB/s stored | S3 / local | first batch s |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        what, where = r["representation"].rsplit(" · ", 1)
+        local = by[f"{what} · local"]["samples_per_s"]
+        lines.append(f"| {what} | {where} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
+                     f"| {r['mb_per_s']:.1f} | {r['samples_per_s'] / local:.2f}x | "
+                     + (f"{r['first_batch_s']:.3f} |" if "first_batch_s" in r else "— |"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-class", type=int, default=100, help="images per class (10 classes)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--port", type=int, default=0, help="S3 server port (default: a free one)")
+    p.add_argument("--out", default="runs/bench-storage")
+    args = p.parse_args(argv)
+    port = args.port or _free_port()
+    server, s3 = start_s3(port)
+    try:
+        urls, options = prepare(args.out, args.per_class, s3)
+        torch.set_num_threads(1)
+        rows = []
+        for name, (codec, _, loader_options) in VARIANTS.items():
+            for where in ("local", "s3"):
+                rows.append((f"{name} read limit · {where}", f"{name}/{where}", None, None))
+                rows.append((f"{name} loader · {where}", f"{name}/{where}", codec, loader_options))
+
+        def one_pass(url, codec, opts, batch, epoch):
+            so = s3 if url.startswith("s3://") else None
+            return common.one_pass(url, codec, opts, batch, epoch, storage_options=so)
+
+        results = common.measure(rows, urls, one_pass, args.reps, args.batch_size, options)
+        for (label, variant, codec, _), r in zip(rows, results):
+            r["mb_per_s"] = r["samples_per_s"] * r["stored_bytes_per_sample"] / 1e6
+            if codec:
+                r["first_batch_s"] = first_batch_seconds(urls[variant], codec, options.get(variant),
+                                                         args.batch_size, args.reps)
+    finally:
+        server.terminate()
+        server.wait(10)
+    machine = describe()
+    text = f"Machine: {format_machine(machine)}\n\n{table(results)}"
+    common.report(args.out, "storage", text, {"machine": machine, "args": vars(args), "rows": results})
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

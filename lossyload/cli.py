@@ -12,14 +12,19 @@ from .errors import LossyloadError
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", help="dataset directory or index.json")
     p.add_argument("--sample", action="store_true", help="also decode one sample and show its tensors")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option for a bucket URL, JSON value, e.g. endpoint_url=http://127.0.0.1:9000 "
+                   "(repeatable)")
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from .fs import read_index
     from .loader.dataset import resolve_codec
+    from .shard.cli import key_values
 
-    root, index = read_index(args.url)
-    codec = resolve_codec(index, None, None, root)
+    storage = key_values(args.storage_option, "--storage-option") or None
+    root, index = read_index(args.url, storage)
+    codec = resolve_codec(index, None, None, root, storage)
     n = max(index.samples, 1)
     print(f"{root}: lossyload index v{index.version}")
     shown = {k: (f"<{len(v)} entries>" if isinstance(v, list) and len(str(v)) > 60 else v) for k, v in index.config.items()}
@@ -35,7 +40,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.sample:
         from . import open_dataset
 
-        first = next(iter(open_dataset(args.url, train=False, shuffle=False)), None)
+        first = next(iter(open_dataset(args.url, train=False, shuffle=False, storage_options=storage)), None)
         if first is None:
             raise LossyloadError(f"{root}: --sample: the dataset holds no samples")
         x, y = first

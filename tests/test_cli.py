@@ -104,3 +104,18 @@ def test_inspect_needs_a_url(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["inspect"])
     assert info.value.code == 2
+
+
+def test_inspect_a_bucket_with_storage_options(datasets, s3_server, bucket_name, capsys) -> None:
+    import fsspec
+
+    url = s3_server.bucket(bucket_name) + "/jpeg"
+    fsspec.filesystem("s3", **s3_server.storage_options).put(str(datasets["jpeg"]) + "/", url, recursive=True)
+    opts = [f"--storage-option={k}={json.dumps(v) if isinstance(v, dict) else v}"
+            for k, v in s3_server.storage_options.items()]
+    rc, out, err = inspect(capsys, url, "--sample", *opts)
+    assert rc == 0, err
+    _, local, _ = inspect(capsys, str(datasets["jpeg"]), "--sample")
+    assert out.split("\n", 1)[1] == local.split("\n", 1)[1]  # all but the first line, which names the root
+    rc, _, err = inspect(capsys, url + "-missing", *opts)
+    assert rc == 2 and f"{url}-missing/index.json" in err

@@ -143,7 +143,7 @@ class LossyDataset(IterableDataset):
             if not self.batch_size:
                 x, y = _unbatch((x, y))
             if self.report:  # what happened since the previous batch, for the loader in the main process
-                report = {"worker": world.worker, "batch": k, "consumed": stream.count, "keys": [s[2] for s in samples],
+                report = {"worker": world.worker, "batch": k, "consumed": stream.count, "keys": [s[2] for s in samples] if self.batch_size else samples[0][2],
                           "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded}
                 seen, padded = len(policy.skips), self.padded
                 yield x, y, report

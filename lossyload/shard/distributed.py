@@ -18,7 +18,7 @@ from ..codecs import codec_class
 from ..errors import LossyloadError
 from ..fs import filesystem, read_index, write_bytes
 from ..index import INDEX_NAME, Index
-from .job import ShardJob, ShardSummary, encode
+from .job import PART_RECORD, ShardJob, ShardSummary, encode
 
 
 def part_name(rank: int, world_size: int) -> str:
@@ -28,16 +28,23 @@ def part_name(rank: int, world_size: int) -> str:
 def run_rank(job: ShardJob) -> ShardSummary:
     """Encode this rank's share into its part folder; merge if every part is complete."""
     fs, root = filesystem(job.dest, job.storage_options)
-    part = replace(job, dest=fs.unstrip_protocol(f"{root}/{part_name(job.rank, job.world_size)}"))
+    part = replace(job, dest=f"{job.dest.rstrip('/')}/{part_name(job.rank, job.world_size)}")
     if job.overwrite and fs.exists(f"{root}/{INDEX_NAME}"):
         fs.rm(f"{root}/{INDEX_NAME}")
     summary = encode(part)
-    merged = merge_parts(job.dest, job.world_size, job.storage_options)
+    try:
+        merged = merge_parts(job.dest, job.world_size, job.storage_options)
+        state = (f"merged {merged.samples} samples of {job.world_size} parts into {job.dest}/{INDEX_NAME}" if merged
+                 else f"rank {job.rank}: part done; the last rank to finish writes {job.dest}/{INDEX_NAME}")
+    except PartsDiffer as exc:  # other ranks' parts are from another run: they are not done yet
+        state = f"rank {job.rank}: part done; not merged yet: {exc}"
     if job.progress:
-        state = (f"merged {merged.samples} samples of {job.world_size} parts into {job.dest}/{INDEX_NAME}"
-                 if merged else f"rank {job.rank}: part done; the last rank to finish writes {job.dest}/{INDEX_NAME}")
         print(state, file=sys.stderr)
     return summary
+
+
+class PartsDiffer(LossyloadError):
+    """The complete parts were not all made by the same run (settings, source content)."""
 
 
 def missing_parts(dest: str, world_size: int, storage_options: dict | None = None) -> list[int]:
@@ -49,13 +56,24 @@ def missing_parts(dest: str, world_size: int, storage_options: dict | None = Non
 def merge_parts(dest: str, world_size: int, storage_options: dict | None = None, *,
                 require: bool = False) -> Index | None:
     """Write ``dest/index.json`` from the complete parts' indexes; ``None`` (or an error with ``require``)
-    while a part is still missing. Parts made with different codec settings are an error."""
+    while a part is still missing. Parts made by different runs (job settings, codec settings or source
+    content differ, e.g. a stale part beside one rerun with ``--overwrite``) raise :class:`PartsDiffer`."""
     missing = missing_parts(dest, world_size, storage_options)
     if missing:
         if require:
             raise LossyloadError(f"{dest}: parts of ranks {missing} of {world_size} are not complete yet")
         return None
     fs, root = filesystem(dest, storage_options)
+    runs = []
+    for r in range(world_size):
+        with fs.open(f"{root}/{part_name(r, world_size)}/{PART_RECORD}", "rb") as f:
+            runs.append(json.loads(f.read()))
+    for r, run in enumerate(runs):
+        if run != runs[0]:
+            diff = sorted(k for k in set(run) | set(runs[0]) if run.get(k) != runs[0].get(k))
+            raise PartsDiffer(f"{dest}/{part_name(r, world_size)}: made by another run than "
+                              f"{part_name(0, world_size)} (differs in {', '.join(diff)}); rerun the stale ranks "
+                              "with the same settings (codecs that fit: fit once and pass --config-from)")
     parts = [(part_name(r, world_size), read_index(f"{dest.rstrip('/')}/{part_name(r, world_size)}",
                                                    storage_options)[1]) for r in range(world_size)]
     first_name, first = parts[0]
@@ -64,9 +82,9 @@ def merge_parts(dest: str, world_size: int, storage_options: dict | None = None,
     labels: list[str] = []
     for name, index in parts:
         if _settings(index, runtime) != settings:
-            raise LossyloadError(
+            raise PartsDiffer(
                 f"{dest}/{name}: made with other codec settings than {first_name} ({index.codec} {index.config} vs "
-                f"{first.codec} {first.config}); fit once and pass --config-from to every rank")
+                f"{first.codec} {first.config}); rerun it with the same settings")
         longer, shorter = (index.labels, labels) if len(index.labels) > len(labels) else (labels, index.labels)
         if longer[: len(shorter)] != shorter:
             raise LossyloadError(f"{dest}/{name}: class labels {index.labels} disagree with the other parts")

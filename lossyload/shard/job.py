@@ -30,6 +30,7 @@ from .sources import Item, open_source
 from .writer import ShardWriter
 
 PROGRESS_DIR = "_progress"
+PART_RECORD = "part.json"  # beside a distributed part's index: the job settings and source fingerprint
 CHUNK = 32  # items per encode_batch call (and per pool task)
 
 
@@ -205,6 +206,9 @@ def encode(job: ShardJob) -> ShardSummary:
         assets[name] = hashlib.sha256(data).hexdigest()
     index = Index(codec=job.codec, config=config, labels=list(source.labels), shards=shards, member=codec.member,
                   skipped=dict(summary.skipped), assets=assets)
+    if job.world_size > 1:  # what made this part: the merge takes only parts of one and the same run
+        _write_text(fs, f"{root}/{PART_RECORD}", json.dumps({k: v for k, v in header.items() if k != "part"},
+                                                            sort_keys=True))
     _write_text(fs, f"{root}/{INDEX_NAME}", index.to_json())
     fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     summary.samples, summary.shards, summary.bytes_out = index.samples, len(shards), index.bytes

@@ -96,7 +96,8 @@ class LossyDataset(IterableDataset):
         ErrorPolicy(on_error)  # validate early
         self.storage_options = storage_options
         self.report = False  # LossyLoader sets it: yield (x, y, report) so skips and positions reach it
-        self.resume: dict[int, tuple[int, int]] = {}  # worker -> (batches done, samples consumed): LossyLoader sets it
+        # LossyLoader sets it: worker -> (batches delivered, samples of its stream consumed by them)
+        self.resume: dict[int, tuple[int, int]] = {}
         self.skips: list[Skip] = []
         self.padded = 0
 
@@ -134,34 +135,34 @@ class LossyDataset(IterableDataset):
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
         stream = _Counted(_shuffled(raw, self.shuffle_buffer, shuffle_rng))
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
-        if consumed:  # resuming mid-epoch: pass over what was delivered before, without decoding it
-            stream.skip(consumed)
-            del policy.skips[:]  # already reported before the stop
         seen = padded = 0
-        for k, samples in self._batches(stream, world, first_batch, stop - start, bs, policy):
+        for k, samples in self._batches(stream, world, first_batch, consumed, stop - start, bs, policy):
             x, y = _collate(samples)
             if not self.batch_size:
                 x, y = _unbatch((x, y))
             if self.report:  # what happened since the previous batch, for the loader in the main process
-                report = {"worker": world.worker, "batch": k, "consumed": stream.count, "keys": [s[2] for s in samples] if self.batch_size else samples[0][2],
+                keys = [s[2] for s in samples] if self.batch_size else samples[0][2]
+                report = {"worker": world.worker, "batch": k, "consumed": stream.count, "keys": keys,
                           "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded}
                 seen, padded = len(policy.skips), self.padded
                 yield x, y, report
             else:
                 yield x, y
 
-    def _batches(self, stream: _Counted, world: plan.World, first_batch: int, planned: int, bs: int,
-                 policy: ErrorPolicy) -> Iterator[tuple[int, list]]:
+    def _batches(self, stream: _Counted, world: plan.World, first_batch: int, consumed: int, planned: int,
+                 bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, list]]:
         """``(batch number, decoded samples)`` from ``first_batch`` on. Batch ``k``'s augmentations draw from a
         generator seeded by (seed, epoch, rank, worker, k), so a resumed epoch repeats them exactly. If skips
-        leave the worker short of its plan, decoded samples are repeated so every rank still yields the planned
-        number of batches (counted in ``padded``)."""
+        leave the worker short of its plan, samples of its first batch are repeated so every rank still yields
+        the planned number of batches (counted in ``padded``). Resuming (``first_batch > 0``) rebuilds that
+        first batch, then passes over the rest of the ``consumed`` stream samples without decoding them."""
         head = self.transforms[0] if self.transforms else None
         # A leading crop that can say its window is fused into decoding (same result, less work).
         fused = head if hasattr(head, "window") and hasattr(self.codec, "decode_window") else None
         rest = self.transforms[1:] if fused else self.transforms
-        last: list = []
-        for k in range(first_batch, -(-planned // bs)):
+        spare: list = []  # the first batch: what short batches are padded with
+
+        def batch(k: int) -> list:
             want = min(bs, planned - k * bs)
             rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k])
             cur: list = []
@@ -171,15 +172,25 @@ class LossyDataset(IterableDataset):
                     cur.append(decoded)
                     if len(cur) == want:
                         break
-            pool = cur + last
+            pool = cur + spare
             if len(cur) < want and not pool:
                 first = f"; first: {self.skips[0]}" if self.skips else ""
                 raise ShardError(f"no sample of this worker's share could be read ({len(self.skips)} skipped{first})")
             while len(cur) < want:
                 cur.append(pool[(want - len(cur)) % len(pool)])
                 self.padded += 1
+            return cur
+
+        if first_batch:  # resuming mid-epoch
+            spare = batch(0)
+            stream.skip(consumed - stream.count)
+            del policy.skips[:]  # every skip met so far was reported before the stop (read-ahead included)
+            self.padded = 0
+        for k in range(first_batch, -(-planned // bs)):
+            cur = batch(k)
+            if k == 0:
+                spare = cur
             yield k, cur
-            last = cur
 
     def _decode(self, s: RawSample, fused, rest: list, rng: np.random.Generator, policy: ErrorPolicy):
         """``(x, label, key)`` of one raw sample decoded to codec level and augmented; ``None`` if skipped."""

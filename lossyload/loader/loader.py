@@ -3,7 +3,9 @@ mid-epoch resume (``state_dict`` / ``load_state_dict``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -41,7 +43,8 @@ class LossyLoader:
         self.epoch = 0
         self.skipped: list[str] = []
         self.padded = 0
-        self._done = [[0, 0] for _ in range(max(1, num_workers))]  # per worker: batches done, samples consumed
+        # per worker: batches delivered, and the samples of its stream (read, shuffled) they consumed
+        self._done = [[0, 0] for _ in range(max(1, num_workers))]
         self._resuming = False  # set by load_state_dict: the next iteration continues the saved epoch
 
     def __len__(self) -> int:
@@ -54,7 +57,11 @@ class LossyLoader:
 
     # -- resume -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Where this loader stands: the epoch and, per worker, the batches delivered so far (JSON-friendly)."""
+        """Where this loader stands: the epoch and, per worker, the batches delivered so far (JSON-friendly).
+        After an epoch's last batch, the state is that of the next epoch's start."""
+        if self._done_counts() == self._planned_counts():
+            return {"version": STATE_VERSION, "epoch": self.epoch + 1, "workers": [[0, 0] for _ in self._done],
+                    "skipped": [], "padded": 0, "settings": self._settings()}
         return {
             "version": STATE_VERSION,
             "epoch": self.epoch,
@@ -85,11 +92,12 @@ class LossyLoader:
         shards = hashlib.sha256("".join(s.sha256 for s in ds.index.shards).encode()).hexdigest()[:16]
         return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank, "world_size": world.world_size,
                 "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
-                "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last}
+                "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last,
+                "options": json.loads(json.dumps(dataclasses.asdict(ds.codec.options), default=str)),
+                "transforms": [_describe(t) for t in ds.transforms]}
 
-    def _order(self) -> deque[int]:
-        """The workers whose batches come next, in an uninterrupted epoch's order (round robin), less the
-        batches already delivered."""
+    def _planned_counts(self) -> list[int]:
+        """Batches per worker in an epoch."""
         ds, n = self.dataset, len(self._done)
         world = ds.world or plan.World.detect()
         counts = []
@@ -98,6 +106,15 @@ class LossyLoader:
                                                                         worker=w, num_workers=n),
                                            ds.batch_size or 1, ds.drop_last)
             counts.append(-(-(stop - start) // (ds.batch_size or 1)))
+        return counts
+
+    def _done_counts(self) -> list[int]:
+        return [b for b, _ in self._done]
+
+    def _order(self) -> deque[int]:
+        """The workers whose batches come next, in an uninterrupted epoch's order (round robin), less the
+        batches already delivered."""
+        n, counts = len(self._done), self._planned_counts()
         return deque(w for r in range(max(counts, default=0)) for w in range(n)
                      if self._done[w][0] <= r < counts[w])
 
@@ -132,3 +149,8 @@ class LossyLoader:
                         self.epoch, len(self.skipped), dict(reasons), self.padded)
         self.set_epoch(self.epoch + 1)
         ds.resume = {}
+
+
+def _describe(transform: Any) -> str:
+    """A transform's settings, comparable across processes (its repr when a dataclass, else its type)."""
+    return repr(transform) if dataclasses.is_dataclass(transform) else type(transform).__qualname__

@@ -56,6 +56,9 @@ def check_resume(make: Callable[[], LossyLoader], stops: Iterable[int] | None = 
     for stop in range(len(reference) + 1) if stops is None else sorted({min(s, len(reference)) for s in stops}):
         head, tail, resumed = stop_and_resume(make, stop, epoch)
         assert len(head) == stop
+        if stop == len(reference):  # saved after the epoch's last batch: the state is the next epoch's start
+            assert same(tail, following), "a state saved after the last batch does not start the next epoch"
+            continue
         assert same(head + tail, reference), f"resume after {stop} batches differs from the uninterrupted epoch"
         assert resumed.epoch == epoch + 1
         assert same(batches(resumed), following), f"the epoch after a resume at {stop} differs"

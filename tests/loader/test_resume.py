@@ -2,15 +2,16 @@
 through JSON and finishing on a fresh loader gives the uninterrupted epoch's batches (keys, order, tensors),
 and the following epoch is unaffected. Uses the reusable check in ``resume.py``.
 
-Every stop point is checked in-process (``num_workers=0``); worker processes cost ~0.4 s per pass, so the
-configurations with workers are checked at a few stop points chosen to fall on either side of a worker's turn
-and just before the partial last batch.
+Every stop point is checked in-process (``num_workers=0``); worker processes cost a start-up per pass, so the
+configurations with workers are checked at a few stop points: at the start, with one worker a batch ahead of
+the other, just before the partial last batch.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from lossyload.loader import plan
 from lossyload.loader.dataset import LossyDataset
 from lossyload.loader.loader import STATE_VERSION, LossyLoader
 
-from .conftest import N_SAMPLES
+from .conftest import N_SAMPLES, rewrite
 from .resume import batches, check_resume, same, stop_and_resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,7 +80,14 @@ def test_every_stop_of_rank_one_of_two(jpeg_ds: Path):
 
 
 def test_every_stop_coefficient_storage(coef_ds: Path):
-    assert check_resume(factory(coef_ds, batch_size=3, shuffle_buffer=4, drop_last=False)) == 4  # 10 samples: 3 + 3 + 3 + 1
+    make = factory(coef_ds, batch_size=3, shuffle_buffer=4, drop_last=False)
+    assert check_resume(make) == 4  # 10 samples: 3 + 3 + 3 + 1
+    assert make().dataset.codec.config.storage == "coefficients"
+
+
+def test_every_stop_eval_mode(jpeg_ds: Path):
+    """``train=False``: center crop fused into decoding, no shuffle, partial last batch kept."""
+    assert check_resume(factory(jpeg_ds, train=False)) == 14
 
 
 def test_every_stop_rgb_codec_over_jpeg_dct_shards(jpeg_ds: Path):
@@ -108,10 +116,10 @@ def test_augmentations_are_random_so_the_check_means_something(jpeg_ds: Path):
 @pytest.mark.parametrize(
     "num_workers,world,drop_last,epoch,stops",
     [
-        (1, plan.World(), False, 0, (5,)),
-        (2, plan.World(), False, 0, (3, 13)),  # mid-epoch with worker 0 a batch ahead; before the partial batch
-        (2, plan.World(), True, 1, (6,)),
-        (2, plan.World(rank=1, world_size=2), False, 0, (1, 4)),
+        (1, plan.World(), False, 0, (0, 5)),
+        (2, plan.World(), False, 0, (3, 8, 13)),  # odd stops: worker 0 a batch ahead; 13: before the partial batch
+        (2, plan.World(), True, 1, (1, 6)),
+        (2, plan.World(rank=1, world_size=2), False, 0, (1, 4, 6)),
     ],
     ids=["w1", "w2", "w2-droplast-epoch1", "w2-rank1of2"],
 )
@@ -134,11 +142,11 @@ def test_in_process_state_resumes_with_one_worker(jpeg_ds: Path):
 
 
 def samples(loader, limit=None) -> list[tuple]:
-    """``(key, x, label)`` of an unbatched loader's samples (``batches`` expects tensors for labels)."""
+    """``(key, x, label)`` of an unbatched loader's samples (``batches`` expects batched labels and keys)."""
     out = []
-    for x, y, keys in itertools.islice(loader, limit):
-        assert isinstance(y, int) and len(keys) == 1
-        out.append((keys[0], {k: v.clone() for k, v in x.items()} if isinstance(x, dict) else x.clone(), y))
+    for x, y, key in itertools.islice(loader, limit):
+        assert isinstance(y, int) and isinstance(key, str)
+        out.append((key, {k: v.clone() for k, v in x.items()} if isinstance(x, dict) else x.clone(), y))
     return out
 
 
@@ -150,7 +158,7 @@ def same_samples(a, b) -> bool:
     return [s[0] for s in a] == [s[0] for s in b] and all(x[2] == y[2] and eq(x[1], y[1]) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("num_workers,stops", [(0, (0, 1, 7, 26, 51, 52, 53)), (2, (27,))])
+@pytest.mark.parametrize("num_workers,stops", [(0, range(N_SAMPLES + 1)), (2, (1, 27))])
 def test_unbatched(jpeg_ds: Path, num_workers, stops):
     make = factory(jpeg_ds, batch_size=None, num_workers=num_workers)
     ref = make()
@@ -163,6 +171,9 @@ def test_unbatched(jpeg_ds: Path, num_workers, stops):
         second = make()
         second.load_state_dict(json.loads(json.dumps(first.state_dict())))
         tail = samples(second)
+        if stop == N_SAMPLES:  # saved after the last sample: the state is the next epoch's start
+            assert same_samples(tail, following) and second.epoch == 2, stop
+            continue
         assert len(head) == stop and same_samples(head + tail, reference), stop
         assert second.epoch == 1 and same_samples(samples(second), following), stop
 
@@ -172,44 +183,88 @@ def test_unbatched(jpeg_ds: Path, num_workers, stops):
 
 def truncate_shard(ds: Path, name: str = "shard-000002.tar") -> None:
     """Cut ``name`` (labels 14..20) half-way through sample c017's JPEG: 17..20 (at least) are lost."""
-    import tarfile
-
     path = ds / name
     with tarfile.open(path) as tar:
         m = {m.name: m for m in tar.getmembers()}["c017/img.jpg"]
     path.write_bytes(path.read_bytes()[: m.offset_data + m.size // 2])
 
 
-def check_skip_resume(make, stops=None, epoch: int = 0) -> list[str]:
+def first_padded_batch(reference: list) -> int:
+    """Index of the first batch holding a repeated sample (one rank, no wrap-around: only padding repeats)."""
+    seen: set[str] = set()
+    for i, (keys, _, _) in enumerate(reference):
+        if seen & set(keys) or len(set(keys)) < len(keys):
+            return i
+        seen |= set(keys)
+    return len(reference)
+
+
+def check_skip_resume(make, stops) -> list[str]:
     """Resume at each stop and compare batches, and the skipped list and padding, with an uninterrupted
-    epoch: what the head reported plus what the tail reported is the whole list, nothing twice."""
-    ref, reference = one_pass(make, epoch)
-    assert ref.skipped, "the damage is not reached"
-    for stop in range(len(reference) + 1) if stops is None else stops:
+    epoch: what the head reported plus what the tail reported is the whole list, in order, nothing twice."""
+    ref, reference = one_pass(make)
+    assert ref.skipped and ref.padded == len(ref.skipped), "the damage is not reached"
+    heads = set()
+    for stop in stops:
         first = make()
-        first.set_epoch(epoch)
         head = batches(first, stop)
         state = json.loads(json.dumps(first.state_dict()))
-        assert state["skipped"] == first.skipped and state["skipped"] == ref.skipped[: len(state["skipped"])]
+        assert state["skipped"] == first.skipped == ref.skipped[: len(first.skipped)], f"stop {stop}"
+        heads.add(len(state["skipped"]))
         second = make()
         second.load_state_dict(state)
         tail = batches(second)
         assert same(head + tail, reference), f"stop {stop}"
         assert second.skipped == ref.skipped, f"stop {stop}"  # head's (from the state) + tail's, once each
         assert second.padded == ref.padded, f"stop {stop}"
+    assert len(heads) > 1, "no stop falls on either side of the skips"
     return ref.skipped
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_skip_every_stop_in_process(jpeg_copy: Path, shuffle):
+def test_skip_every_stop(jpeg_copy: Path, shuffle):
+    """A truncated shard under ``on_error="skip"``: every stop, before and after the skips and into the padded
+    tail of the epoch."""
     truncate_shard(jpeg_copy)
-    skipped = check_skip_resume(factory(jpeg_copy, on_error="skip", shuffle=shuffle))
-    assert 4 <= len(skipped) <= 5 and all("shard-000002.tar" in s for s in skipped)
+    make = factory(jpeg_copy, on_error="skip", shuffle=shuffle)
+    _, reference = one_pass(make)
+    p = first_padded_batch(reference)
+    assert 8 <= p < len(reference)  # the skips happen well before the padding
+    skipped = check_skip_resume(make, range(len(reference)))
+    assert 4 <= len(skipped) <= 5 and all("shard-000002.tar [" in s for s in skipped)
 
 
 def test_skip_some_stops_with_workers(jpeg_copy: Path):
+    """No shuffle, 2 workers: worker 0 reads samples 0..27, the damaged shard (14..20) among them; stops with
+    worker 0 before and past its skips, and into its batch 6, which is all padding."""
     truncate_shard(jpeg_copy)
-    check_skip_resume(factory(jpeg_copy, on_error="skip", num_workers=2), stops=(5, 13))
+    check_skip_resume(factory(jpeg_copy, on_error="skip", num_workers=2, shuffle=False, drop_last=False),
+                      stops=(4, 10, 11, 12, 13))
+
+
+def test_skip_resume_into_a_batch_that_is_all_padding(jpeg_copy: Path):
+    """Truncated shard, 13 batches (drop_last: 52 planned samples, 47 readable): batch 11 has 3 samples and
+    1 repeat, batch 12 is all repeats (of the first batch). Resuming at 12 must give that batch, not an error."""
+    truncate_shard(jpeg_copy)
+    make = factory(jpeg_copy, on_error="skip", shuffle=False, drop_last=True)
+    _, reference = one_pass(make)
+    assert len(reference) == 13 and first_padded_batch(reference) == 11
+    assert set(reference[12][0]) <= set(reference[0][0])  # all repeats of the worker's first batch
+    head, tail, _ = stop_and_resume(make, 12)
+    assert same(head + tail, reference)
+
+
+def test_skip_resume_into_a_batch_mostly_padding(jpeg_copy: Path):
+    """3 samples without payload: 50 readable, batch 12 holds 2 of them and 2 repeats from the worker's first
+    batch (which the resumed loader rebuilds): the same keys and tensors as the uninterrupted epoch."""
+    drop = {"c015/img.jpg", "c016/img.jpg", "c017/img.jpg"}
+    rewrite(jpeg_copy / "shard-000002.tar", lambda ms: [(n, d) for n, d in ms if n not in drop])
+    make = factory(jpeg_copy, on_error="skip", shuffle=False, drop_last=False)
+    _, reference = one_pass(make)
+    assert len(reference) == 14 and first_padded_batch(reference) == 12
+    assert set(reference[12][0]) & set(reference[0][0])  # padding drawn from the first batch
+    head, tail, _ = stop_and_resume(make, 12)
+    assert same(head + tail, reference), f"batch 12: resumed {tail[0][0]}, uninterrupted {reference[12][0]}"
 
 
 # ------------------------------------------------------------------------------------------- state handling
@@ -218,7 +273,7 @@ def test_skip_some_stops_with_workers(jpeg_copy: Path):
 @pytest.mark.parametrize(
     "setting,other",
     [("batch_size", {"batch_size": 5}), ("num_workers", {"num_workers": 2}), ("seed", {"seed": 1}),
-     ("shuffle", {"shuffle": False}), ("drop_last", {"drop_last": True}),
+     ("shuffle", {"shuffle": False}), ("drop_last", {"drop_last": False}),
      ("rank", {"world": plan.World(rank=1, world_size=2)})],
 )
 def test_state_from_other_settings_is_refused(jpeg_ds: Path, setting, other):
@@ -228,7 +283,8 @@ def test_state_from_other_settings_is_refused(jpeg_ds: Path, setting, other):
     loader = factory(jpeg_ds, **other)()
     with pytest.raises(LossyloadError, match=rf"other settings.*\b{setting} \(saved "):
         loader.load_state_dict(state)
-    assert loader._resuming is False
+    unchanged = loader.state_dict()
+    assert unchanged["epoch"] == 0 and unchanged["workers"] == [[0, 0]] * max(1, loader.num_workers)
 
 
 def test_state_of_another_dataset_is_refused(jpeg_ds: Path, coef_ds: Path):
@@ -267,14 +323,13 @@ def test_state_saved_at_the_end_of_an_epoch_resumes_into_the_next(jpeg_ds: Path,
 
 
 def test_state_saved_after_the_last_batch_inside_the_loop(jpeg_ds: Path):
-    """Saved after the last batch but before the loop ends (as ``check_resume``'s last stop does): nothing is
-    left of that epoch, and the following pass is the next epoch."""
+    """Saved after the last batch but before the loop ends (as ``check_resume``'s last stop does): the state is
+    the next epoch's start, so a resumed run does not see an empty epoch."""
     make = factory(jpeg_ds)
     ref = make()
     e0, e1 = batches(ref), batches(ref)
     head, tail, second = stop_and_resume(make, len(e0))
-    assert same(head, e0) and tail == [] and second.epoch == 1
-    assert same(batches(second), e1)
+    assert same(head, e0) and same(tail, e1) and second.epoch == 2
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -31,9 +31,9 @@ T = TypeVar("T")
 
 _REFUSED = ("pipe:",)
 _EXTRA = {"s3": "cloud", "s3a": "cloud", "gs": "cloud", "gcs": "cloud", "http": "cloud", "https": "cloud"}
-READ_AHEAD = 8 << 20
+READ_AHEAD = 8 << 20  # bytes fetched per remote request while streaming a shard
 _PERMANENT = {errno.EINVAL, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-              errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}  # bytes fetched per remote request while streaming a shard
+              errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}  # OSErrors never retried
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
+class GaveUp(OSError):
+    """Transient errors outlasted the retry policy (never retried again by an outer loop)."""
+
+
 def _check(url: str) -> str:
     if url.startswith(_REFUSED):
         raise LossyloadError(f"{url!r}: 'pipe:' URLs are refused (lossyload never runs shell commands)")
@@ -75,8 +79,6 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
         if "protocol" in str(exc).lower():
             raise LossyloadError(f"{url}: unknown URL scheme ({exc})") from exc
         raise
-    except TypeError as exc:  # a storage option the backend does not take
-        raise LossyloadError(f"{url}: invalid storage_options {sorted(storage_options or {})} ({exc})") from exc
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -87,7 +89,7 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 def transient(exc: BaseException) -> bool:
     """Whether ``exc`` is worth a retry: connection-level trouble and server-side errors, not a missing object,
     refused credentials or bad input."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, GaveUp)):
         return False
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
@@ -96,7 +98,7 @@ def transient(exc: BaseException) -> bool:
     if names & {"BotoCoreError", "ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError",
                 "ServerTimeoutError", "TransportError"}:
         return True
-    status = getattr(exc, "code", None) or getattr(exc, "status", None)
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)  # aiohttp: status; gcsfs: code
     if isinstance(status, int):
         return status in (408, 429) or status >= 500
     return isinstance(exc, OSError) and exc.errno not in _PERMANENT
@@ -113,7 +115,7 @@ def with_retries(what: str, fn: Callable[[], T], retry: RetryPolicy = DEFAULT_RE
                 raise
             delay = next(delays, None)
             if delay is None:
-                raise OSError(f"{what}: giving up after {retry.attempts} attempts ({type(exc).__name__}: {exc})") from exc
+                raise GaveUp(f"{what}: giving up after {retry.attempts} attempts ({type(exc).__name__}: {exc})") from exc
             log.warning("%s: %s: %s; retrying in %.2g s", what, type(exc).__name__, exc, delay)
             time.sleep(delay)
 

@@ -24,7 +24,7 @@ def read_limit(url: str, storage_options: dict | None = None) -> tuple[int, int]
     n = nbytes = 0
     for shard in index.shards:
         u = join(root, shard.url)
-        with open_url(u, "rb", storage_options) as f:
+        with open_url(u, "rb", storage_options, size=shard.bytes) as f:
             for s in tario.samples(f, u):
                 nbytes += len(s[index.member])
                 n += 1

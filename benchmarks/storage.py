@@ -59,18 +59,18 @@ def start_s3(port: int) -> tuple[subprocess.Popen, dict]:
     return proc, options
 
 
-def prepare(out: str, per_class: int, s3: dict) -> tuple[dict[str, str], dict[str, dict]]:
+def prepare(out: str, per_class: int, maxcount: int, s3: dict) -> tuple[dict[str, str], dict[str, dict]]:
     photos = os.path.join(out, "photos")
     build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
                  progress=False)
     urls, options = {}, {}
     fs = fsspec.filesystem("s3", **s3)
     for name, (codec, config, _) in VARIANTS.items():
-        local = os.path.join(out, name.replace(" ", "-"))
+        local = os.path.join(out, f"{name.replace(' ', '-')}-{maxcount}")
         if not os.path.exists(os.path.join(local, "index.json")):
-            run_job(ShardJob(src=os.path.join(photos, "train"), dest=local, codec=codec, config=config, maxcount=250,
-                             workers=os.cpu_count() or 1, progress=False))
-        remote = f"{BUCKET}/{name.replace(' ', '-')}"
+            run_job(ShardJob(src=os.path.join(photos, "train"), dest=local, codec=codec, config=config,
+                             maxcount=maxcount, workers=os.cpu_count() or 1, progress=False))
+        remote = f"{BUCKET}/{os.path.basename(local)}"
         fs.put(local + "/", remote, recursive=True)
         urls[f"{name}/local"], urls[f"{name}/s3"] = local, f"s3://{remote}"
         options[f"{name}/s3"] = s3
@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=100, help="images per class (10 classes)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--maxcount", type=int, default=250, help="samples per shard (each shard costs a request or two)")
     p.add_argument("--port", type=int, default=0, help="S3 server port (default: a free one)")
     p.add_argument("--out", default="runs/bench-storage")
     args = p.parse_args(argv)
     port = args.port or _free_port()
     server, s3 = start_s3(port)
     try:
-        urls, options = prepare(args.out, args.per_class, s3)
+        urls, options = prepare(args.out, args.per_class, args.maxcount, s3)
         torch.set_num_threads(1)
         rows = []
         for name, (codec, _, loader_options) in VARIANTS.items():

@@ -32,6 +32,7 @@ T = TypeVar("T")
 _REFUSED = ("pipe:",)
 _EXTRA = {"s3": "cloud", "s3a": "cloud", "gs": "cloud", "gcs": "cloud", "http": "cloud", "https": "cloud"}
 READ_AHEAD = 8 << 20  # bytes fetched per remote request while streaming a shard
+BUFFER = 1 << 20  # bytes moved per call from the remote stream into the reader's buffer
 _PERMANENT = {errno.EINVAL, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
               errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}  # OSErrors never retried
 
@@ -124,9 +125,10 @@ class ResumableReader(io.RawIOBase):
     """A forward-streaming remote file that reopens itself at the offset reached when a read fails."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str, retry: RetryPolicy,
-                 block_size: int = READ_AHEAD) -> None:
+                 block_size: int = READ_AHEAD, size: int | None = None) -> None:
         super().__init__()
         self.fs, self.path, self.url, self.retry, self.block_size = fs, path, url, retry, block_size
+        self.size = size  # known (from the index): saves a metadata request per open
         self.offset = 0
         self.reopens = 0
         self._f: Any = None
@@ -139,7 +141,7 @@ class ResumableReader(io.RawIOBase):
             except Exception:  # noqa: BLE001 - the broken stream is being replaced
                 pass
         self._f = None
-        f = self.fs.open(self.path, "rb", cache_type="readahead", block_size=self.block_size)
+        f = self.fs.open(self.path, "rb", cache_type="readahead", block_size=self.block_size, size=self.size)
         if self.offset:
             f.seek(self.offset)
         self._f = f
@@ -181,11 +183,14 @@ class ResumableReader(io.RawIOBase):
 
 
 def open_url(url: str, mode: str = "rb", storage_options: dict[str, Any] | None = None,
-             retry: RetryPolicy = DEFAULT_RETRY) -> IO[bytes]:
-    """Open ``url`` for streaming. Remote reads use read-ahead and resume after transient failures."""
+             retry: RetryPolicy = DEFAULT_RETRY, size: int | None = None) -> IO[bytes]:
+    """Open ``url`` for streaming. Remote reads use read-ahead and resume after transient failures; pass the
+    ``size`` when it is known (a shard's, from the index) to spare a metadata request."""
     fs, path = filesystem(url, storage_options)
     if mode == "rb" and not is_local(fs):
-        return ResumableReader(fs, path, url, retry)  # type: ignore[return-value]
+        # the C buffer serves the tar reader's many small reads without a Python call each
+        reader = ResumableReader(fs, path, url, retry, size=size)
+        return io.BufferedReader(reader, buffer_size=BUFFER)  # type: ignore[return-value]
     return fs.open(path, mode)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,25 +134,25 @@ class LossyDataset(IterableDataset):
                                 self.storage_options)
         )
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
-        stream = _Counted(_shuffled(raw, self.shuffle_buffer, shuffle_rng))
+        stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
         seen = padded = 0
-        for k, samples in self._batches(stream, world, first_batch, consumed, stop - start, bs, policy):
+        for k, samples, pulled in self._batches(stream, world, first_batch, consumed, stop - start, bs, policy):
             x, y = _collate(samples)
             if not self.batch_size:
                 x, y = _unbatch((x, y))
             if self.report:  # what happened since the previous batch, for the loader in the main process
                 keys = [s[2] for s in samples] if self.batch_size else samples[0][2]
-                report = {"worker": world.worker, "batch": k, "consumed": stream.count, "keys": keys,
+                report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
                           "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded}
                 seen, padded = len(policy.skips), self.padded
                 yield x, y, report
             else:
                 yield x, y
 
-    def _batches(self, stream: _Counted, world: plan.World, first_batch: int, consumed: int, planned: int,
-                 bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, list]]:
-        """``(batch number, decoded samples)`` from ``first_batch`` on. Batch ``k``'s augmentations draw from a
+    def _batches(self, stream: Iterator[RawSample], world: plan.World, first_batch: int, consumed: int,
+                 planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, list, int]]:
+        """``(batch number, decoded samples, stream samples consumed so far)`` from ``first_batch`` on. Batch ``k``'s augmentations draw from a
         generator seeded by (seed, epoch, rank, worker, k), so a resumed epoch repeats them exactly. If skips
         leave the worker short of its plan, samples of its first batch are repeated so every rank still yields
         the planned number of batches (counted in ``padded``). Resuming (``first_batch > 0``) rebuilds that
@@ -161,12 +162,15 @@ class LossyDataset(IterableDataset):
         fused = head if hasattr(head, "window") and hasattr(self.codec, "decode_window") else None
         rest = self.transforms[1:] if fused else self.transforms
         spare: list = []  # the first batch: what short batches are padded with
+        pulled = 0  # samples taken from the stream
 
         def batch(k: int) -> list:
+            nonlocal pulled
             want = min(bs, planned - k * bs)
             rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k])
             cur: list = []
             for s in stream:
+                pulled += 1
                 decoded = self._decode(s, fused, rest, rng, policy)
                 if decoded is not None:
                     cur.append(decoded)
@@ -183,14 +187,15 @@ class LossyDataset(IterableDataset):
 
         if first_batch:  # resuming mid-epoch
             spare = batch(0)
-            stream.skip(consumed - stream.count)
+            for _ in itertools.islice(stream, max(consumed - pulled, 0)):  # pass over without decoding
+                pulled += 1
             del policy.skips[:]  # every skip met so far was reported before the stop (read-ahead included)
             self.padded = 0
         for k in range(first_batch, -(-planned // bs)):
             cur = batch(k)
             if k == 0:
                 spare = cur
-            yield k, cur
+            yield k, cur, pulled
 
     def _decode(self, s: RawSample, fused, rest: list, rng: np.random.Generator, policy: ErrorPolicy):
         """``(x, label, key)`` of one raw sample decoded to codec level and augmented; ``None`` if skipped."""
@@ -205,25 +210,6 @@ class LossyDataset(IterableDataset):
         except (LossyloadError, ValueError) as exc:
             policy.handle(s.url, [s.key], f"{type(exc).__name__}: {exc}", exc)
             return None
-
-
-class _Counted:
-    """An iterator that counts what it hands out (the resume position of a worker's sample stream)."""
-
-    def __init__(self, it: Iterator[RawSample]) -> None:
-        self.it, self.count = it, 0
-
-    def __iter__(self) -> _Counted:
-        return self
-
-    def __next__(self) -> RawSample:
-        s = next(self.it)
-        self.count += 1
-        return s
-
-    def skip(self, n: int) -> None:
-        for _ in range(n):
-            next(self, None)
 
 
 def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:

@@ -129,7 +129,7 @@ class LossyLoader:
         ds.resume = {w: (b, c) for w, (b, c) in enumerate(self._done) if b}
         order = self._order()
         dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                        prefetch_factor=self.prefetch_factor)
+                        prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
         waiting: dict[int, deque] = {w: deque() for w in range(len(self._done))}
         for item in dl:
             waiting[item[2]["worker"]].append(item)
@@ -149,6 +149,11 @@ class LossyLoader:
                         self.epoch, len(self.skipped), dict(reasons), self.padded)
         self.set_epoch(self.epoch + 1)
         ds.resume = {}
+
+
+def _as_is(item: Any) -> Any:
+    """The workers yield finished batches: no conversion pass over them (and their key lists)."""
+    return item
 
 
 def _describe(transform: Any) -> str:

@@ -61,7 +61,7 @@ def read_range(
     url = join(root, shard.url)
     i = 0
     try:
-        with open_url(url, "rb", storage_options) as f:
+        with open_url(url, "rb", storage_options, size=shard.bytes) as f:
             for sample in tario.samples(f, url):
                 if i >= end:
                     break

@@ -140,7 +140,7 @@ def test_missing_backend() -> None:
 def test_local_open_is_a_plain_file(tmp_path) -> None:
     (tmp_path / "a.bin").write_bytes(b"abc")
     with open_url(str(tmp_path / "a.bin")) as f:
-        assert not isinstance(f, ResumableReader) and f.read() == b"abc"
+        assert not isinstance(getattr(f, "raw", f), ResumableReader) and f.read() == b"abc"
 
 
 # ------------------------------------------------------------------------------------------- webdataset
@@ -154,7 +154,7 @@ def test_webdataset_schemes_route_through_fsspec(s3_server, gcs_server, bucket_n
         fs, path = filesystem(url, server.storage_options)
         fs.pipe(path, data)
         with gopen.gopen(url, storage_options=server.storage_options) as f:
-            assert isinstance(f, ResumableReader) and f.read() == data
+            assert isinstance(f.raw, ResumableReader) and f.read() == data
         with pytest.raises(FileNotFoundError):  # a missing object is not retried into a generic error
             gopen.gopen(url + ".missing", storage_options=server.storage_options)
 
@@ -227,7 +227,7 @@ def test_read_gives_up_when_the_server_stays_down(s3_server, big_object) -> None
 def test_open_url_streams_s3_through_a_resumable_reader(s3_server, big_object) -> None:
     url, _, data = big_object
     with open_url(url, "rb", s3_server.storage_options) as f:
-        assert isinstance(f, ResumableReader)
+        assert isinstance(f.raw, ResumableReader)  # behind a C buffer for the tar reader's small reads
         head = f.read(100)
         rest = bytearray()
         buf = bytearray(1 << 16)

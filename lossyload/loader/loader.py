@@ -90,8 +90,8 @@ class LossyLoader:
         ds = self.dataset
         world = ds.world or plan.World.detect()
         shards = hashlib.sha256("".join(s.sha256 for s in ds.index.shards).encode()).hexdigest()[:16]
-        return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank, "world_size": world.world_size,
-                "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
+        return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank,
+                "world_size": world.world_size, "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
                 "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last,
                 "options": json.loads(json.dumps(dataclasses.asdict(ds.codec.options), default=str)),
                 "transforms": [_describe(t) for t in ds.transforms]}

@@ -66,8 +66,12 @@ def merge_parts(dest: str, world_size: int, storage_options: dict | None = None,
     fs, root = filesystem(dest, storage_options)
     runs = []
     for r in range(world_size):
-        with fs.open(f"{root}/{part_name(r, world_size)}/{PART_RECORD}", "rb") as f:
-            runs.append(json.loads(f.read()))
+        try:
+            with fs.open(f"{root}/{part_name(r, world_size)}/{PART_RECORD}", "rb") as f:
+                runs.append(json.loads(f.read()))
+        except FileNotFoundError:
+            raise PartsDiffer(f"{dest}/{part_name(r, world_size)}: has an index but no {PART_RECORD} (not written by "
+                              f"a rank of a {world_size}-rank lossyload-shard run)") from None
     for r, run in enumerate(runs):
         if run != runs[0]:
             diff = sorted(k for k in set(run) | set(runs[0]) if run.get(k) != runs[0].get(k))

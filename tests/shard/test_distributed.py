@@ -273,3 +273,13 @@ def test_torchrun_to_s3(folder: Path, reference: Path, tmp_path: Path, s3_server
     assert samples(url, so) == samples(reference)
     ds = LossyDataset(url, batch_size=None, shuffle=False, train=False, storage_options=so)
     assert [int(y) for _, y in ds] == [label for _, label, _ in samples(reference)]
+
+
+def test_a_part_without_its_run_record_is_not_merged(folder: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    shard(folder, dest, 0, 2)
+    (dest / part_name(0, 2) / "part.json").unlink()  # e.g. a single-process dataset copied into place
+    shard(folder, dest, 1, 2)
+    assert not (dest / "index.json").exists()
+    with pytest.raises(LossyloadError, match=f"{part_name(0, 2)}: has an index but no part.json"):
+        merge_parts(str(dest), 2, require=True)

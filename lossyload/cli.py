@@ -1,4 +1,4 @@
-"""``lossyload``: subcommands around a shard set (``inspect``, ``preview``), VAEs (``vae-check``), the bundled data (``make-photos``,
+"""``lossyload``: subcommands around a shard set (``inspect``, ``verify``, ``preview``), VAEs (``vae-check``), the bundled data (``make-photos``,
 ``make-keywords``) and the main job (``demo``)."""
 
 from __future__ import annotations
@@ -50,13 +50,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import demo, preview, vae_check
+    from . import demo, preview, vae_check, verify
     from .datasets import keywords, photos
 
     p = argparse.ArgumentParser(prog="lossyload", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     commands = {
         "inspect": (_inspect_args, _inspect, "describe a shard set from its index"),
+        "verify": (verify.add_arguments, verify.run,
+                   "check every shard against the index (size, sha256, samples, keys, payload dtypes/shapes); exit 1 on any mismatch"),
         "make-photos": (photos.add_arguments, photos.run, "build the bundled photo-of-origin image set"),
         "make-keywords": (keywords.add_arguments, keywords.run, "build the offline keyword-spotting audio set"),
         "preview": (preview.add_arguments, preview.run, "write a PNG grid of vae latents through a linear latent-to-RGB map"),

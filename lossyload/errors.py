@@ -32,6 +32,10 @@ class ShardError(LossyloadError):
     """A shard cannot be read, or its content does not match its index."""
 
 
+class WorkerError(LossyloadError):
+    """A loader worker process died (killed, out of memory) during an epoch."""
+
+
 class MissingDependencyError(LossyloadError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -82,6 +82,7 @@ class LossyDataset(IterableDataset):
         world: plan.World | None = None,
         on_error: str = "raise",
         storage_options: dict[str, Any] | None = None,
+        verify: bool = False,
     ) -> None:
         super().__init__()
         self.root, self.index = read_index(url, storage_options)
@@ -96,6 +97,7 @@ class LossyDataset(IterableDataset):
         self.on_error = on_error
         ErrorPolicy(on_error)  # validate early
         self.storage_options = storage_options
+        self.verify = verify  # read each shard whole and check its size and sha256 before delivering from it
         self.report = False  # LossyLoader sets it: yield (x, y, report) so skips and positions reach it
         # LossyLoader sets it: worker -> (batches delivered, samples of its stream consumed by them)
         self.resume: dict[int, tuple[int, int]] = {}
@@ -131,7 +133,7 @@ class LossyDataset(IterableDataset):
             s
             for shard, first, end in ranges
             for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
-                                self.storage_options)
+                                self.storage_options, self.verify)
         )
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
         stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from ..errors import LossyloadError
+from ..errors import LossyloadError, WorkerError
 from . import plan
 from .dataset import LossyDataset
 
@@ -131,7 +131,7 @@ class LossyLoader:
         dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                         prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
         waiting: dict[int, deque] = {w: deque() for w in range(len(self._done))}
-        for item in dl:
+        for item in _guarded(dl, self):
             waiting[item[2]["worker"]].append(item)
             while order and waiting[order[0]]:  # deliver in the uninterrupted order
                 x, y, report = waiting[order.popleft()].popleft()
@@ -149,6 +149,18 @@ class LossyLoader:
                         self.epoch, len(self.skipped), dict(reasons), self.padded)
         self.set_epoch(self.epoch + 1)
         ds.resume = {}
+
+
+def _guarded(dl: DataLoader, loader: LossyLoader) -> Iterator[Any]:
+    """The DataLoader's items; a worker that dies is a :class:`WorkerError` saying where the epoch stands."""
+    try:
+        yield from dl
+    except RuntimeError as exc:
+        if "DataLoader worker" not in str(exc):
+            raise
+        done = sum(b for b, _ in loader._done)
+        raise WorkerError(f"epoch {loader.epoch}: a loader worker died after {done} of {len(loader)} batches ({exc}); "
+                          "state_dict() taken now resumes the epoch exactly") from exc
 
 
 def _as_is(item: Any) -> Any:

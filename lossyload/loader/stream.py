@@ -3,9 +3,11 @@ planned ranges, with an explicit error policy that counts every sample it skips.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from ..errors import LossyloadError, ShardError
 from ..fs import join, open_url
@@ -54,29 +56,64 @@ class RawSample:
 
 def read_range(
     root: str, shard: ShardInfo, first: int, end: int, member: str, policy: ErrorPolicy,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None, verify: bool = False,
 ) -> Iterator[RawSample]:
     """Samples ``first <= i < end`` of one shard. A shard that ends early (truncated, unreadable) has its
-    missing samples counted as skipped, so the total never silently shrinks."""
+    missing samples counted as skipped, so the total never silently shrinks; a key met twice in a shard is
+    skipped the second time; samples past the index's count are reported by the reader whose range ends the
+    shard. With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
+    of its samples is delivered (a mismatch skips the range)."""
     url = join(root, shard.url)
     i = 0
-    try:
-        with open_url(url, "rb", storage_options, size=shard.bytes) as f:
-            for sample in tario.samples(f, url):
-                if i >= end:
-                    break
-                if i >= first:
-                    raw = _check(url, sample, member, policy)
-                    if raw is not None:
-                        yield raw
-                i += 1
-    except (ShardError, OSError) as exc:
-        if i >= end:
+    seen: dict[str, int] = {}
+    stream = _tar_samples(url, shard, storage_options, verify)
+    for sample in stream:
+        if isinstance(sample, Exception):  # reading broke off: what is left of the range is lost
+            if i < end:
+                policy.handle(url, _missing(i, first, end), f"shard unreadable after {i} samples: {sample}", sample)
             return
-        policy.handle(url, _missing(i, first, end), f"shard unreadable after {i} samples: {exc}", exc)
-        return
+        if i >= end:
+            if end == shard.samples:  # the tar holds more than the index lists
+                extra = [str(sample["__key__"])] + [str(s["__key__"]) for s in stream if isinstance(s, dict)]
+                policy.handle(url, extra, f"shard has {shard.samples + len(extra)} samples, index says "
+                                          f"{shard.samples}: samples the index does not list")
+            stream.close()
+            return
+        key = str(sample["__key__"])
+        if i >= first:
+            if key in seen:
+                policy.handle(url, [key], f"duplicate key (also sample #{seen[key]} of this shard)")
+            else:
+                raw = _check(url, sample, member, policy)
+                if raw is not None:
+                    yield raw
+        seen.setdefault(key, i)
+        i += 1
     if i < end:
         policy.handle(url, _missing(i, first, end), f"shard has {i} samples, index says {shard.samples}")
+
+
+def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
+                 verify: bool) -> Iterator[dict | Exception]:
+    """The shard's samples; a read or framing error ends the stream as its last item (not raised)."""
+    try:
+        with open_url(url, "rb", storage_options, size=shard.bytes) as f:
+            if verify:
+                f = _verified(f, url, shard)
+            yield from tario.samples(f, url)
+    except (ShardError, OSError) as exc:
+        yield exc
+
+
+def _verified(f: IO[bytes], url: str, shard: ShardInfo) -> IO[bytes]:
+    """The whole shard, in memory, once its size and sha256 match the index (else :class:`ShardError`)."""
+    data = f.read(shard.bytes + 1)
+    if len(data) != shard.bytes:
+        raise ShardError(f"{url}: {len(data) if len(data) <= shard.bytes else 'more than ' + str(shard.bytes)} "
+                         f"bytes, index says {shard.bytes} (verify)")
+    if hashlib.sha256(data).hexdigest() != shard.sha256:
+        raise ShardError(f"{url}: sha256 does not match the index (verify)")
+    return io.BytesIO(data)
 
 
 def _check(url: str, sample: dict, member: str, policy: ErrorPolicy) -> RawSample | None:

@@ -201,8 +201,15 @@ def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         with fs.open(path, "wb") as f:
             f.write(data)
         return
-    with fs.open(path + ".partial", "wb") as f:
-        f.write(data)
+    try:
+        with fs.open(path + ".partial", "wb") as f:
+            f.write(data)
+    except OSError:
+        try:
+            fs.rm(path + ".partial")
+        except OSError:
+            pass  # the first error is the one to report
+        raise
     fs.mv(path + ".partial", path)
 
 

@@ -9,6 +9,7 @@ produces the same shards and the same index. ``index.json`` is written last; the
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import itertools
 import json
@@ -16,6 +17,8 @@ import multiprocessing as mp
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -139,22 +142,25 @@ def encode(job: ShardJob) -> ShardSummary:
     config = codec.stored_config()
     fs, root = filesystem(job.dest, job.storage_options)
     summary = ShardSummary(dest=job.dest)
-    if fs.exists(f"{root}/{INDEX_NAME}") and not job.overwrite:
-        return _already_complete(fs, root, job, codec, summary)
-    if job.overwrite:
-        for p in fs.glob(f"{root}/shard-*.tar*") + _asset_paths(fs, root) + fs.glob(f"{root}/{INDEX_NAME}"):
-            fs.rm(p)
-        if fs.exists(f"{root}/{PROGRESS_DIR}"):
-            fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+    with _dest_io(job.dest):
+        if fs.exists(f"{root}/{INDEX_NAME}") and not job.overwrite:
+            return _already_complete(fs, root, job, codec, summary)
+        if job.overwrite:
+            for p in fs.glob(f"{root}/shard-*.tar*") + _asset_paths(fs, root) + fs.glob(f"{root}/{INDEX_NAME}"):
+                fs.rm(p)
+            if fs.exists(f"{root}/{PROGRESS_DIR}"):
+                fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     codec.check_encoder()
     source = open_source(job.src, job.storage_options, (job.rank, job.world_size))
-    fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
+    with _dest_io(job.dest):
+        fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
     if codec.needs_fit():
         codec = _fitted(fs, root, job, codec, source.fingerprint)
         config = codec.stored_config()
     header = {"codec": job.codec, "config": codec.identity(), "maxcount": job.maxcount, "maxsize": job.maxsize,
               "src": job.src, "source": source.fingerprint, "part": [job.rank, job.world_size]}
-    records = _load_progress(fs, root, header)
+    with _dest_io(f"{root}/{PROGRESS_DIR}"):
+        records = _load_progress(fs, root, header)
     shards = [ShardInfo.from_dict(r["shard"]) for r in records]
     for r in records:
         summary.skipped.update(r["skipped"])
@@ -202,7 +208,8 @@ def encode(job: ShardJob) -> ShardSummary:
     shards = [s for s in shards if s.samples]
     assets = {}
     for name, data in codec.assets().items():
-        write_bytes(fs, f"{root}/{name}", data)
+        with _dest_io(f"{root}/{name}"):
+            write_bytes(fs, f"{root}/{name}", data)
         assets[name] = hashlib.sha256(data).hexdigest()
     index = Index(codec=job.codec, config=config, labels=list(source.labels), shards=shards, member=codec.member,
                   skipped=dict(summary.skipped), assets=assets)
@@ -210,7 +217,8 @@ def encode(job: ShardJob) -> ShardSummary:
         _write_text(fs, f"{root}/{PART_RECORD}", json.dumps({k: v for k, v in header.items() if k != "part"},
                                                             sort_keys=True))
     _write_text(fs, f"{root}/{INDEX_NAME}", index.to_json())
-    fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+    with _dest_io(f"{root}/{PROGRESS_DIR}"):
+        fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     summary.samples, summary.shards, summary.bytes_out = index.samples, len(shards), index.bytes
     summary.transcoded_samples = sum(len(s.transcoded) for s in shards)
     summary.seconds = time.perf_counter() - t0
@@ -230,9 +238,10 @@ class _Open:
     bytes_in: int = 0
 
     def add(self, fs, root: str, job: ShardJob, item: Item, members: dict[str, bytes], reason: str | None) -> None:
-        if self.writer is None:
-            self.writer = ShardWriter(fs.unstrip_protocol(f"{root}/{shard_name(self.number)}"), job.storage_options)
-        self.writer.add(item.key, members)
+        with _dest_io(f"{root}/{shard_name(self.number)}"):
+            if self.writer is None:
+                self.writer = ShardWriter(fs.unstrip_protocol(f"{root}/{shard_name(self.number)}"), job.storage_options)
+            self.writer.add(item.key, members)
         if reason:
             self.transcoded[item.key] = reason
 
@@ -240,7 +249,8 @@ class _Open:
 def _close(fs, root: str, state: _Open, position: int, summary: ShardSummary) -> ShardInfo:
     """Finish the open shard, write its progress record, start a fresh state."""
     if state.writer:
-        size, sha = state.writer.close()
+        with _dest_io(f"{root}/{shard_name(state.number)}"):
+            size, sha = state.writer.close()
         info = ShardInfo(url=shard_name(state.number), samples=state.writer.samples, bytes=size, sha256=sha,
                          transcoded=dict(state.transcoded))
     else:  # only skipped items since the last shard
@@ -370,4 +380,22 @@ def _asset_paths(fs, root: str) -> list[str]:
 
 
 def _write_text(fs, path: str, text: str) -> None:
-    write_bytes(fs, path, text.encode())
+    with _dest_io(path):
+        write_bytes(fs, path, text.encode())
+
+
+@contextmanager
+def _dest_io(where: str) -> Iterator[None]:
+    """Destination I/O: an ``OSError`` there (disk full, access denied, a file where a folder should be) is
+    re-raised as a :class:`LossyloadError` naming ``where``, which the CLI reports (exit status 2). What was
+    complete stays (shards, progress records) and a rerun resumes from it."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            what = "access denied (check the permissions, or the credentials in storage_options)"
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left on the device"
+        else:
+            what = "cannot be written"
+        raise LossyloadError(f"{where}: {what} ({type(exc).__name__}: {exc})") from exc

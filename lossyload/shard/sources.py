@@ -99,13 +99,20 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: 
     lo, hi = span(len(urls), part)
 
     def items() -> Iterator[Item]:
+        seen: set[str] = set()
         for url in urls[lo:hi]:
-            with open_url(url, "rb", storage_options) as f:
+            try:
+                f = open_url(url, "rb", storage_options)
+            except OSError as exc:  # a source that cannot be read at all stops the job, naming it
+                raise LossyloadError(f"{url}: source tar cannot be read ({type(exc).__name__}: {exc})") from exc
+            with f:
                 members = ({**m, "__url__": url} for m in tar_file_iterator(f))
                 for sample in group_by_keys(members):
                     key = sample["__key__"]
                     ext = next((e for e in MEDIA_EXTS if e in sample), None)
                     error = None if ext else f"no image or audio member (members: {sorted(k for k in sample if not k.startswith('__'))})"
+                    if key.startswith("/") or ".." in key.split("/"):
+                        error = "unsafe member name (an absolute path or one with '..'): refused"
                     try:
                         label = int(sample.get("cls", b"").decode().strip())
                         if label < 0:
@@ -115,7 +122,12 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: 
                     while label >= len(labels):
                         labels.append(str(len(labels)))
                     data = sample[ext] if ext else b""
-                    yield Item(key=safe_key(key), label=label, name=f"{url}:{key}", data=data, error=error)
+                    safe = safe_key(key)
+                    if not error:  # keys that differ only in characters a key cannot hold stay distinct
+                        while safe in seen:
+                            safe += "_"
+                        seen.add(safe)
+                    yield Item(key=safe, label=label, name=f"{url}:{key}", data=data, error=error)
 
     return Source(labels=labels, items=items(), total=None, fingerprint=_fingerprint(list(urls)))
 

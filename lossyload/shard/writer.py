@@ -85,7 +85,10 @@ class ShardWriter:
                 self._f.discard()  # abort the multipart upload: nothing is published
                 self._f.closed = True  # or its finaliser would try to complete the upload
             else:
-                self._f.close()
+                try:  # flushing what the stream buffered can fail again (disk still full): the error is known
+                    self._f.close()
+                except OSError:
+                    pass
         finally:
             if self.local and self.fs.exists(self.tmp):
                 self.fs.rm(self.tmp)

@@ -59,11 +59,15 @@ class MelConfig(ClipConfig):
         return self.length // self.frames
 
 
-def read_audio(data: bytes, *, source: str) -> tuple[np.ndarray, int]:
-    """``(float32 [channels, frames], sample rate)``; :class:`EncodeError` for what is not usable audio."""
+def read_audio(data: bytes, *, source: str, max_frames: int | None = None) -> tuple[np.ndarray, int]:
+    """``(float32 [channels, frames], sample rate)``; :class:`EncodeError` for what is not usable audio, or (before
+    anything is allocated) for a file stating more than ``max_frames`` frames."""
     sf = require("soundfile", "audio")
     try:
-        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if max_frames is not None and f.frames > max_frames:
+                raise EncodeError(f"states {f.frames} frames, more than the {max_frames} expected", source=source)
+            wave, rate = f.read(dtype="float32", always_2d=True), f.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         why = getattr(exc, "error_string", None) or str(exc).strip() or type(exc).__name__
         raise EncodeError(f"not a readable audio file ({why})", source=source) from exc

@@ -78,7 +78,7 @@ class Index:
         if not isinstance(d, dict):
             raise IndexFormatError(f"{where}: top level must be a JSON object")
         version = d.get("version")
-        if version != INDEX_VERSION:
+        if type(version) is not int or version != INDEX_VERSION:  # not True, not 1.0
             raise IndexFormatError(
                 f"{where}: unsupported index version {version!r} (this lossyload reads version {INDEX_VERSION})"
             )
@@ -93,7 +93,7 @@ class Index:
                 skipped={str(k): str(v) for k, v in d.get("skipped", {}).items()},
                 assets={check_relative_url(str(k)): str(v) for k, v in d.get("assets", {}).items()},
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # OverflowError: int(inf)
             raise IndexFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc
         except IndexFormatError as exc:  # a refused shard URL: say which index it is in
             raise IndexFormatError(f"{where}: {exc}") from exc
@@ -105,9 +105,11 @@ class Index:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, where: str = "index.json") -> Index:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, an integer past the int/str digit limit; RecursionError:
+        # arrays or objects nested deeper than the interpreter's recursion limit
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise IndexFormatError(f"{where}: not valid JSON ({exc})") from exc
         return cls.from_dict(d, where=where)
 

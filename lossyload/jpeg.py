@@ -132,17 +132,57 @@ def _blocks(arr: np.ndarray, rows: int, cols: int, keep: int, top: int = 0, left
     return out
 
 
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (DHT, JPG and DAC share the range)
+
+
+def frame_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` stated by the frame header of JPEG ``data``, found the way libjpeg finds it (bytes
+    between segments skipped, segments skipped by their length); ``None`` when there is none before the scan."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while True:
+        i = data.find(b"\xff", i)
+        while 0 <= i < n - 1 and data[i + 1] == 0xFF:  # fill bytes
+            i += 1
+        if i < 0 or i + 1 >= n:
+            return None
+        marker = data[i + 1]
+        if marker in _SOF:
+            if i + 9 > n:
+                return None
+            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+        if marker in (0xDA, 0xD9):  # scan or end of image: no frame header before it
+            return None
+        if marker == 0 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # stuffed byte, TEM, RSTn: no length
+            i += 2
+        else:
+            i += 2 + max(int.from_bytes(data[i + 2 : i + 4], "big"), 2)
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """:class:`DecodeError` when JPEG ``data`` states more than ``max_pixels`` pixels, before a decoder allocates
+    them (a corrupt member of 1 KB can state 65535 x 65535)."""
+    size = frame_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise DecodeError(f"JPEG states {size[1]}x{size[0]} pixels, more than max_pixels={max_pixels}")
+
+
 Window = Callable[[int, int], tuple[int, int, int, int]]
 
 
-def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64), window: Window | None = None) -> DctCoefficients:
+def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64), window: Window | None = None,
+                      max_pixels: int | None = None) -> DctCoefficients:
     """Quantized DCT coefficients of JPEG ``data`` on the 4:2:0 grid, without any inverse DCT.
 
     Baseline and progressive, greyscale (chroma all zero), 4:2:0, and 4:4:4 / 4:2:2 / 4:4:0 (chroma brought to
     the 4:2:0 grid by an exact DCT-domain box filter, then requantized with the image's chroma table).
 
     ``window(hm, wm) -> (top, left, height, width)``, given the image's size in 16x16 MCUs, picks an MCU window
-    to extract (zero outside the image): the same result as cropping afterwards, without extracting the rest."""
+    to extract (zero outside the image): the same result as cropping afterwards, without extracting the rest.
+    A JPEG stating more than ``max_pixels`` pixels is refused before it is read."""
+    if max_pixels is not None:
+        check_pixels(data, max_pixels)
     j = _read_jpegio(data)
     comps = j.comp_info
     if len(comps) not in (1, 3):
@@ -157,7 +197,10 @@ def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64), window: Win
         raise DecodeError("luma is not the full-resolution component")
     hc, wc = -(-y.downsampled_height // 16), -(-y.downsampled_width // 16)
     top, left, hc, wc = window(hc, wc) if window else (0, 0, hc, wc)
-    tables = [np.asarray(t, np.int64).reshape(64) for t in j.quant_tables]
+    tables = [np.asarray(t, np.int64).reshape(64) for t in j.quant_tables]  # the defined ones, without their numbers
+    if max(c.quant_tbl_no for c in comps) >= len(tables):
+        raise DecodeError(f"quantization tables numbered {sorted({c.quant_tbl_no for c in comps})} with {len(tables)} "
+                          "defined: only tables numbered from 0 up are supported")
     qt = np.ones((3, 64), np.uint16)
     qt[0] = tables[y.quant_tbl_no]
     yk = _blocks(j.coef_arrays[0], 2 * hc, 2 * wc, keep[0], 2 * top, 2 * left)
@@ -171,6 +214,9 @@ def read_coefficients(data: bytes, keep: tuple[int, int] = (64, 64), window: Win
         if dx == dy == 1:
             c[i - 1] = _blocks(j.coef_arrays[i], hc, wc, keep[1], top, left)
         else:  # the box filter maps each dy x dx group of blocks to one block: window first, then filter
+            if not qt[i].all():
+                raise DecodeError(f"chroma quantization table {ci.quant_tbl_no} holds a zero: cannot requantize "
+                                  f"{ci.h_samp_factor}x{ci.v_samp_factor} chroma to the 4:2:0 grid")
             full = _blocks(j.coef_arrays[i], hc * dy, wc * dx, 64, top * dy, left * dx)
             nat = dct.resample_chroma(dct.dequantize(full, qt[i]), dy, dx)
             c[i - 1] = dct.quantize(nat, qt[i], keep[1])

@@ -142,3 +142,11 @@ def test_dataset_root() -> None:
     assert fs.dataset_root("/data/set/index.json") == ("/data/set", "/data/set/index.json")
     assert fs.dataset_root("s3://b/set/v2.json") == ("s3://b/set", "s3://b/set/v2.json")
     assert fs.dataset_root("index.json") == (".", "index.json")
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1"])
+def test_a_version_that_only_compares_equal_is_refused(version) -> None:
+    d = json.loads(Index(codec="rgb", config={}, labels=["a"], shards=[], member="jpg").to_json())
+    d["version"] = version
+    with pytest.raises(IndexFormatError, match="unsupported index version"):
+        Index.from_dict(d)

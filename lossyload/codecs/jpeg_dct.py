@@ -98,7 +98,7 @@ class JpegDct(Codec):
 
     def decode(self, payload: bytes) -> DctCoefficients:
         if self.config.storage == "jpeg":
-            return jpeg.read_coefficients(payload, self.keep)
+            return jpeg.read_coefficients(payload, self.keep, max_pixels=self.config.max_pixels)
         d = jpeg.unpack_coefficients(payload)
         if d.keep[0] < self.keep[0] or d.keep[1] < self.keep[1]:
             raise DecodeError(f"coefficient member holds keep={d.keep}, fewer than the {self.keep} asked for")
@@ -110,7 +110,7 @@ class JpegDct(Codec):
         """``decode`` then crop to ``window(hm, wm)`` (MCUs), in one step: from JPEG bytes only the window's
         coefficients are extracted. The loader uses it when the first transform is a crop."""
         if self.config.storage == "jpeg":
-            return jpeg.read_coefficients(payload, self.keep, window)
+            return jpeg.read_coefficients(payload, self.keep, window, self.config.max_pixels)
         from ..augment.dct import crop
 
         d = self.decode(payload)

@@ -49,7 +49,7 @@ class Mel(Codec):
 
     def decode(self, payload: bytes) -> np.ndarray:
         try:
-            wave, rate = read_audio(payload, source="member")
+            wave, rate = read_audio(payload, source="member", max_frames=self.config.length)
         except EncodeError as exc:
             raise DecodeError(f"{self.member} member: {exc.reason}") from exc
         if rate != self.config.sample_rate or wave.shape != (1, self.config.length):

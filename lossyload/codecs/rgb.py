@@ -11,6 +11,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .. import jpeg
 from ..errors import DecodeError
@@ -73,12 +74,15 @@ class Rgb(Codec):
                 import simplejpeg
                 import torch
 
+                jpeg.check_pixels(payload, self.config.max_pixels)  # before simplejpeg allocates them
                 arr = simplejpeg.decode_jpeg(payload, colorspace="RGB")
                 return torch.from_numpy(arr).permute(2, 0, 1)
-            from PIL import Image
-
-            return Image.open(io.BytesIO(payload)).convert("RGB")
-        except (ValueError, OSError) as exc:
+            im = Image.open(io.BytesIO(payload))
+            if im.width * im.height > self.config.max_pixels:
+                raise DecodeError(f"image states {im.width}x{im.height} pixels, more than max_pixels="
+                                  f"{self.config.max_pixels}")
+            return im.convert("RGB")
+        except (ValueError, OSError, Image.DecompressionBombError) as exc:
             raise DecodeError(f"not a decodable JPEG: {exc}") from exc
 
     def finalize(self, img) -> dict[str, np.ndarray]:

@@ -149,6 +149,10 @@ class Vq(Codec):
     def decode(self, payload: bytes) -> np.ndarray:
         h, w = self.config.grid
         try:
+            # max_output_size only bounds frames without a content size; a stated size is allocated as is
+            size = zstandard.frame_content_size(payload)
+            if size > h * w:
+                raise DecodeError(f"vq member states {size} bytes unpacked, more than the {h}x{w} code grid needs")
             packed = zstandard.ZstdDecompressor().decompress(payload, max_output_size=h * w)
         except zstandard.ZstdError as exc:
             raise DecodeError(f"vq member is not a zstd frame ({exc})") from exc

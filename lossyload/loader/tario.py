@@ -22,10 +22,9 @@ def _octal(field: bytes, url: str) -> int:
     if field[:1] == b"\x80":  # GNU base-256
         return int.from_bytes(field[1:], "big")
     text = field.split(b"\0", 1)[0].strip()
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
-        raise ShardError(f"{url}: corrupt tar header (numeric field {field!r})") from None
+    if text.strip(b"01234567"):  # not only octal digits: int() would also take a sign, "0o" or "_" (a size of -1)
+        raise ShardError(f"{url}: corrupt tar header (numeric field {field!r})")
+    return int(text, 8) if text else 0
 
 
 def _checksum_ok(h: bytes) -> bool:

@@ -133,7 +133,7 @@ class LossyDataset(IterableDataset):
             s
             for shard, first, end in ranges
             for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
-                                self.storage_options, self.verify)
+                                self.storage_options, self.verify, len(self.index.labels))
         )
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
         stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)

@@ -62,6 +62,9 @@ class LossyLoader:
         if self._done_counts() == self._planned_counts():
             return {"version": STATE_VERSION, "epoch": self.epoch + 1, "workers": [[0, 0] for _ in self._done],
                     "skipped": [], "padded": 0, "settings": self._settings()}
+        if not any(self._done_counts()):  # nothing of this epoch delivered (``skipped`` is the last epoch's)
+            return {"version": STATE_VERSION, "epoch": self.epoch, "workers": [[0, 0] for _ in self._done],
+                    "skipped": [], "padded": 0, "settings": self._settings()}
         return {
             "version": STATE_VERSION,
             "epoch": self.epoch,

@@ -56,12 +56,12 @@ class RawSample:
 
 def read_range(
     root: str, shard: ShardInfo, first: int, end: int, member: str, policy: ErrorPolicy,
-    storage_options: dict[str, Any] | None = None, verify: bool = False,
+    storage_options: dict[str, Any] | None = None, verify: bool = False, classes: int | None = None,
 ) -> Iterator[RawSample]:
     """Samples ``first <= i < end`` of one shard. A shard that ends early (truncated, unreadable) has its
     missing samples counted as skipped, so the total never silently shrinks; a key met twice in a shard is
     skipped the second time; samples past the index's count are reported by the reader whose range ends the
-    shard. With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
+    shard; a ``cls`` outside ``[0, classes)`` is skipped. With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
     of its samples is delivered (a mismatch skips the range)."""
     url = join(root, shard.url)
     i = 0
@@ -84,7 +84,7 @@ def read_range(
             if key in seen:
                 policy.handle(url, [key], f"duplicate key (also sample #{seen[key]} of this shard)")
             else:
-                raw = _check(url, sample, member, policy)
+                raw = _check(url, sample, member, policy, classes)
                 if raw is not None:
                     yield raw
         seen.setdefault(key, i)
@@ -107,7 +107,11 @@ def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | N
 
 def _verified(f: IO[bytes], url: str, shard: ShardInfo) -> IO[bytes]:
     """The whole shard, in memory, once its size and sha256 match the index (else :class:`ShardError`)."""
-    data = f.read(shard.bytes + 1)
+    chunks, got = [], 0
+    while got <= shard.bytes and (chunk := f.read(min(1 << 24, shard.bytes + 1 - got))):  # bounded by what is there
+        chunks.append(chunk)
+        got += len(chunk)
+    data = b"".join(chunks)
     if len(data) != shard.bytes:
         raise ShardError(f"{url}: {len(data) if len(data) <= shard.bytes else 'more than ' + str(shard.bytes)} "
                          f"bytes, index says {shard.bytes} (verify)")
@@ -116,7 +120,7 @@ def _verified(f: IO[bytes], url: str, shard: ShardInfo) -> IO[bytes]:
     return io.BytesIO(data)
 
 
-def _check(url: str, sample: dict, member: str, policy: ErrorPolicy) -> RawSample | None:
+def _check(url: str, sample: dict, member: str, policy: ErrorPolicy, classes: int | None) -> RawSample | None:
     key = sample["__key__"]
     if member not in sample:
         have = sorted(k for k in sample if not k.startswith("__"))
@@ -126,8 +130,8 @@ def _check(url: str, sample: dict, member: str, policy: ErrorPolicy) -> RawSampl
         label = int(sample.get("cls", b"-1").decode().strip())
     except (ValueError, UnicodeDecodeError):
         label = -2
-    if label < 0:
-        policy.handle(url, [key], "missing or invalid 'cls' member")
+    if label < 0 or (classes is not None and label >= classes):
+        policy.handle(url, [key], f"missing or invalid 'cls' member (not a label index in [0, {classes}))")
         return None
     return RawSample(url=url, key=key, payload=sample[member], label=label)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 
@@ -14,8 +16,8 @@ from lossyload.demo_audio import payload_bytes
 from lossyload.fs import join, open_url, read_index
 from lossyload.loader import tario
 
-# one_pass(url, codec, options, batch, epoch) -> (samples, input bytes per sample)
-OnePass = Callable[[str, "str | None", "dict | None", int, int], tuple[int, int]]
+# one_pass(url, codec, options, batch, epoch) -> Pass
+OnePass = Callable[[str, "str | None", "dict | None", int, int], "Pass"]
 
 
 def read_limit(url: str, storage_options: dict | None = None) -> tuple[int, int]:
@@ -31,48 +33,80 @@ def read_limit(url: str, storage_options: dict | None = None) -> tuple[int, int]
     return n, nbytes
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One epoch: samples, input bytes per sample, seconds to the first batch (from opening the dataset), and
+    the samples and seconds after the first batch (the steady rate, without start-up)."""
+
+    samples: int
+    input_bytes: int
+    first_batch_s: float | None = None
+    steady_samples: int = 0
+    steady_s: float = 0.0
+
+
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int,
-             transforms: list | None = None, storage_options: dict | None = None) -> tuple[int, int]:
-    """(samples, input bytes per sample) of one epoch with ``transforms`` (default: the codec's default
-    transforms); ``codec=None``: the read limit."""
+             transforms: list | None = None, storage_options: dict | None = None, num_workers: int = 0) -> Pass:
+    """One epoch with ``transforms`` (default: the codec's default transforms); ``codec=None``: the read
+    limit."""
+    t0 = time.perf_counter()
     if codec is None:
         n, _ = read_limit(url, storage_options)
-        return n, 0
+        return Pass(n, 0)
     ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms,
-                     storage_options=storage_options)
+                     storage_options=storage_options, num_workers=num_workers)
     ld.set_epoch(epoch)
-    n = per = 0
+    n = per = n_first = 0
+    t_first = 0.0
     for x, y in ld:
-        per = per or sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+        if not n:
+            t_first, n_first = time.perf_counter(), len(y)
+            per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
         n += len(y)
-    return n, per
+    return Pass(n, per, t_first - t0, n - n_first, time.perf_counter() - t_first)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the loader workers of past epochs)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: int, batch: int,
             storage_options: dict[str, dict] | None = None) -> list[dict]:
     """Time ``rows`` of ``(label, variant, codec, options)``. Repetitions are interleaved across rows (rep 1 of
     every row, then rep 2, ...) so that a drift in machine speed hits every row alike; the median and the
-    spread of each row are reported. ``storage_options``: per variant, for remote URLs."""
+    spread of each row are reported. ``storage_options``: per variant, for remote URLs. CPU time counts the
+    loader worker processes too."""
     rates: dict[str, list[float]] = {label: [] for label, *_ in rows}
+    steady: dict[str, list[float]] = {label: [] for label, *_ in rows}
     cpu: dict[str, list[float]] = {label: [] for label, *_ in rows}
+    firsts: dict[str, list[float]] = {label: [] for label, *_ in rows}
     per: dict[str, int] = {}
     for label, variant, codec, options in rows:  # warm-up: page cache, imports, allocator
         one_pass(urls[variant], codec, options, batch, 99)
     for rep in range(reps):
         for label, variant, codec, options in rows:
-            t0, c0 = time.perf_counter(), time.process_time()
-            n, per[label] = one_pass(urls[variant], codec, options, batch, rep)
-            if not n:
+            t0, c0 = time.perf_counter(), _cpu_seconds()
+            p = one_pass(urls[variant], codec, options, batch, rep)
+            if not p.samples:
                 raise SystemExit(f"{label}: no full batch of {batch} in {urls[variant]}; use a smaller --batch-size")
-            rates[label].append(n / (time.perf_counter() - t0))
-            cpu[label].append((time.process_time() - c0) / n)
+            rates[label].append(p.samples / (time.perf_counter() - t0))
+            cpu[label].append((_cpu_seconds() - c0) / p.samples)
+            per[label] = p.input_bytes
+            if p.first_batch_s is not None:
+                firsts[label].append(p.first_batch_s)
+            if p.steady_samples:
+                steady[label].append(p.steady_samples / p.steady_s)
     results = []
-    for label, variant, *_ in rows:
+    for label, variant, codec, _ in rows:
         _, index = read_index(urls[variant], (storage_options or {}).get(variant))
         r = rates[label]
         results.append({"representation": label, "samples_per_s": statistics.median(r), "spread": [min(r), max(r)],
+                        "steady_samples_per_s": statistics.median(steady[label]) if steady[label] else None,
                         "cpu_ms_per_sample": 1e3 * statistics.median(cpu[label]),
-                        "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples})
+                        "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples,
+                        "first_batch_s": statistics.median(firsts[label]) if firsts[label] else None})
         print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
     return results
 

@@ -56,7 +56,7 @@ def prepare(out: str, per_class: int) -> dict[str, str]:
     return urls
 
 
-def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> tuple[int, int]:
+def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> common.Pass:
     """One epoch with augmentation, cropped to 224 pixels."""
     return common.one_pass(url, codec, {**(options or {}), "crop": 224} if codec else None, batch, epoch)
 

@@ -58,7 +58,7 @@ def prepare(out: str, per_class: int, model: str) -> dict[str, str]:
     return urls
 
 
-def one_pass(url: str, codec: str | None, options, batch: int, epoch: int) -> tuple[int, int]:
+def one_pass(url: str, codec: str | None, options, batch: int, epoch: int) -> common.Pass:
     """One epoch with the codec's default augmentation (posterior rows: posterior sample, then flip)."""
     if options != "posterior":
         return common.one_pass(url, codec, options, batch, epoch)

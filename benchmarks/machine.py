@@ -16,7 +16,8 @@ def describe() -> dict:
     except OSError:
         pass
     versions = {}
-    for pkg in ("torch", "torchvision", "numpy", "pillow", "simplejpeg", "pyjpegio", "zstandard", "webdataset"):
+    for pkg in ("torch", "torchvision", "numpy", "pillow", "simplejpeg", "pyjpegio", "zstandard", "webdataset",
+                "torchaudio", "encodec", "diffusers", "fsspec", "s3fs", "moto", "nvidia-dali-cuda130"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ import time
 import fsspec
 import torch
 
-from lossyload import make_loader
 from lossyload.datasets.photos import PhotosConfig, build_photos
 from lossyload.shard import ShardJob, run_job
 
@@ -77,17 +75,6 @@ def prepare(out: str, per_class: int, maxcount: int, s3: dict) -> tuple[dict[str
     return urls, options
 
 
-def first_batch_seconds(url: str, codec: str, storage_options: dict | None, batch: int, reps: int) -> float:
-    """Median time from opening the dataset (index read) to holding its first batch."""
-    times = []
-    for rep in range(reps):
-        t0 = time.perf_counter()
-        ld = make_loader(url, batch_size=batch, codec=codec, seed=rep, storage_options=storage_options)
-        next(iter(ld))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def table(results: list[dict]) -> str:
     by = {r["representation"]: r for r in results}
     lines = ["| representation | storage | samples/s (min-max) | MB/s stored | S3 / local | first batch s |",
@@ -97,7 +84,7 @@ def table(results: list[dict]) -> str:
         local = by[f"{what} · local"]["samples_per_s"]
         lines.append(f"| {what} | {where} | {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) "
                      f"| {r['mb_per_s']:.1f} | {r['samples_per_s'] / local:.2f}x | "
-                     + (f"{r['first_batch_s']:.3f} |" if "first_batch_s" in r else "— |"))
+                     + (f"{r['first_batch_s']:.3f} |" if r["first_batch_s"] is not None else "— |"))
     return "\n".join(lines)
 
 
@@ -126,11 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return common.one_pass(url, codec, opts, batch, epoch, storage_options=so)
 
         results = common.measure(rows, urls, one_pass, args.reps, args.batch_size, options)
-        for (label, variant, codec, _), r in zip(rows, results):
+        for r in results:
             r["mb_per_s"] = r["samples_per_s"] * r["stored_bytes_per_sample"] / 1e6
-            if codec:
-                r["first_batch_s"] = first_batch_seconds(urls[variant], codec, options.get(variant),
-                                                         args.batch_size, args.reps)
     finally:
         server.terminate()
         server.wait(10)

@@ -1,0 +1,233 @@
+"""Every representation against the conventional pipeline of its modality, in one run on the same cores.
+
+    python -m benchmarks.run [--per-class 100] [--voices 100] [--reps 3] [--workers 0,1,2]
+                             [--storage local,s3] [--out runs/bench]
+
+For each representation (images: rgb with PIL and with libjpeg-turbo, jpeg-dct from JPEG bytes and
+pre-extracted, vae int8 latents; audio: log-mel from WAV, vq bit-planes, EnCodec codes) the loader's
+samples/s and MB/s (stored bytes) with its default training augmentation, CPU ms per sample (loader worker
+processes included), stored and input bytes per sample and the time to the first batch; with each number of
+loader workers, from local disk and from a local S3 server (moto, started here in its own process on
+127.0.0.1). A **read limit** row per shard set reads the same tars without decoding (tar parsing and payload
+bytes): how close each loader gets to what the storage delivers. Ratios are against the conventional
+pipeline of the same modality (``rgb`` libjpeg-turbo for images, ``mel`` from WAV for audio) measured in
+the same setting of the same run, on the steady rate (samples/s after the first batch: loader workers start
+anew each epoch, and their start-up is the first-batch column; the whole-epoch rate is shown too).
+Repetitions are interleaved across all rows; medians, with the min-max of the whole-epoch rate.
+
+Data: the bundled photo set rebuilt at ImageNet-like sizes (short side 256-320 px, cropped to 224 at load
+time) and the bundled keyword-audio set. VAE latents come from the random-initialised tiny VAE and EnCodec
+from a random-initialised model when no checkpoint is cached: loader speed and sizes do not depend on the
+weights. NVIDIA DALI rows are added by its own benchmark when DALI is installed. The scaling curve is
+``python -m benchmarks.scaling``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+
+import fsspec
+import torch
+
+from lossyload.datasets.photos import PhotosConfig, build_photos
+from lossyload.demo_audio import encodec_weights
+from lossyload.shard import ShardJob, run_job
+
+from . import audio, common
+from .chart import bar_chart
+from .machine import describe, format_machine
+from .storage import BUCKET, _free_port, start_s3
+
+IMAGE_SETS = {  # shard set -> (codec, config)
+    "jpeg": ("jpeg-dct", {}),
+    "coef16": ("jpeg-dct", {"storage": "coefficients", "keep": [16, 8]}),
+    "int8": ("vae", {"resolution": 256, "fit_samples": 128, "model": "random:tiny"}),
+}
+
+
+@dataclass(frozen=True)
+class Rep:
+    """One representation as the loader delivers it."""
+
+    modality: str
+    label: str
+    shards: str
+    codec: str | None  # None: the read limit of the shard set
+    options: dict | None = field(default=None, hash=False)
+    conventional: bool = False
+
+
+REPS = [
+    Rep("image", "rgb · PIL/torchvision", "jpeg", "rgb", {"backend": "pil", "crop": 224}),
+    Rep("image", "rgb · libjpeg-turbo", "jpeg", "rgb", {"backend": "turbo", "crop": 224}, conventional=True),
+    Rep("image", "jpeg-dct · from JPEG, 16+2x8", "jpeg", "jpeg-dct", {"keep": [16, 8], "crop": 224}),
+    Rep("image", "jpeg-dct · pre-extracted zstd, 16+2x8", "coef16", "jpeg-dct", {"crop": 224}),
+    Rep("image", "vae · int8 4x32x32, flip", "int8", "vae", {}),
+    Rep("audio", "mel · WAV -> log-mel float32", "mel-wav", "mel", {}, conventional=True),
+    Rep("audio", "vq · bit-planes int8", "vq", "vq", {"output": "bits"}),
+    Rep("audio", "encodec 6 kbps · codes int16", "encodec", "encodec", {"output": "codes"}),
+] + [Rep(m, f"read limit · {s} shards", s, None) for m, s in
+     [("image", "jpeg"), ("image", "coef16"), ("image", "int8"), ("audio", "mel-wav"), ("audio", "vq"),
+      ("audio", "encodec")]]
+
+
+@dataclass(frozen=True)
+class Setting:
+    storage: str  # "local" | "s3"
+    workers: int
+
+
+def prepare(out: str, per_class: int, voices: int | None) -> dict[str, str]:
+    """Local shard sets by name (built once; reruns reuse them)."""
+    photos = os.path.join(out, "photos")
+    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
+                 progress=False)
+    urls = {}
+    for name, (codec, config) in IMAGE_SETS.items():
+        dest = urls[name] = os.path.join(out, name)
+        run_job(ShardJob(src=os.path.join(photos, "train"), dest=dest, codec=codec, config=config, maxcount=250,
+                         workers=os.cpu_count() or 1, progress=False))
+    sets = audio.prepare(os.path.join(out, "audio"), voices, encodec_weights("auto"))
+    urls.update({k: v for k, v in sets.items() if k in ("mel-wav", "vq", "encodec")})
+    return urls
+
+
+def upload(urls: dict[str, str], s3: dict) -> dict[str, str]:
+    fs = fsspec.filesystem("s3", **s3)
+    remote = {}
+    for name, local in urls.items():
+        fs.put(local.rstrip("/") + "/", f"{BUCKET}/{name}", recursive=True)
+        remote[name] = f"s3://{BUCKET}/{name}"
+    return remote
+
+
+def rows_for(settings: list[Setting]) -> list[tuple[str, str, str | None, tuple[Rep, Setting]]]:
+    """``measure`` rows: (label, shard set in its storage, codec, (representation, setting)). Read limits are
+    one reader, so they are measured once per storage."""
+    rows = []
+    for s in settings:
+        for rep in REPS:
+            if rep.codec is None and s.workers != min(x.workers for x in settings if x.storage == s.storage):
+                continue
+            rows.append((key(rep, s), f"{rep.shards}/{s.storage}", rep.codec, (rep, s)))
+    return rows
+
+
+def key(rep: Rep, s: Setting) -> str:
+    return f"{rep.label} · {s.storage} · {s.workers}w"
+
+
+def annotate(results: list[dict], rows: list[tuple]) -> None:
+    """Add modality, storage, workers, MB/s and the ratio to the conventional pipeline of the same setting."""
+    by_key = {r["representation"]: r for r in results}
+    for r, (_, _, _, (rep, s)) in zip(results, rows):
+        base = next(x for x in REPS if x.modality == rep.modality and x.conventional)
+        conv = by_key[key(base, s)]
+        r.update(modality=rep.modality, label=rep.label, storage=s.storage, workers=s.workers, group=rep.modality,
+                 rate=rate(r), mb_per_s=rate(r) * r["stored_bytes_per_sample"] / 1e6, ratio=rate(r) / rate(conv))
+
+
+def rate(r: dict) -> float:
+    """A loader's steady samples/s (after its first batch: start-up is the first-batch column); a read
+    limit's samples/s."""
+    return r["steady_samples_per_s"] or r["samples_per_s"]
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| modality | representation | storage | workers | samples/s | vs conventional | MB/s "
+             "| epoch samples/s (min-max) | CPU ms/sample | stored B/sample | input B/sample | first batch s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        first = f"{r['first_batch_s']:.3f}" if r["first_batch_s"] is not None else "—"
+        per = f"{r['input_bytes_per_sample']:,}" if r["input_bytes_per_sample"] else "—"
+        lines.append(
+            f"| {r['modality']} | {r['label']} | {r['storage']} | {r['workers'] if 'limit' not in r['label'] else '—'} "
+            f"| {r['rate']:.0f} | {r['ratio']:.2f}x | {r['mb_per_s']:.1f} "
+            f"| {r['samples_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) | {r['cpu_ms_per_sample']:.3f} "
+            f"| {r['stored_bytes_per_sample']:,.0f} | {per} | {first} |")
+    return "\n".join(lines)
+
+
+TARGETS = [  # label, representation, floor (x the conventional pipeline)
+    ("vq >= 20x", "vq · bit-planes int8", 20.0),
+    ("encodec >= 20x", "encodec 6 kbps · codes int16", 20.0),
+    ("vae latents >= 20x", "vae · int8 4x32x32, flip", 20.0),
+    ("jpeg-dct pre-extracted >= 5x", "jpeg-dct · pre-extracted zstd, 16+2x8", 5.0),
+    ("jpeg-dct from JPEG >= 1.5x", "jpeg-dct · from JPEG, 16+2x8", 1.5),
+]
+
+
+def targets(results: list[dict]) -> str:
+    """The floors, per setting: met or missed, with the measured figure."""
+    settings = sorted({(r["storage"], r["workers"]) for r in results if r["label"] == REPS[0].label})
+    lines = ["| target | " + " | ".join(f"{s} {w}w" for s, w in settings) + " |", "|---|" + "---:|" * len(settings)]
+    for name, label, floor in TARGETS:
+        cells = []
+        for s, w in settings:
+            r = next(x for x in results if x["label"] == label and (x["storage"], x["workers"]) == (s, w))
+            cells.append(f"{r['ratio']:.1f}x {'met' if r['ratio'] >= floor else 'MISSED'}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    cells = []
+    for s, w in settings:  # the latent loader against the raw read limit of its shards (one reader)
+        lat = next(x for x in results if x["label"] == "vae · int8 4x32x32, flip" and (x["storage"], x["workers"]) == (s, w))
+        lim = next(x for x in results if x["label"] == "read limit · int8 shards" and x["storage"] == s)
+        frac = lat["rate"] / lim["rate"]
+        cells.append(f"{100 * frac:.0f}% {'met' if frac >= 0.8 else 'MISSED'}")
+    lines.append("| latent loader within 20% of the read limit | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-class", type=int, default=100, help="photos per class (10 classes)")
+    p.add_argument("--voices", type=int, default=100, help="voices of the keyword set (8 clips each)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", default="0,1,2", help="loader worker counts, comma-separated")
+    p.add_argument("--storage", default="local,s3", help="local and/or s3, comma-separated")
+    p.add_argument("--out", default="runs/bench")
+    args = p.parse_args(argv)
+    storages = [s for s in args.storage.split(",") if s]
+    if set(storages) - {"local", "s3"}:
+        p.error("--storage takes local and/or s3")
+    settings = [Setting(s, int(w)) for s in storages for w in args.workers.split(",")]
+    local = prepare(args.out, args.per_class, args.voices)
+    server = None
+    urls = {f"{k}/local": v for k, v in local.items()}
+    options: dict[str, dict] = {}
+    if "s3" in storages:
+        server, s3 = start_s3(_free_port())
+        urls.update({f"{k}/s3": v for k, v in upload(local, s3).items()})
+        options = {f"{k}/s3": s3 for k in local}
+    try:
+        torch.set_num_threads(1)
+        rows = rows_for(settings)
+
+        def one_pass(url, codec, row, batch, epoch):
+            rep, setting = row
+            return common.one_pass(url, codec, rep.options, batch, epoch, num_workers=setting.workers,
+                                   storage_options=options.get(f"{rep.shards}/{setting.storage}"))
+
+        results = common.measure(rows, urls, one_pass, args.reps, args.batch_size, options)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+    annotate(results, rows)
+    machine = describe()
+    text = (f"Machine: {format_machine(machine)}\n\n{table(results)}\n\nTargets (ratios in this run):\n\n"
+            f"{targets(results)}")
+    common.report(args.out, "run", text, {"machine": machine, "args": vars(args), "rows": results})
+    first = settings[0]
+    chart_rows = [r for r in results if (r["storage"], r["workers"]) == (first.storage, first.workers)
+                  and "limit" not in r["label"]]
+    bar_chart(chart_rows, os.path.join(args.out, "run.png"), label="label", group="group",
+              title=f"loader samples/s vs the conventional pipeline ({first.storage}, {first.workers} workers)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Loader cost as the dataset grows: samples/s and peak memory at 1x, 2x, 4x, ... the same data.
+
+    python -m benchmarks.scaling [--per-class 100] [--multiples 1,2,4,8,16] [--reps 3] [--out runs/bench-scaling]
+
+Data: the bundled photo set (10 classes, short side 256-320) sharded once (cached: ``--out/base-<per class>``)
+as pre-extracted JPEG DCT coefficients (jpeg-dct, storage "coefficients", keep 16 x 8), chosen over int8 VAE
+latents (random:tiny) as far cheaper to make (100 images: 0.5 s against 12 s on 2 cores). The dataset of
+multiple m (``--out/x<m>``) lists every base shard m times under new names (hard links), a valid shard set.
+
+Each size is measured in a fresh Python process, so its peak RSS is its own: one warm-up batch (unshuffled:
+it fills no buffer), then the kernel's peak-RSS record is reset (Linux ``/proc/self/clear_refs``) and one epoch
+of ``make_loader(url, batch_size=64, seed=0, drop_last=False)`` is timed (0 workers, 1 torch thread, every
+sample counted). Per size: samples/s, seconds, peak RSS of the process (``VmHWM``, start-up included) and
+of the epoch, RSS before the epoch and growth during it (MB = 10^6 bytes). Sizes are interleaved over
+``--reps``; samples/s, seconds and RSS before are medians, peaks and growth maxima.
+
+"Linear" and "flat", as the run reports them: cost is linear when samples/s does not depend on dataset size:
+the samples/s spread across sizes, (max - min) / median in %. Memory is flat when the epoch's peak RSS does
+not grow with the number of shards or samples: its spread across sizes, max - min in MB. The loader keeps a
+shuffle buffer of up to 1000 undecoded samples (its default): a base smaller than that fills it only at larger
+multiples, and memory is flat from there on, bounded by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lossyload.fs import read_index
+from lossyload.index import INDEX_NAME, shard_name
+
+from .chart import line_chart
+from .machine import describe, format_machine
+
+CODEC, CONFIG = "jpeg-dct", {"storage": "coefficients", "keep": [16, 8]}
+REPO = Path(__file__).resolve().parent.parent  # where ``python -m benchmarks.scaling`` runs the child
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What one run measures."""
+    per_class: int = 100
+    multiples: tuple[int, ...] = (1, 2, 4, 8, 16)
+    reps: int = 3
+    batch_size: int = 64
+    out: str = "runs/bench-scaling"
+
+
+def build_base(out: str, per_class: int) -> str:
+    """The base shard set (built once, reused): photos sharded as DCT coefficients; returns its URL."""
+    from lossyload.datasets.photos import PhotosConfig, build_photos
+    from lossyload.shard import ShardJob, run_job
+
+    photos, dest = os.path.join(out, f"photos-{per_class}"), os.path.join(out, f"base-{per_class}")
+    if not os.path.exists(os.path.join(dest, INDEX_NAME)):
+        build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
+                     progress=False)
+        run_job(ShardJob(src=os.path.join(photos, "train"), dest=dest, codec=CODEC, config=CONFIG, maxcount=100,
+                         workers=os.cpu_count() or 1, progress=False))
+    return dest
+
+
+def link(src: str, dst: str) -> None:
+    """Hard-link ``src`` as ``dst`` (a copy where links are not possible)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def repeated(base_url: str, multiple: int, dest: str) -> str:
+    """Write at ``dest`` the shard set listing every base shard ``multiple`` times; returns its URL."""
+    root, index = read_index(base_url)
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    os.makedirs(dest)
+    for name in index.assets:  # codec side files travel with the index
+        link(os.path.join(root, name), os.path.join(dest, name))
+    shards = []
+    for i in range(multiple * len(index.shards)):
+        s = index.shards[i % len(index.shards)]
+        link(os.path.join(root, s.url), os.path.join(dest, shard_name(i)))
+        shards.append(dataclasses.replace(s, url=shard_name(i)))
+    with open(os.path.join(dest, INDEX_NAME), "w") as f:
+        f.write(dataclasses.replace(index, shards=shards).to_json())
+    return dest
+
+
+def status_mb(field: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is no /proc."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(x.split()[1]) * 1024 / 1e6 for x in lines if x.startswith(field + ":")), None)
+
+
+def peak_rss_mb() -> float:
+    """The process's peak RSS in MB: ``VmHWM``, else ``ru_maxrss`` (KiB on Linux, bytes on macOS). Not
+    ``ru_maxrss`` on Linux: it never drops below the parent's RSS at fork (kept across exec) nor resets."""
+    hwm = status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's record of this process's peak RSS (Linux ``clear_refs``); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def epoch(url: str, batch_size: int) -> dict:
+    """One warm-up batch, then one timed epoch over every sample of ``url`` (runs in the child process)."""
+    import torch
+
+    from lossyload import make_loader
+
+    torch.set_num_threads(1)
+    next(iter(make_loader(url, batch_size=batch_size, seed=0, drop_last=False, shuffle=False)))  # no buffer fill
+    loader = make_loader(url, batch_size=batch_size, seed=0, drop_last=False)
+    gc.collect()
+    startup_peak, reset = peak_rss_mb(), reset_peak()
+    before = status_mb("VmRSS") or peak_rss_mb()  # no /proc: the peak so far, an upper bound
+    t0, n = time.perf_counter(), 0
+    for _, y in loader:
+        n += len(y)
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_mb()  # since the reset: the epoch's own peak (else the process's, an upper bound)
+    return {"samples": n, "seconds": seconds, "rss_before_mb": before, "epoch_peak_rss_mb": peak,
+            "peak_rss_mb": max(peak, startup_peak), "epoch_peak_exact": reset}
+
+
+def run_child(url: str, batch_size: int) -> dict:
+    """:func:`epoch` in a fresh interpreter; its JSON result."""
+    cmd = [sys.executable, "-m", "benchmarks.scaling", "--epoch", url, "--batch-size", str(batch_size)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def aggregate(multiple: int, url: str, runs: list[dict]) -> dict:
+    """The row of one size from its runs; every run must have delivered every sample of the index."""
+    _, index = read_index(url)
+    if any(r["samples"] != index.samples for r in runs):
+        raise RuntimeError(f"x{multiple}: epochs delivered {[r['samples'] for r in runs]} of {index.samples}")
+    rates, median = [r["samples"] / r["seconds"] for r in runs], statistics.median
+    return {"multiple": multiple, "shards": len(index.shards), "samples": index.samples,
+            "samples_per_s": median(rates), "spread": [min(rates), max(rates)],
+            "seconds": median(r["seconds"] for r in runs), "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "epoch_peak_rss_mb": max(r["epoch_peak_rss_mb"] for r in runs),
+            "rss_before_mb": median(r["rss_before_mb"] for r in runs),
+            "rss_growth_mb": max(r["epoch_peak_rss_mb"] - r["rss_before_mb"] for r in runs),
+            "epoch_peak_exact": all(r["epoch_peak_exact"] for r in runs)}
+
+
+def measure_sizes(base_url: str, multiples: list[int], out: str, batch_size: int = 64, reps: int = 1) -> list[dict]:
+    """One row per multiple of the base: shards, samples, samples/s (median, min-max), seconds, RSS in MB."""
+    urls = {m: repeated(base_url, m, os.path.join(out, f"x{m}")) for m in multiples}
+    root, index = read_index(base_url)
+    for s in index.shards:  # read once: no size pays for a cold page cache
+        Path(root, s.url).read_bytes()
+    runs: dict[int, list[dict]] = {m: [] for m in multiples}
+    for _ in range(reps):  # interleaved: a drift in machine speed hits every size alike
+        for m in multiples:
+            runs[m].append(run_child(urls[m], batch_size))
+    return [aggregate(m, urls[m], runs[m]) for m in multiples]
+
+
+def summary(rows: list[dict]) -> dict:
+    """The spreads across sizes: samples/s in % of the median, peak RSS in MB."""
+    rates, peaks = [r["samples_per_s"] for r in rows], [r["epoch_peak_rss_mb"] for r in rows]
+    return {"samples_per_s_spread_pct": 100 * (max(rates) - min(rates)) / statistics.median(rates),
+            "peak_rss_spread_mb": max(peaks) - min(peaks)}
+
+
+def table(rows: list[dict]) -> str:
+    """The markdown table of the rows and a line with the spreads across sizes."""
+    lines = ["| size | shards | samples | samples/s (min-max) | seconds | peak RSS MB (process) "
+             "| peak RSS MB (epoch) | RSS before epoch MB | RSS growth in epoch MB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['multiple']}x | {r['shards']} | {r['samples']:,} | {r['samples_per_s']:,.0f} "
+                     f"({r['spread'][0]:,.0f}-{r['spread'][1]:,.0f}) | {r['seconds']:.2f} | {r['peak_rss_mb']:.1f} "
+                     f"| {r['epoch_peak_rss_mb']:.1f} | {r['rss_before_mb']:.1f} | {r['rss_growth_mb']:.1f} |")
+    s = summary(rows)
+    exact = "" if all(r["epoch_peak_exact"] for r in rows) else " (epoch peaks are process peaks: no clear_refs here)"
+    lines.append(f"\nAcross sizes: samples/s spread {s['samples_per_s_spread_pct']:.1f}% of the median; "
+                 f"epoch peak RSS spread {s['peak_rss_spread_mb']:.1f} MB{exact}.")
+    return "\n".join(lines)
+
+
+def charts(rows: list[dict], out: str) -> list[str]:
+    """The two panels of the scaling curve as PNGs under ``out``."""
+    paths = [os.path.join(out, "scaling-rate.png"), os.path.join(out, "scaling-rss.png")]
+    line_chart({"samples/s": [(r["samples"], r["samples_per_s"]) for r in rows]}, paths[0],
+               "Loader samples/s as the dataset grows", "samples in the dataset (log scale)", "samples/s", logx=True)
+    line_chart({"peak RSS in the epoch": [(r["samples"], r["epoch_peak_rss_mb"]) for r in rows],
+                "RSS before the epoch": [(r["samples"], r["rss_before_mb"]) for r in rows]}, paths[1],
+               "Loader process memory as the dataset grows", "samples in the dataset (log scale)", "MB", logx=True)
+    return paths
+
+
+def multiples_arg(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` -> ``(1, 2, 4)``: positive integers."""
+    try:
+        ms = tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        ms = ()
+    if not ms or min(ms) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated positive integers, e.g. 1,2,4")
+    return ms
+
+
+def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    """The run's settings, and the arguments (``--epoch URL``: be the child measuring one size)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-class", type=int, default=Settings.per_class, help="images per class (10 classes)")
+    p.add_argument("--multiples", type=multiples_arg, default=Settings.multiples, help="comma-separated")
+    p.add_argument("--reps", type=int, default=Settings.reps)
+    p.add_argument("--batch-size", type=int, default=Settings.batch_size)
+    p.add_argument("--out", default=Settings.out)
+    p.add_argument("--epoch", metavar="URL", help=argparse.SUPPRESS)  # the child: one epoch, JSON on stdout
+    args = p.parse_args(argv)
+    return Settings(args.per_class, args.multiples, args.reps, args.batch_size, args.out), args
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, args = parse(argv)
+    if args.epoch:
+        print(json.dumps(epoch(args.epoch, settings.batch_size)))
+        return 0
+    from . import common
+
+    base = build_base(settings.out, settings.per_class)
+    machine = describe()
+    rows = measure_sizes(base, list(settings.multiples), settings.out, settings.batch_size, settings.reps)
+    text = f"Machine: {format_machine(machine)}\n\n{table(rows)}"
+    common.report(settings.out, "scaling", text, {"machine": machine, "settings": dataclasses.asdict(settings),
+                                                   "summary": summary(rows), "rows": rows})
+    print("\n".join(charts(rows, settings.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

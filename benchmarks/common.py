@@ -35,14 +35,11 @@ def read_limit(url: str, storage_options: dict | None = None) -> tuple[int, int]
 
 @dataclass(frozen=True)
 class Pass:
-    """One epoch: samples, input bytes per sample, seconds to the first batch (from opening the dataset), and
-    the samples and seconds after the first batch (the steady rate, without start-up)."""
+    """One epoch: samples, input bytes per sample, and seconds from opening the dataset to the first batch."""
 
     samples: int
     input_bytes: int
     first_batch_s: float | None = None
-    steady_samples: int = 0
-    steady_s: float = 0.0
 
 
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int,
@@ -56,14 +53,14 @@ def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoc
     ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms,
                      storage_options=storage_options, num_workers=num_workers)
     ld.set_epoch(epoch)
-    n = per = n_first = 0
-    t_first = 0.0
+    n = per = 0
+    first = 0.0
     for x, y in ld:
         if not n:
-            t_first, n_first = time.perf_counter(), len(y)
+            first = time.perf_counter() - t0
             per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
         n += len(y)
-    return Pass(n, per, t_first - t0, n - n_first, time.perf_counter() - t_first)
+    return Pass(n, per, first)
 
 
 def _cpu_seconds() -> float:
@@ -79,7 +76,6 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
     spread of each row are reported. ``storage_options``: per variant, for remote URLs. CPU time counts the
     loader worker processes too."""
     rates: dict[str, list[float]] = {label: [] for label, *_ in rows}
-    steady: dict[str, list[float]] = {label: [] for label, *_ in rows}
     cpu: dict[str, list[float]] = {label: [] for label, *_ in rows}
     firsts: dict[str, list[float]] = {label: [] for label, *_ in rows}
     per: dict[str, int] = {}
@@ -96,14 +92,11 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
             per[label] = p.input_bytes
             if p.first_batch_s is not None:
                 firsts[label].append(p.first_batch_s)
-            if p.steady_samples:
-                steady[label].append(p.steady_samples / p.steady_s)
     results = []
     for label, variant, codec, _ in rows:
         _, index = read_index(urls[variant], (storage_options or {}).get(variant))
         r = rates[label]
         results.append({"representation": label, "samples_per_s": statistics.median(r), "spread": [min(r), max(r)],
-                        "steady_samples_per_s": statistics.median(steady[label]) if steady[label] else None,
                         "cpu_ms_per_sample": 1e3 * statistics.median(cpu[label]),
                         "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples,
                         "first_batch_s": statistics.median(firsts[label]) if firsts[label] else None})

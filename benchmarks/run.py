@@ -1,6 +1,6 @@
 """Every representation against the conventional pipeline of its modality, in one run on the same cores.
 
-    python -m benchmarks.run [--per-class 100] [--voices 100] [--repeat 4] [--reps 3] [--workers 0,1,2]
+    python -m benchmarks.run [--per-class 100] [--voices 100] [--reps 3] [--workers 0,1,2] [--repeat-scale 1]
                              [--storage local,s3] [--out runs/bench]
 
 For each representation (images: rgb with PIL and with libjpeg-turbo, jpeg-dct from JPEG bytes and
@@ -11,10 +11,10 @@ loader workers, from local disk and from a local S3 server (moto, started here i
 127.0.0.1). A **read limit** row per shard set reads the same tars without decoding (tar parsing and payload
 bytes): how close each loader gets to what the storage delivers. Ratios are against the conventional
 pipeline of the same modality (``rgb`` libjpeg-turbo for images, ``mel`` from WAV for audio) measured in
-the same setting of the same run. An epoch is the data set listed ``--repeat`` times (hard links, a valid
-shard set), so that the loader workers' start-up, paid anew each epoch and shown as the time to the first
-batch, weighs as little as it can here; samples/s are whole epochs, start-up included. Repetitions are
-interleaved across all rows; median (min-max).
+the same setting of the same run. An epoch lists each shard set several times (``REPEAT``: hard links, a
+valid shard set), about a second for the fastest loader of the set, so that the loader workers' start-up,
+paid anew each epoch and shown as the time to the first batch, is a small share of every row; samples/s
+are whole epochs, start-up included. Repetitions are interleaved across all rows; median (min-max).
 
 Data: the bundled photo set rebuilt at ImageNet-like sizes (short side 256-320 px, cropped to 224 at load
 time) and the bundled keyword-audio set. VAE latents come from the random-initialised tiny VAE and EnCodec
@@ -97,11 +97,15 @@ def prepare(out: str, per_class: int, voices: int | None) -> dict[str, str]:
     return urls
 
 
-def repeat(urls: dict[str, str], times: int, out: str) -> dict[str, str]:
-    """Each shard set listed ``times`` times (what one measured epoch reads)."""
-    if times == 1:
-        return urls
-    return {k: repeated(v, times, os.path.join(out, f"x{times}", k)) for k, v in urls.items()}
+# How many times an epoch lists each shard set: long enough that an epoch of the fastest loader of the set
+# lasts about a second, so the workers' start-up (paid each epoch) is a small share of every row.
+REPEAT = {"jpeg": 4, "coef16": 12, "int8": 40, "mel-wav": 4, "vq": 30, "encodec": 30}
+
+
+def repeat(urls: dict[str, str], scale: float, out: str) -> dict[str, str]:
+    """Each shard set listed ``REPEAT[name] * scale`` times (at least once): what one measured epoch reads."""
+    times = {k: max(1, round(REPEAT[k] * scale)) for k in urls}
+    return {k: repeated(v, times[k], os.path.join(out, "epochs", k)) for k, v in urls.items()}
 
 
 def upload(urls: dict[str, str], s3: dict) -> dict[str, str]:
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--voices", type=int, default=100, help="voices of the keyword set (8 clips each)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--repeat", type=int, default=4, help="an epoch reads the data this many times (default 4)")
+    p.add_argument("--repeat-scale", type=float, default=1.0,
+                   help="scale the number of times an epoch lists each shard set (REPEAT; default 1)")
     p.add_argument("--workers", default="0,1,2", help="loader worker counts, comma-separated")
     p.add_argument("--storage", default="local,s3", help="local and/or s3, comma-separated")
     p.add_argument("--out", default="runs/bench")
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if set(storages) - {"local", "s3"}:
         p.error("--storage takes local and/or s3")
     settings = [Setting(s, int(w)) for s in storages for w in args.workers.split(",")]
-    local = repeat(prepare(args.out, args.per_class, args.voices), args.repeat, args.out)
+    local = repeat(prepare(args.out, args.per_class, args.voices), args.repeat_scale, args.out)
     server = None
     urls = {f"{k}/local": v for k, v in local.items()}
     options: dict[str, dict] = {}

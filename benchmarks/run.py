@@ -176,7 +176,7 @@ def targets(results: list[dict]) -> str:
         cells = []
         for s, w in settings:
             r = next(x for x in results if x["label"] == label and (x["storage"], x["workers"]) == (s, w))
-            cells.append(f"{r['ratio']:.1f}x {'met' if r['ratio'] >= floor else 'MISSED'}")
+            cells.append(f"{r['ratio']:.2f}x {'met' if r['ratio'] >= floor else 'MISSED'}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cells = []
     for s, w in settings:  # the latent loader against the raw read limit of its shards (one reader)

@@ -62,7 +62,7 @@ def test_targets_say_met_or_missed_with_the_figure() -> None:
     results = fake_results(rows, rate_of)
     annotate(results, rows)
     text = targets(results)
-    assert "| vq >= 20x | 25.0x met |" in text
-    assert "| encodec >= 20x | 19.0x MISSED |" in text
+    assert "| vq >= 20x | 25.00x met |" in text
+    assert "| encodec >= 20x | 19.00x MISSED |" in text
     assert "| latent loader within 20% of the read limit | 75% MISSED |" in text  # 3000 / 4000
     assert len(text.splitlines()) == 2 + len(run.TARGETS) + 1

@@ -12,9 +12,11 @@ from pathlib import Path
 from collections.abc import Callable
 
 from lossyload import make_loader
+from lossyload.datasets.photos import PhotosConfig, build_photos
 from lossyload.demo_audio import payload_bytes
 from lossyload.fs import join, open_url, read_index
 from lossyload.loader import tario
+from lossyload.shard import ShardJob, run_job
 
 # one_pass(url, codec, options, batch, epoch) -> Pass
 OnePass = Callable[[str, "str | None", "dict | None", int, int], "Pass"]
@@ -102,6 +104,21 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
                         "first_batch_s": statistics.median(firsts[label]) if firsts[label] else None})
         print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
     return results
+
+
+def photo_sets(out: str, per_class: int, sets: dict[str, tuple[str, dict]], maxcount: int) -> dict[str, str]:
+    """The bundled photos rebuilt at ImageNet-like sizes (short side 256-320) under ``out/photos``, sharded as
+    each ``name -> (codec, config)`` of ``sets`` into ``out/name``; their URLs by name. Built once: a rerun
+    over complete shard sets is a no-op."""
+    photos = os.path.join(out, "photos")
+    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
+                 progress=False)
+    urls = {}
+    for name, (codec, config) in sets.items():
+        dest = urls[name] = os.path.join(out, name)
+        run_job(ShardJob(src=os.path.join(photos, "train"), dest=dest, codec=codec, config=config, maxcount=maxcount,
+                         workers=os.cpu_count() or 1, progress=False))
+    return urls
 
 
 def add_payload_bytes(results: list[dict], rows: list[tuple], urls: dict[str, str]) -> None:

@@ -12,12 +12,9 @@ quantized coefficients, block-aligned random crop, flip in the DCT domain).
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
-from lossyload.datasets.photos import PhotosConfig, build_photos
-from lossyload.shard import ShardJob, run_job
 
 from . import common
 from .common import measure
@@ -44,16 +41,8 @@ ROWS = [  # label, shard variant, codec, options
 
 
 def prepare(out: str, per_class: int) -> dict[str, str]:
-    photos = os.path.join(out, "photos")
-    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
-                 progress=False)
-    urls = {}
-    for name, config in VARIANTS.items():
-        dest = urls[name] = os.path.join(out, name)
-        if not os.path.exists(os.path.join(dest, "index.json")):
-            run_job(ShardJob(src=os.path.join(photos, "train"), dest=dest, config=config, maxcount=200,
-                             workers=os.cpu_count() or 1, progress=False))
-    return urls
+    return common.photo_sets(out, per_class, {name: ("jpeg-dct", config) for name, config in VARIANTS.items()},
+                             maxcount=200)
 
 
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int) -> common.Pass:

@@ -13,12 +13,9 @@ the stored bytes do not either (raw int8 / float16, no entropy coding).
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
-from lossyload.datasets.photos import PhotosConfig, build_photos
-from lossyload.shard import ShardJob, run_job
 
 from . import common
 from .common import measure
@@ -44,18 +41,9 @@ ROWS = [  # label, shard variant, codec, options
 
 
 def prepare(out: str, per_class: int, model: str) -> dict[str, str]:
-    photos = os.path.join(out, "photos")
-    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
-                 progress=False)
-    urls = {}
-    for name, (codec, config) in VARIANTS.items():
-        dest = urls[name] = os.path.join(out, name)
-        if codec == "vae":
-            config = {**config, "model": model}
-        if not os.path.exists(os.path.join(dest, "index.json")):
-            run_job(ShardJob(src=os.path.join(photos, "train"), dest=dest, codec=codec, config=config, maxcount=500,
-                             workers=os.cpu_count() or 1, progress=False))
-    return urls
+    sets = {name: (codec, {**config, "model": model} if codec == "vae" else config)
+            for name, (codec, config) in VARIANTS.items()}
+    return common.photo_sets(out, per_class, sets, maxcount=500)
 
 
 def one_pass(url: str, codec: str | None, options, batch: int, epoch: int) -> common.Pass:

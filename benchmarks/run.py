@@ -33,9 +33,7 @@ from dataclasses import dataclass, field
 import fsspec
 import torch
 
-from lossyload.datasets.photos import PhotosConfig, build_photos
 from lossyload.demo_audio import encodec_weights
-from lossyload.shard import ShardJob, run_job
 
 from . import audio, common
 from .chart import bar_chart
@@ -84,14 +82,7 @@ class Setting:
 
 def prepare(out: str, per_class: int, voices: int | None) -> dict[str, str]:
     """Local shard sets by name (built once; reruns reuse them)."""
-    photos = os.path.join(out, "photos")
-    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
-                 progress=False)
-    urls = {}
-    for name, (codec, config) in IMAGE_SETS.items():
-        dest = urls[name] = os.path.join(out, name)
-        run_job(ShardJob(src=os.path.join(photos, "train"), dest=dest, codec=codec, config=config, maxcount=250,
-                         workers=os.cpu_count() or 1, progress=False))
+    urls = common.photo_sets(out, per_class, IMAGE_SETS, maxcount=250)
     sets = audio.prepare(os.path.join(out, "audio"), voices, encodec_weights("auto"))
     urls.update({k: v for k, v in sets.items() if k in ("mel-wav", "vq", "encodec")})
     return urls

@@ -20,8 +20,6 @@ import time
 import fsspec
 import torch
 
-from lossyload.datasets.photos import PhotosConfig, build_photos
-from lossyload.shard import ShardJob, run_job
 
 from . import common
 from .machine import describe, format_machine
@@ -58,19 +56,14 @@ def start_s3(port: int) -> tuple[subprocess.Popen, dict]:
 
 
 def prepare(out: str, per_class: int, maxcount: int, s3: dict) -> tuple[dict[str, str], dict[str, dict]]:
-    photos = os.path.join(out, "photos")
-    build_photos(photos, PhotosConfig(train_per_class=per_class, test_per_class=1, short_side=(256, 320)),
-                 progress=False)
+    sets = {f"{name.replace(' ', '-')}-{maxcount}": (codec, config) for name, (codec, config, _) in VARIANTS.items()}
+    local = common.photo_sets(out, per_class, sets, maxcount)
     urls, options = {}, {}
     fs = fsspec.filesystem("s3", **s3)
-    for name, (codec, config, _) in VARIANTS.items():
-        local = os.path.join(out, f"{name.replace(' ', '-')}-{maxcount}")
-        if not os.path.exists(os.path.join(local, "index.json")):
-            run_job(ShardJob(src=os.path.join(photos, "train"), dest=local, codec=codec, config=config,
-                             maxcount=maxcount, workers=os.cpu_count() or 1, progress=False))
-        remote = f"{BUCKET}/{os.path.basename(local)}"
-        fs.put(local + "/", remote, recursive=True)
-        urls[f"{name}/local"], urls[f"{name}/s3"] = local, f"s3://{remote}"
+    for name, url in zip(VARIANTS, local.values()):
+        remote = f"{BUCKET}/{os.path.basename(url)}"
+        fs.put(url + "/", remote, recursive=True)
+        urls[f"{name}/local"], urls[f"{name}/s3"] = url, f"s3://{remote}"
         options[f"{name}/s3"] = s3
     return urls, options
 

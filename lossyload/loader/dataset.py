@@ -1,7 +1,8 @@
 """``LossyDataset``: a torch ``IterableDataset`` over a lossyload shard set.
 
 Per worker: plan its range -> read raw samples -> shuffle buffer -> decode to codec level -> augment ->
-finalize -> collate into batches. Randomness is a pure function of (seed, epoch, rank, worker).
+finalize -> collate into batches. The shuffle buffer's randomness is a pure function of (seed, epoch, rank,
+worker), each batch's augmentation randomness of (seed, epoch, rank, worker, batch).
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ class LossyDataset(IterableDataset):
 
     def _batches(self, stream: Iterator[RawSample], world: plan.World, first_batch: int, consumed: int,
                  planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, list, int]]:
-        """``(batch number, decoded samples, stream samples consumed so far)`` from ``first_batch`` on. Batch ``k``'s augmentations draw from a
-        generator seeded by (seed, epoch, rank, worker, k), so a resumed epoch repeats them exactly. If skips
+        """``(batch number, decoded samples, stream samples consumed so far)`` from ``first_batch`` on. Batch
+        ``k``'s augmentations draw from a generator seeded by (seed, epoch, rank, worker, k), so a resumed epoch
+        repeats them exactly. If skips
         leave the worker short of its plan, samples of its first batch are repeated so every rank still yields
         the planned number of batches (counted in ``padded``). Resuming (``first_batch > 0``) rebuilds that
         first batch, then passes over the rest of the ``consumed`` stream samples without decoding them."""

@@ -68,8 +68,7 @@ def table(results: list[dict], pcm: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--voices", type=int, help="voices of the keyword set (default: all 707; 8 clips each)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
+    common.add_arguments(p, photos=False)
     p.add_argument("--encodec-weights", default="auto", help="auto | pretrained | random | checkpoint path")
     p.add_argument("--out", default="runs/bench-audio")
     args = p.parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -104,6 +105,15 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
                         "first_batch_s": statistics.median(firsts[label]) if firsts[label] else None})
         print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
     return results
+
+
+def add_arguments(p: argparse.ArgumentParser, *, photos: bool) -> None:
+    """The options every benchmark shares: ``--per-class`` (benchmarks over the photo set), ``--reps`` and
+    ``--batch-size``."""
+    if photos:
+        p.add_argument("--per-class", type=int, default=100, help="images per class (10 classes)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
 
 
 def photo_sets(out: str, per_class: int, sets: dict[str, tuple[str, dict]], maxcount: int) -> dict[str, str]:

@@ -73,9 +73,7 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--per-class", type=int, default=100, help="images per class (10 classes)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
+    common.add_arguments(p, photos=True)
     p.add_argument("--model", default="random:tiny", help="the VAE that makes the latent shards")
     p.add_argument("--out", default="runs/bench-latent")
     args = p.parse_args(argv)

@@ -181,10 +181,8 @@ def targets(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--per-class", type=int, default=100, help="photos per class (10 classes)")
+    common.add_arguments(p, photos=True)
     p.add_argument("--voices", type=int, default=100, help="voices of the keyword set (8 clips each)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeat-scale", type=float, default=1.0,
                    help="scale the number of times an epoch lists each shard set (REPEAT; default 1)")
     p.add_argument("--workers", default="0,1,2", help="loader worker counts, comma-separated")

@@ -83,9 +83,7 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--per-class", type=int, default=100, help="images per class (10 classes)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
+    common.add_arguments(p, photos=True)
     p.add_argument("--maxcount", type=int, default=250, help="samples per shard (each shard costs a request or two)")
     p.add_argument("--port", type=int, default=0, help="S3 server port (default: a free one)")
     p.add_argument("--out", default="runs/bench-storage")

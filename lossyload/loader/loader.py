@@ -59,20 +59,13 @@ class LossyLoader:
     def state_dict(self) -> dict[str, Any]:
         """Where this loader stands: the epoch and, per worker, the batches delivered so far (JSON-friendly).
         After an epoch's last batch, the state is that of the next epoch's start."""
-        if self._done_counts() == self._planned_counts():
-            return {"version": STATE_VERSION, "epoch": self.epoch + 1, "workers": [[0, 0] for _ in self._done],
-                    "skipped": [], "padded": 0, "settings": self._settings()}
-        if not any(self._done_counts()):  # nothing of this epoch delivered (``skipped`` is the last epoch's)
-            return {"version": STATE_VERSION, "epoch": self.epoch, "workers": [[0, 0] for _ in self._done],
-                    "skipped": [], "padded": 0, "settings": self._settings()}
-        return {
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "workers": [list(d) for d in self._done],
-            "skipped": list(self.skipped),
-            "padded": self.padded,
-            "settings": self._settings(),
-        }
+        epoch, done, skipped, padded = self.epoch, [list(d) for d in self._done], list(self.skipped), self.padded
+        if self._done_counts() == self._planned_counts():  # after the last batch: the next epoch's start
+            epoch += 1
+        if epoch != self.epoch or not any(self._done_counts()):  # nothing of `epoch` delivered yet (``skipped``
+            done, skipped, padded = [[0, 0] for _ in self._done], [], 0  # would be the last epoch's)
+        return {"version": STATE_VERSION, "epoch": epoch, "workers": done, "skipped": skipped, "padded": padded,
+                "settings": self._settings()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (from :meth:`state_dict` of a loader over the same data and settings)."""

@@ -119,12 +119,18 @@ def store(request, bucket_name: str) -> tuple[str, dict, object]:
     return server.bucket(bucket_name), options, server
 
 
-def test_abort_publishes_nothing(store, bucket_name: str) -> None:
-    bucket, options, server = store
-    url = f"{bucket}/ds/shard-000000.tar"
+def big_shard(url: str, options: dict) -> ShardWriter:
+    """A writer holding more than one upload part of data, not yet closed."""
     w = ShardWriter(url, options)
     for key, members in BIG:
         w.add(key, members)
+    return w
+
+
+def test_abort_publishes_nothing(store, bucket_name: str) -> None:
+    bucket, options, server = store
+    url = f"{bucket}/ds/shard-000000.tar"
+    w = big_shard(url, options)
     assert w.bytes_written > 6 << 20
     if bucket.startswith("s3://"):
         assert uploads_in_progress(server, bucket_name) == ["ds/shard-000000.tar"]  # really multi-part
@@ -141,9 +147,7 @@ def test_abort_publishes_nothing(store, bucket_name: str) -> None:
 def test_close_publishes_exactly_what_it_hashed(store, bucket_name: str) -> None:
     bucket, options, server = store
     url = f"{bucket}/ds/shard-000000.tar"
-    w = ShardWriter(url, options)
-    for key, members in BIG:
-        w.add(key, members)
+    w = big_shard(url, options)
     size, sha = w.close()
     fs, path = filesystem(url, options)
     fs.invalidate_cache()

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from ..errors import LossyloadError, WorkerError
 from . import plan
 from .dataset import LossyDataset
+from .watch import watching
 
 log = logging.getLogger("lossyload")
 STATE_VERSION = 1
@@ -148,15 +149,31 @@ class LossyLoader:
 
 
 def _guarded(dl: DataLoader, loader: LossyLoader) -> Iterator[Any]:
-    """The DataLoader's items; a worker that dies is a :class:`WorkerError` saying where the epoch stands."""
-    try:
-        yield from dl
-    except RuntimeError as exc:
-        if "DataLoader worker" not in str(exc):
-            raise
-        done = sum(b for b, _ in loader._done)
-        raise WorkerError(f"epoch {loader.epoch}: a loader worker died after {done} of {len(loader)} batches ({exc}); "
-                          "state_dict() taken now resumes the epoch exactly") from exc
+    """The DataLoader's items; a worker that dies is a :class:`WorkerError` saying where the epoch stands,
+    also when its death is noticed during the caller's training step (see :mod:`.watch`)."""
+    items = iter(dl)  # starts the workers (and torch's SIGCHLD handler, which ``watching`` wraps)
+    with watching() as w:
+        while w.held is None:
+            w.waiting = True
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                if "DataLoader worker" not in str(exc):
+                    raise
+                raise _worker_error(exc, loader) from exc
+            finally:
+                w.waiting = False
+            yield item
+        held, w.held = w.held, None
+        raise _worker_error(held, loader) from held
+
+
+def _worker_error(exc: RuntimeError, loader: LossyLoader) -> WorkerError:
+    done = sum(b for b, _ in loader._done)
+    return WorkerError(f"epoch {loader.epoch}: a loader worker died after {done} of {len(loader)} batches "
+                       f"({exc}); state_dict() taken now resumes the epoch exactly")
 
 
 def _as_is(item: Any) -> Any:

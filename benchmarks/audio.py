@@ -22,7 +22,7 @@ from lossyload.shard import ShardJob, run_job
 
 from . import common
 from .common import measure, one_pass
-from .machine import describe, format_machine
+from lossyload.machine import describe, format_machine
 
 ROWS = [  # label, shard variant, codec, options
     ("read limit (tar + bytes, no decode), vq shards", "vq", None, None),

@@ -36,8 +36,8 @@ import torch
 from lossyload.demo_audio import encodec_weights
 
 from . import audio, common
-from .chart import bar_chart
-from .machine import describe, format_machine
+from lossyload.chart import bar_chart
+from lossyload.machine import describe, format_machine
 from .scaling import repeated
 from .storage import BUCKET, _free_port, start_s3
 

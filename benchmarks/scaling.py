@@ -28,7 +28,6 @@ import dataclasses
 import gc
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -38,9 +37,10 @@ from pathlib import Path
 
 from lossyload.fs import read_index
 from lossyload.index import INDEX_NAME, shard_name
+from lossyload.train.measure import peak_rss_mb, reset_peak, status_mb
 
-from .chart import line_chart
-from .machine import describe, format_machine
+from lossyload.chart import line_chart
+from lossyload.machine import describe, format_machine
 
 CODEC, CONFIG = "jpeg-dct", {"storage": "coefficients", "keep": [16, 8]}
 REPO = Path(__file__).resolve().parent.parent  # where ``python -m benchmarks.scaling`` runs the child
@@ -94,34 +94,6 @@ def repeated(base_url: str, multiple: int, dest: str) -> str:
     with open(os.path.join(dest, INDEX_NAME), "w") as f:
         f.write(dataclasses.replace(index, shards=shards).to_json())
     return dest
-
-
-def status_mb(field: str) -> float | None:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is no /proc."""
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(x.split()[1]) * 1024 / 1e6 for x in lines if x.startswith(field + ":")), None)
-
-
-def peak_rss_mb() -> float:
-    """The process's peak RSS in MB: ``VmHWM``, else ``ru_maxrss`` (KiB on Linux, bytes on macOS). Not
-    ``ru_maxrss`` on Linux: it never drops below the parent's RSS at fork (kept across exec) nor resets."""
-    hwm = status_mb("VmHWM")
-    if hwm is not None:
-        return hwm
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
-
-
-def reset_peak() -> bool:
-    """Reset the kernel's record of this process's peak RSS (Linux ``clear_refs``); False where unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def epoch(url: str, batch_size: int) -> dict:

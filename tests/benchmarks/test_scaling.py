@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import scaling
 from lossyload.fs import read_index
+from lossyload.train import measure
 from lossyload.shard import ShardJob, run_job
 from lossyload.verify import verify
 
@@ -84,6 +85,6 @@ def test_failed_child_is_an_error(tmp_path: Path) -> None:
 
 
 def test_rss_readings() -> None:
-    now, peak = scaling.status_mb("VmRSS"), scaling.peak_rss_mb()
+    now, peak = measure.status_mb("VmRSS"), measure.peak_rss_mb()
     assert now is not None and 0 < now <= peak + 1  # Linux /proc (the benchmark's platform)
-    assert scaling.status_mb("NoSuchField") is None
+    assert measure.status_mb("NoSuchField") is None

@@ -1,4 +1,4 @@
-"""benchmarks.chart: bar and line charts drawn with Pillow, and the CLI over a results JSON."""
+"""lossyload.chart: bar and line charts drawn with Pillow, and the CLI over a results JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageColor
 
-from benchmarks import chart
+from lossyload import chart
 
 ROWS = [
     {"representation": "rgb · PIL/torchvision", "ratio": 1.0, "group": "image"},

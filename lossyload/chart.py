@@ -1,6 +1,6 @@
 """PNG charts of benchmark results, drawn with Pillow (no plotting library needed).
 
-    python -m benchmarks.chart RESULTS_JSON --out chart.png [--title T] [--value ratio] [--group group]
+    python -m lossyload.chart RESULTS_JSON --out chart.png [--title T] [--value ratio] [--group group]
 
 ``RESULTS_JSON`` holds a ``"rows"`` list; each row has a label (``"representation"``), a value (``"ratio"``:
 samples/s relative to the conventional pipeline) and optionally a group (``"group"``: modality, storage...).

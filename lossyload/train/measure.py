@@ -1,0 +1,97 @@
+"""What the trainer measures about a model and its input, measured rather than estimated: parameters, FLOPs
+of one forward pass (``torch.utils.flop_counter``), feature memory (the bytes of tensors autograd saves for
+backward, caught with saved-tensor hooks) and the process's peak RSS."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+Batch = torch.Tensor | dict[str, torch.Tensor]
+
+
+def tensors(x: Batch) -> list[torch.Tensor]:
+    return list(x.values()) if isinstance(x, dict) else [x]
+
+
+def input_bytes(x: Batch) -> int:
+    """Bytes of one input batch as the model receives it."""
+    return sum(t.numel() * t.element_size() for t in tensors(x))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(model: nn.Module, x: Batch) -> int:
+    """FLOPs of one forward pass over batch ``x`` (a multiply-add counts 2), as torch's FLOP counter
+    attributes them to matmuls and convolutions; element-wise work is not counted."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was)
+    return int(counter.get_total_flops())
+
+
+def feature_bytes(model: nn.Module, x: Batch, y: torch.Tensor,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> int:
+    """Bytes of the activations autograd saves for backward in one training forward pass (and the loss) over
+    batch ``x``: every tensor packed by the saved-tensor hooks, counted once per storage (views of one storage,
+    or one tensor saved by two operations, count once), the model's parameters and buffers excluded."""
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> Any:
+        s = t.untyped_storage()
+        if s.data_ptr() not in own:
+            storages[s.data_ptr()] = max(storages.get(s.data_ptr(), 0), s.nbytes())
+        return t
+
+    was = model.training
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = loss_fn(model(x), y)
+        del loss  # nothing is kept: the graph dies here
+    finally:
+        model.train(was)
+    return sum(storages.values())
+
+
+def status_mb(field: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is no /proc."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(x.split()[1]) * 1024 / 1e6 for x in lines if x.startswith(field + ":")), None)
+
+
+def peak_rss_mb() -> float:
+    """The process's peak RSS in MB: ``VmHWM``, else ``ru_maxrss`` (KiB on Linux, bytes on macOS). Not
+    ``ru_maxrss`` on Linux: it never drops below the parent's RSS at fork (kept across exec) nor resets."""
+    hwm = status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's record of this process's peak RSS (Linux ``clear_refs``); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True

@@ -217,8 +217,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .demo_audio import AudioDemoConfig
 
     d, a = DemoConfig(), AudioDemoConfig()
-    p.add_argument("--part", choices=["all", "images", "latents", "audio"], default="all",
-                   help="which part to run (default all: images, then latents, then audio)")
+    p.add_argument("--part", choices=["all", "images", "latents", "audio", "train"], default="all",
+                   help="which part to run (default all: images, latents, audio, then the reference trainer's "
+                   "report, lossyload-train --experiment all, written to OUT/train)")
     p.add_argument("--data", help="ImageFolder root with train/ and val/ (or test/); default: bundled photos set")
     p.add_argument("--audio-data", help="audio class folders train/ and test/; default: bundled keywords set")
     p.add_argument("--out", default=d.out, help=f"work folder (default {d.out})")
@@ -256,5 +257,14 @@ def run(args: argparse.Namespace) -> int:
         results = run_audio_demo(acfg)
         _save(acfg.out, "results-audio.json", acfg, results)
         tables.append(format_audio_table(results, acfg.batch_size))
+    if args.part in ("all", "train"):
+        from .train import TrainConfig, report
+        from .train import run as train
+
+        out = os.path.join(args.out, "train")
+        train(TrainConfig(out=out, work=args.out, data=args.data, audio_data=args.audio_data, vae=args.vae,
+                          encodec_weights=args.encodec_weights, seed=args.seed))
+        tables.append(f"Reference trainer (lossyload-train --experiment all; {out}/report.md, results.json, plots):"
+                      f"\n\n{report.write(out)}")
     print("\n\n".join(tables))
     return 0

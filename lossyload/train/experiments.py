@@ -153,8 +153,9 @@ def image_shards(data: str | None, out: str, sizes: Sizes, *, quick: bool, vae: 
     train_dir, test_dir = image_splits(data, os.path.join(out, "photos-quick" if quick else "photos-512"), photos)
     urls: dict[str, str] = {}
     for split, src in (("train", train_dir), ("test", test_dir)):
-        for kind in ("jpeg", "vae"):
-            dest = urls[f"{split}-{kind}"] = os.path.join(out, "shards", f"images-{split}-{kind}")
+        for kind in ("jpeg", "vae"):  # the vae sets are the latent demo's (reused when made with the same settings)
+            name = f"images-{split}-jpeg{sizes.resize}" if kind == "jpeg" else f"latent-{split}-vae"
+            dest = urls[f"{split}-{kind}"] = os.path.join(out, "shards", name)
             codec, config = ("jpeg-dct", {"resize": sizes.resize}) if kind == "jpeg" else (
                 "vae", {"model": vae, "resolution": sizes.resolution})
             if kind == "vae" and split == "test":

@@ -31,7 +31,8 @@ class TrainConfig:
     experiment: str = "all"  # "speech" | "images" | "all"
     data: str | None = None  # images: ImageFolder root (train/ and val/ or test/); None: the bundled photos
     audio_data: str | None = None  # speech: train/ and test/ class folders of clips; None: the bundled keywords
-    out: str = "runs/train"
+    out: str = "runs/train"  # results.json, report.md, plots
+    work: str | None = None  # bundled data and shard sets (default: ``out``; the demo shares its own)
     rows: tuple[str, ...] | None = None  # row names to run (default: all rows of the experiment)
     epochs: int | None = None  # None: speech 8, images 6 (1 with quick)
     batch_size: int | None = None  # None: speech 64, images 32 (8 with quick)
@@ -60,6 +61,9 @@ class TrainConfig:
 
     def batch_for(self, experiment: str) -> int:
         return self.batch_size or (8 if self.quick else 64 if experiment == "speech" else 32)
+
+    def workdir(self) -> str:
+        return self.work or self.out
 
     def sizes(self) -> ex.Sizes:
         return ex.Sizes.quick() if self.quick else ex.Sizes()
@@ -162,9 +166,9 @@ def accuracy(model: nn.Module, test: Any, device: torch.device) -> float:
 
 def shards_for(experiment: str, cfg: TrainConfig) -> dict[str, str]:
     if experiment == "speech":
-        return ex.speech_shards(cfg.audio_data, cfg.out, quick=cfg.quick, encodec_weights=cfg.encodec_weights,
+        return ex.speech_shards(cfg.audio_data, cfg.workdir(), quick=cfg.quick, encodec_weights=cfg.encodec_weights,
                                 workers=cfg.workers)
-    return ex.image_shards(cfg.data, cfg.out, cfg.sizes(), quick=cfg.quick, vae=cfg.vae, workers=cfg.workers)
+    return ex.image_shards(cfg.data, cfg.workdir(), cfg.sizes(), quick=cfg.quick, vae=cfg.vae, workers=cfg.workers)
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:

@@ -34,12 +34,22 @@ def open_dataset(url: str, **kwargs: Any):
 
 
 def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int | None = None, return_keys: bool = False, **kwargs: Any):
+                prefetch_factor: int | None = None, return_keys: bool = False, backend: str = "torch",
+                **kwargs: Any):
     """The batched drop-in for a ``DataLoader``: ``for x, labels in make_loader(url, batch_size=64): ...``.
 
     Every rank yields ``len(loader)`` batches per epoch (``(x, labels, keys)`` with ``return_keys``); its
     ``state_dict()``/``load_state_dict()`` resume an epoch exactly. See :func:`open_dataset` for the other
-    arguments."""
+    arguments. ``backend="dali"``: the same batches from an NVIDIA DALI pipeline
+    (:func:`lossyload.dali.make_dali_loader`; extra ``device_id``, local shards, ``vae`` and ``rgb`` only, no
+    ``state_dict``)."""
+    if backend == "dali":
+        from .dali import make_dali_loader
+
+        return make_dali_loader(url, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                                prefetch_factor=prefetch_factor, return_keys=return_keys, **kwargs)
+    if backend != "torch":
+        raise ValueError(f"backend must be 'torch' or 'dali', got {backend!r}")
     from .loader.dataset import LossyDataset
     from .loader.loader import LossyLoader
 

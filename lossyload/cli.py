@@ -50,7 +50,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import demo, preview, vae_check, verify
+    from . import dali, demo, preview, vae_check, verify
     from .datasets import keywords, photos
 
     p = argparse.ArgumentParser(prog="lossyload", description=__doc__)
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "make-keywords": (keywords.add_arguments, keywords.run, "build the offline keyword-spotting audio set"),
         "preview": (preview.add_arguments, preview.run, "write a PNG grid of vae latents through a linear latent-to-RGB map"),
         "vae-check": (vae_check.add_arguments, vae_check.run, "measure how equivariant a VAE's latents are to flips and crops"),
+        "dali-index": (dali.add_arguments, dali.run,
+                       "write DALI index files for a local shard set (checks every sample; bad ones are left out)"),
         "demo": (demo.add_arguments, demo.run, "the main job: shard, stream and train pixels vs DCT vs VAE latents, log-mel vs VQ codes vs EnCodec"),
     }
     for name, (add, _, text) in commands.items():

@@ -50,3 +50,7 @@ def require(module: str, extra: str):
         raise MissingDependencyError(
             f"{module!r} is not installed: pip install 'lossyload[{extra}]'"
         ) from exc
+
+
+class DaliUnsupportedError(CodecError):
+    """A codec or augmentation has no faithful DALI form (the DALI backend never falls back to torch)."""

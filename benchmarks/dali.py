@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import torch
@@ -23,6 +22,7 @@ from lossyload import make_loader
 from lossyload.dali import index as dali_index
 from lossyload.fs import read_index
 from lossyload.loader.dataset import resolve_codec
+from lossyload.machine import describe, format_machine
 
 from . import common
 
@@ -91,9 +91,8 @@ def table(results: list[dict]) -> str:
 
 
 def machine() -> dict:
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__}
+    """The shared machine description (CPU, cores, versions, commit) and the GPU, if any."""
+    return {**describe(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = rows_for(None if args.no_gpu else info["gpu"], args.threads)
     results = common.measure(rows, urls, one_pass, args.reps, args.batch_size)
     gpu = f", GPU {info['gpu']}" if info["gpu"] and not args.no_gpu else ", no GPU"
-    text = (f"Machine: {info['cpu']}, {info['cores']} cores{gpu}; torch {info['torch']}\n\n{table(results)}")
+    text = f"Machine: {format_machine(info)}{gpu}\n\n{table(results)}"
     common.report(args.out, "dali", text, {"machine": info, "args": vars(args), "rows": results})
     return 0
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossyload.bnn import BinaryConv2d, BinaryNet, FloatNet, pack_bits, saved_activation_bytes, unpack_bits
+from lossyload.bnn import BinaryConv2d, BinaryNet, FloatNet, pack_bits, saved_activation_bytes, shortcut, unpack_bits
 
 
 def bit_planes(*shape: int, seed: int = 0, masked: float = 0.0) -> torch.Tensor:
@@ -26,16 +26,19 @@ def ste_sign(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x.abs() <= 1, x - x.detach() + s, s)
 
 
-def reference_layer(a: torch.Tensor, w: torch.Tensor, t: torch.Tensor, stride: int) -> torch.Tensor:
+def reference_layer(x: torch.Tensor, layer: BinaryConv2d) -> torch.Tensor:
+    w = layer.weight
     alpha = w.abs().mean((1, 2, 3), keepdim=True).detach()
-    y = F.conv2d(a, alpha * ste_sign(w), stride=stride, padding=1) / math.sqrt(w[0].numel())
-    return ste_sign(y - t.view(1, -1, 1, 1))
+    w_eff = alpha * ste_sign(w) if layer.binary else w
+    y = F.conv2d(ste_sign(x), w_eff, stride=layer.stride, padding=1)
+    return F.batch_norm(y, None, None, layer.gamma, layer.beta, True, 0.0, layer.eps)
 
 
 def reference_net(model: BinaryNet, x: torch.Tensor) -> torch.Tensor:
     a = torch.where(x.float() >= 0, 1.0, -1.0)
-    for layer in model.body:
-        a = reference_layer(a, layer.weight, layer.threshold, layer.stride)
+    for i, layer in enumerate(model.body):
+        z = reference_layer(a, layer)
+        a = z if i == 0 else z + shortcut(a, z.shape[1], layer.stride)
     return model.fc(a.mean((2, 3)))
 
 
@@ -47,7 +50,9 @@ def test_pack_bits_round_trip():
     assert torch.equal(unpack_bits(packed, mask.shape), mask)
 
 
-def test_forward_uses_binary_weights_and_binary_inputs(monkeypatch):
+def test_forward_convolves_binary_activations_with_binary_weights(monkeypatch):
+    """Every convolution (forward, and backward's recompute) takes activations in {-1, +1}; every block's
+    weights are alpha * (+-1) per output channel, except the first block's (real by default)."""
     torch.manual_seed(0)
     model = BinaryNet(4, 10, width=8)
     x = bit_planes(2, 4, 32, 32, masked=0.01)
@@ -60,43 +65,60 @@ def test_forward_uses_binary_weights_and_binary_inputs(monkeypatch):
         return real_conv(inp, weight, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
-    module_inputs = []
-    for layer in model.body:
-        layer.register_forward_hook(lambda mod, args, out: module_inputs.append((args[0].detach(), out.detach())))
     model(x).sum().backward()
-
     layers = list(model.body)
-    assert len(convs) == len(layers) == len(module_inputs)
-    for (inp, weight), layer, (mod_in, mod_out) in zip(convs, layers, module_inputs):
+    assert len(convs) == 2 * len(layers)  # the forward pass, then backward's recompute in reverse order
+    assert [layer.binary for layer in layers] == [False] + [True] * (len(layers) - 1)
+    for (inp, weight), layer in [*zip(convs, layers), *zip(convs[len(layers):], reversed(layers))]:
         assert torch.equal(torch.unique(inp), torch.tensor([-1.0, 1.0]))
-        assert torch.equal(inp, mod_in)
-        assert torch.equal(torch.unique(mod_out), torch.tensor([-1.0, 1.0]))
-        alpha = layer.weight.detach().abs().mean((1, 2, 3), keepdim=True)
-        assert torch.equal(torch.unique(weight / alpha), torch.tensor([-1.0, 1.0]))
-        assert torch.equal(torch.sign(weight), torch.sign(layer.weight.detach()))
-        assert torch.allclose(weight.abs(), alpha.expand_as(weight))
+        w = layer.weight.detach()
+        if layer.binary:
+            alpha = w.abs().mean((1, 2, 3), keepdim=True)
+            assert torch.equal(weight, alpha * torch.sign(w))
+            assert torch.equal(torch.unique(weight / alpha), torch.tensor([-1.0, 1.0]))
+        else:
+            assert torch.equal(weight, w)
+    binary_first = BinaryNet(4, 10, width=8, binary_first=True)
+    assert all(layer.binary for layer in binary_first.body)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_layer_backward_matches_float_reference(stride):
+@pytest.mark.parametrize("binary", [True, False])
+def test_layer_backward_matches_float_reference(stride, binary):
     torch.manual_seed(1)
-    layer = BinaryConv2d(6, 5, stride)
+    layer = BinaryConv2d(6, 5, stride, binary=binary)
     with torch.no_grad():
         layer.weight.mul_(1.5)  # some weights outside [-1, 1]: their STE gradient is zero
-        layer.threshold.normal_(0, 0.3)
-    a = torch.where(torch.rand(3, 6, 9, 10) < 0.5, 1.0, -1.0).requires_grad_()
+        layer.gamma.uniform_(0.5, 1.5)
+        layer.beta.normal_(0, 0.3)
+    a = (torch.randn(3, 6, 9, 10) * 1.5).requires_grad_()  # real input: its sign is convolved, |a| > 1 gets no gradient
     g = torch.randn(3, 5, *layer(a).shape[2:])
 
+    params = (a, layer.weight, layer.gamma, layer.beta)
     out = layer(a)
-    ga, gw, gt = torch.autograd.grad(out, (a, layer.weight, layer.threshold), g)
-    ref = reference_layer(a, layer.weight, layer.threshold, stride)
-    ra, rw, rt = torch.autograd.grad(ref, (a, layer.weight, layer.threshold), g)
+    mine = torch.autograd.grad(out, params, g)
+    ref = reference_layer(a, layer)
+    theirs = torch.autograd.grad(ref, params, g)
 
-    assert torch.equal(out, ref)
-    assert (gw == 0).any() and (gw != 0).any()
-    for mine, theirs in [(ga, ra), (gw, rw), (gt, rt)]:
-        assert theirs.abs().sum() > 0
-        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, ref)
+    assert (mine[0] == 0).any() and (mine[0] != 0).any()
+    assert not binary or ((mine[1] == 0).any() and (mine[1] != 0).any())
+    for m, t in zip(mine, theirs):
+        assert t.abs().sum() > 0
+        torch.testing.assert_close(m, t, rtol=1e-4, atol=1e-5)
+
+
+def test_running_statistics_make_eval_deterministic():
+    torch.manual_seed(4)
+    layer = BinaryConv2d(4, 6)
+    a = torch.where(torch.rand(8, 4, 10, 10) < 0.5, 1.0, -1.0)
+    for _ in range(50):
+        layer(a)  # the running averages converge to this batch's statistics
+    layer.eval()
+    # close to the batch statistics (running variance is the unbiased estimate: n / (n - 1) off)
+    torch.testing.assert_close(layer(a), reference_layer(a, layer).detach(), rtol=1e-2, atol=1e-2)
+    one = layer(a[:1])
+    torch.testing.assert_close(one, layer(a)[:1])  # eval: a sample's output does not depend on its batch
 
 
 def test_network_backward_matches_float_reference():
@@ -129,14 +151,13 @@ def test_saved_bytes_far_below_float_cnn():
     floats = [m for m in cnn.modules() if isinstance(m, nn.Conv2d)]
     assert [(m.weight.shape, m.stride[0]) for m in floats] == [(b.weight.shape, b.stride) for b in bnn.body]
     b, f = saved_activation_bytes(bnn, x), saved_activation_bytes(cnn, x)
-    # per binary layer: 1 bit per input and 1 bit per output activation, plus the pooled features
-    bits = 0
-    a = torch.Size(x.shape)
+    # per block: 2 bits per input activation (its sign and its STE mask; backward recomputes the rest), plus
+    # the pooled features the linear head keeps
+    bits, a = 0, torch.Size(x.shape)
     for layer in bnn.body:
-        out = (a[0], layer.weight.shape[0], (a[2] + 1) // layer.stride, (a[3] + 1) // layer.stride)
-        bits += math.prod(a) + math.prod(out)
-        a = torch.Size(out)
-    assert b <= bits // 8 + 8 * len(bnn.body) + 8 * 4 * a[1]
+        bits += 2 * math.prod(a)
+        a = torch.Size((a[0], layer.weight.shape[0], (a[2] - 1) // layer.stride + 1, (a[3] - 1) // layer.stride + 1))
+    assert bits // 8 <= b <= bits // 8 + 16 * len(bnn.body) + 8 * 4 * a[1]
     assert 16 * b <= f
 
 

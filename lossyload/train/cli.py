@@ -25,7 +25,9 @@ def parser() -> argparse.ArgumentParser:
                    "default: the bundled photo set")
     p.add_argument("--audio-data", help="speech: folder with train/ and test/ class subfolders of clips, e.g. an "
                    "imported Speech Commands (lossyload make-keywords --speech-commands); default: the bundled set")
-    p.add_argument("--out", default=d.out, help=f"work and results folder (default {d.out})")
+    p.add_argument("--out", default=d.out, help=f"results folder (default {d.out})")
+    p.add_argument("--work", help="folder for the bundled data and shard sets (default: --out; the main job "
+                   "shares runs/demo)")
     p.add_argument("--epochs", type=int, help="default: speech 8, images 6 (quick: 1)")
     p.add_argument("--batch-size", type=int, help="default: speech 64, images 32 (quick: 8)")
     p.add_argument("--lr", type=float, default=d.lr)
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
             run(TrainConfig(experiment=args.experiment, rows=tuple(args.rows) if args.rows else None,
-                            data=args.data, audio_data=args.audio_data, out=args.out, epochs=args.epochs,
+                            data=args.data, audio_data=args.audio_data, out=args.out, work=args.work, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, width_mult=args.width_mult,
                             workers=args.workers, device=args.device, vae=args.vae,
                             encodec_weights=args.encodec_weights, quick=args.quick, seed=args.seed,

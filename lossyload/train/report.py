@@ -40,16 +40,17 @@ def baseline_of(rows: list[dict]) -> dict | None:
 
 def table(rows: list[dict]) -> str:
     base = baseline_of(rows)
-    head = ("| representation · model | test accuracy | vs baseline | parameters | MFLOPs/sample "
+    head = ("| representation · model | epochs | test accuracy | vs baseline | parameters | MFLOPs/sample "
             f"| feature memory MiB/batch ({rows[0]['batch_size']}) | vs baseline | input bytes/batch "
             "| stored bytes/sample | loader samples/s | vs baseline | train step ms | epoch s | peak RSS MB | seed |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         acc, feat, rate = r["test_accuracy"], r["feature_bytes_per_batch"], r["loader_samples_per_s"]
-        rel_acc = f"{acc / base['test_accuracy']:.0%}" if base and base["test_accuracy"] else "—"
-        rel_feat = f"{base['feature_bytes_per_batch'] / feat:.1f}x less" if base and feat else "—"
-        rel_rate = f"{rate / base['loader_samples_per_s']:.1f}x" if base else "—"
-        lines.append(f"| {r['representation']} | {100 * acc:.1f}% | {rel_acc} | {r['params']:,} "
+        other = base is not None and r is not base
+        rel_acc = f"{acc / base['test_accuracy']:.0%}" if other and base["test_accuracy"] else "—"
+        rel_feat = f"{base['feature_bytes_per_batch'] / feat:.1f}x less" if other and feat else "—"
+        rel_rate = f"{rate / base['loader_samples_per_s']:.1f}x" if other else "—"
+        lines.append(f"| {r['representation']} | {r['epochs']} | {100 * acc:.1f}% | {rel_acc} | {r['params']:,} "
                      f"| {r['flops_per_sample'] / 1e6:,.1f} | {feat / MIB:,.2f} | {rel_feat} "
                      f"| {r['input_bytes_per_batch']:,} | {r['stored_bytes_per_sample']:,.0f} | {rate:,.0f} | {rel_rate} "
                      f"| {r['train_step_ms']:.1f} | {r['epoch_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['seed'] or '—'} |")
@@ -93,7 +94,7 @@ def markdown(results: dict[str, Any]) -> str:
     for experiment, rows in by_experiment(results["rows"]).items():
         first = rows[0]
         parts.append(f"### {experiment}\n\n{first['train_samples']:,} training samples, {first['classes']} classes, "
-                     f"{first['epochs']} epochs, batch {first['batch_size']}, device {first['device']}"
+                     f"batch {first['batch_size']}, device {first['device']}"
                      f"{' (quick mode: tiny data, figures are not meaningful)' if cfg.get('quick') else ''}.\n\n"
                      + table(rows) + "\n\n" + "\n".join(targets(rows)))
     notes = []

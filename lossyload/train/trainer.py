@@ -103,7 +103,8 @@ def loader_rate(loader: Any) -> float:
 
 def train_row(row: ex.Row, urls: dict[str, str], cfg: TrainConfig) -> dict[str, Any]:
     """Train ``row``'s model on its representation; every figure of the report's row."""
-    device, batch, epochs = device_of(cfg), cfg.batch_for(row.experiment), cfg.epochs_for(row.experiment)
+    device, batch = device_of(cfg), cfg.batch_for(row.experiment)
+    epochs = cfg.epochs_for(row.experiment) * (1 if cfg.quick else row.epochs_factor)
     _, index = read_index(urls[f"train-{row.shards}"])
     train, test = loaders(row, urls, cfg, batch)
     rate = loader_rate(train)

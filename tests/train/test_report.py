@@ -46,7 +46,7 @@ def test_tables_have_the_baseline_ratios(tmp_path: Path) -> None:
     text = report.write(str(write(tmp_path, results())))
     speech = text.split("### speech")[1].split("### images")[0]
     bnn = next(line for line in speech.splitlines() if line.startswith("| vq-bnn repr"))
-    assert "| 80.0% | 95% |" in bnn  # 0.80 / 0.84
+    assert "| 1 | 80.0% | 95% |" in bnn  # epochs; 0.80 / 0.84
     assert "| 3.00 | 32.0x less |" in bnn  # 96 MiB / 3 MiB
     assert "| 4,800 | 8.0x |" in bnn
     assert text.count("\n| ") == 2 + 6  # two tables: a header each, and the six rows

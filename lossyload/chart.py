@@ -164,9 +164,11 @@ def line_chart(series: dict[str, list[tuple[float, float]]], path: str, title: s
     for t in yaxis.ticks():
         draw.line([left, yaxis(t), left + plot_w, yaxis(t)], fill=GRID)
         draw.text((left - 8, yaxis(t)), fmt(t, tick=True), fill=INK, font=f, anchor="rm")
-    xt = sorted(set(xs)) if xaxis.log else xaxis.ticks()
+    data = sorted(set(xs))
+    spaced = all(b / a >= 1.5 for a, b in zip(data, data[1:]))
+    xt = data if xaxis.log and spaced and len(data) <= 8 else xaxis.ticks()  # the measured sizes, when legible
     for t in xt:
-        draw.text((xaxis(t), top + plot_h + 6), fmt(t, tick=True), fill=INK, font=f, anchor="ma")
+        draw.text((xaxis(t), top + plot_h + 6), fmt(t, tick=xt is not data), fill=INK, font=f, anchor="ma")
     draw.line([left, top, left, top + plot_h, left + plot_w, top + plot_h], fill=INK)
     for i, s in enumerate(series.values()):
         c, xy = PALETTE[i % len(PALETTE)], [(xaxis(x), yaxis(y)) for x, y in sorted(s)]

@@ -8,7 +8,6 @@ import pytest
 
 from benchmarks import scaling
 from lossyload.fs import read_index
-from lossyload.train import measure
 from lossyload.shard import ShardJob, run_job
 from lossyload.verify import verify
 
@@ -82,9 +81,3 @@ def test_arguments() -> None:
 def test_failed_child_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="failed"):
         scaling.run_child(str(tmp_path / "missing"), 4)
-
-
-def test_rss_readings() -> None:
-    now, peak = measure.status_mb("VmRSS"), measure.peak_rss_mb()
-    assert now is not None and 0 < now <= peak + 1  # Linux /proc (the benchmark's platform)
-    assert measure.status_mb("NoSuchField") is None

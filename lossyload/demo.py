@@ -149,29 +149,13 @@ def train_eval(row: Row, urls: tuple[str, str], classes: int, cfg: DemoConfig) -
 
 
 def fit_and_score(model: nn.Module, train, test, *, epochs: int, lr: float, label: str) -> tuple[float, float]:
-    """Train ``model`` (AdamW, one-cycle) on loader ``train``; (mean train step ms, accuracy on ``test``)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(train))
-    loss_fn, steps, step_time = nn.CrossEntropyLoss(), 0, 0.0
-    for epoch in range(epochs):
-        model.train()
-        for x, y in train:
-            t0 = time.perf_counter()
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step_time += time.perf_counter() - t0
-            steps += 1
-        print(f"  {label}: epoch {epoch + 1}/{epochs} loss {loss.item():.3f}", flush=True)
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in test:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return 1e3 * step_time / steps, correct / total
+    """Train ``model`` on the CPU with the reference trainer's recipe (AdamW, one-cycle) on loader ``train``;
+    (mean train step ms, accuracy on ``test``)."""
+    from .train.trainer import TrainConfig, accuracy, fit
+
+    cpu = torch.device("cpu")
+    step_ms, _ = fit(model, train, TrainConfig(lr=lr, progress=False), epochs, cpu, label)
+    return step_ms, accuracy(model, test, cpu)
 
 
 def run_demo(cfg: DemoConfig) -> list[dict]:

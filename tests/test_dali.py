@@ -197,6 +197,18 @@ def test_codec_without_a_dali_form_is_refused(sets) -> None:
         lossyload.make_loader(str(sets["int8"]), batch_size=4, backend="jax")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the default on a machine without a GPU")
+def test_device_auto_is_the_cpu_without_a_gpu(sets) -> None:
+    from lossyload.dali.loader import resolve_device
+
+    ld = lossyload.make_loader(str(sets["int8"]), batch_size=4, backend="dali")
+    assert ld.device_id is None and resolve_device("auto") is None and resolve_device(0) == 0
+    x, _ = next(iter(ld))
+    assert x.device.type == "cpu"
+    with pytest.raises(LossyloadError, match="device_id must be"):
+        resolve_device("cuda")
+
+
 def test_remote_url_is_refused(sets) -> None:
     fs = fsspec.filesystem("memory")
     for p in sets["int8"].iterdir():

@@ -21,7 +21,8 @@ def make_dali_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_mem
                      prefetch_factor: int | None = None, return_keys: bool = False, **kwargs: Any):
     """:func:`lossyload.make_loader`'s signature over a DALI pipeline: ``num_workers`` sets DALI's CPU threads
     (at least 1), ``prefetch_factor`` its prefetch queue depth; ``pin_memory`` has no effect (DALI manages its
-    buffers). Extra keywords: ``device_id`` (``None``: CPU only; ``0``: the first GPU) and ``index_dir``;
+    buffers). Extra keywords: ``device_id`` (``"auto"``, the default: the first GPU when there is
+    one, else the CPU; ``None``: CPU only; ``0``: the first GPU) and ``index_dir``;
     the rest are :class:`~lossyload.LossyDataset`'s."""
     from .loader import DaliLoader
 

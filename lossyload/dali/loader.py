@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ShardError, require
+from ..errors import LossyloadError, ShardError, require
 from ..fs import join, read_index
 from ..loader import plan
 from ..loader.dataset import resolve_codec
@@ -41,7 +41,8 @@ class DaliLoader:
                  transforms: list | None = None, train: bool = True, shuffle: bool | None = None,
                  shuffle_buffer: int = 1000, seed: int = 0, drop_last: bool | None = None,
                  world: plan.World | None = None, on_error: str = "raise",
-                 storage_options: dict[str, Any] | None = None, verify: bool = False, device_id: int | None = None,
+                 storage_options: dict[str, Any] | None = None, verify: bool = False,
+                 device_id: int | str | None = "auto",
                  num_threads: int = 1, prefetch_queue_depth: int = 2, return_keys: bool = False,
                  index_dir: str | None = None) -> None:
         self.root, self.index = read_index(url, storage_options)
@@ -51,7 +52,7 @@ class DaliLoader:
         graphs.check(self.codec, self.transforms)
         require("nvidia.dali", "dali")
         ErrorPolicy(on_error)  # validate
-        self.batch_size, self.return_keys, self.device_id = batch_size, return_keys, device_id
+        self.batch_size, self.return_keys, self.device_id = batch_size, return_keys, resolve_device(device_id)
         self.shuffle = train if shuffle is None else shuffle
         self.drop_last = train if drop_last is None else drop_last
         w = world or plan.World.detect()
@@ -206,3 +207,12 @@ def _uint8():
 
 def _int(row) -> int:
     return int(row.tobytes().rstrip(b"\0").decode().strip())
+
+
+def resolve_device(device_id: int | str | None) -> int | None:
+    """``"auto"``: GPU 0 when torch sees a CUDA device, else the CPU (``None``); an int or None as given."""
+    if device_id == "auto":
+        return 0 if torch.cuda.is_available() else None
+    if device_id is not None and not isinstance(device_id, int):
+        raise LossyloadError(f"device_id must be 'auto', None (CPU) or a GPU index, got {device_id!r}")
+    return device_id

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,14 +125,10 @@ def loader_rate(url: str, row: Row, cfg: DemoConfig, passes: int = 3) -> tuple[f
 
 def measure_rate(ld, passes: int = 3) -> tuple[float, int]:
     """(median samples/s over ``passes`` epochs of loader ``ld``, input bytes of one batch)."""
-    x, _ = next(iter(ld))  # warm-up
-    nbytes = sum(v.nbytes for v in (x.values() if isinstance(x, dict) else [x]))
-    rates = []
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        n = sum(len(y) for _, y in ld)
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates), nbytes
+    from .train.measure import input_bytes, loader_rate
+
+    rate, (x, _) = loader_rate(ld, passes)
+    return rate, input_bytes(x)
 
 
 def train_eval(row: Row, urls: tuple[str, str], classes: int, cfg: DemoConfig) -> tuple[float, float]:

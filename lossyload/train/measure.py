@@ -5,7 +5,9 @@ backward, caught with saved-tensor hooks) and the process's peak RSS."""
 from __future__ import annotations
 
 import resource
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,19 @@ def tensors(x: Batch) -> list[torch.Tensor]:
 def input_bytes(x: Batch) -> int:
     """Bytes of one input batch as the model receives it."""
     return sum(t.numel() * t.element_size() for t in tensors(x))
+
+
+def loader_rate(loader: Any, passes: int = 1) -> tuple[float, tuple[Batch, torch.Tensor]]:
+    """(median samples/s over ``passes`` epochs of ``loader``, its first batch ``(x, labels)``): one warm-up
+    batch, then whole passes, augmentation as configured and no model."""
+    first = next(iter(loader))
+    rates = []
+    for _ in range(passes):
+        t0, n = time.perf_counter(), 0
+        for _, y in loader:
+            n += len(y)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates), first
 
 
 def count_params(model: nn.Module) -> int:

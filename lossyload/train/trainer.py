@@ -92,25 +92,15 @@ def loaders(row: ex.Row, urls: dict[str, str], cfg: TrainConfig, batch: int) -> 
     return train, test
 
 
-def loader_rate(loader: Any) -> float:
-    """Samples/s of one pass of the training loader with augmentation and no model (after one warm-up batch)."""
-    next(iter(loader))
-    t0, n = time.perf_counter(), 0
-    for _, y in loader:
-        n += len(y)
-    return n / (time.perf_counter() - t0)
-
-
 def train_row(row: ex.Row, urls: dict[str, str], cfg: TrainConfig) -> dict[str, Any]:
     """Train ``row``'s model on its representation; every figure of the report's row."""
     device, batch = device_of(cfg), cfg.batch_for(row.experiment)
     epochs = cfg.epochs_for(row.experiment) * (1 if cfg.quick else row.epochs_factor)
     _, index = read_index(urls[f"train-{row.shards}"])
     train, test = loaders(row, urls, cfg, batch)
-    rate = loader_rate(train)
+    rate, (x, y) = measure.loader_rate(train)  # and the first training batch, for the per-batch figures
     torch.manual_seed(cfg.seed)
     model = ex.build_model(row, len(index.labels), cfg.width_mult).to(device)
-    x, y = next(iter(train))
     x, y = to_device(x, device), y.to(device)
     figures = {"params": measure.count_params(model), "flops_per_sample": measure.forward_flops(model, x) / len(y),
                "feature_bytes_per_batch": measure.feature_bytes(model, x, y), "input_bytes_per_batch": measure.input_bytes(x)}

@@ -26,7 +26,9 @@ def open_dataset(url: str, **kwargs: Any):
     Keyword arguments are those of :class:`LossyDataset`: ``codec`` (default: the index's), ``options``
     (load-time codec options), ``transforms`` (default: the codec's train/eval crops), ``train``,
     ``batch_size``, ``shuffle``, ``shuffle_buffer``, ``seed``, ``drop_last``, ``world``, ``on_error``,
-    ``storage_options`` (for ``s3://``, ``gs://`` and other fsspec URLs).
+    ``storage_options`` (for ``s3://``, ``gs://`` and other fsspec URLs), ``verify``, and ``cache_dir`` /
+    ``cache_limit`` (e.g. ``"50GB"``): keep remote shards in a node-local cache shared by every worker and rank
+    of the node, fetched once and checked against the index (see :mod:`lossyload.cache`; default: no cache).
     """
     from .loader.dataset import LossyDataset
 

@@ -118,3 +118,48 @@ class GcsServer:
 
         gcsfs.GCSFileSystem(**self.storage_options).mkdir(name)
         return f"gs://{name}"
+
+
+@dataclass
+class CountingS3Server(S3Server):
+    """moto's S3 app behind a WSGI layer that records every request it serves (``requests``: method and
+    path) and can hold each GET whose path ends with ``slow_suffix`` for ``slow_seconds`` before answering.
+    A server of its own (not the session's): tests stop it, count its traffic and slow it down."""
+
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    slow_suffix: str | None = None
+    slow_seconds: float = 0.0
+    _thread: Any = None
+
+    def start(self) -> CountingS3Server:
+        import threading
+
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        app = DomainDispatcherApplication(create_backend_app)
+
+        def counting(environ, start_response):
+            method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+            self.requests.append((method, path))
+            if method == "GET" and self.slow_suffix and path.endswith(self.slow_suffix):
+                time.sleep(self.slow_seconds)
+            return app(environ, start_response)
+
+        self._server = make_server(HOST, self.port, counting, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(10)
+            self._server = None
+
+    def gets(self, suffix: str = ".tar") -> list[str]:
+        """Paths of the GET requests served so far whose path ends with ``suffix``."""
+        return [p for m, p in self.requests if m == "GET" and p.endswith(suffix)]

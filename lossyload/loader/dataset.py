@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from ..cache import CacheConfig, ShardCache, Traffic
 from ..codecs import Codec, codec_class, create_codec
 from ..errors import CodecError, LossyloadError, ShardError
 from ..fs import join, open_url, read_index
@@ -84,6 +85,8 @@ class LossyDataset(IterableDataset):
         on_error: str = "raise",
         storage_options: dict[str, Any] | None = None,
         verify: bool = False,
+        cache_dir: str | None = None,
+        cache_limit: int | str | None = None,
     ) -> None:
         super().__init__()
         self.root, self.index = read_index(url, storage_options)
@@ -99,6 +102,9 @@ class LossyDataset(IterableDataset):
         ErrorPolicy(on_error)  # validate early
         self.storage_options = storage_options
         self.verify = verify  # read each shard whole and check its size and sha256 before delivering from it
+        # remote shards through a node-local cache (None: streamed every epoch); see lossyload.cache
+        self.cache = ShardCache.create(CacheConfig(dir=cache_dir, limit=cache_limit)) if cache_dir else None
+        self.traffic = Traffic()  # shard bytes fetched / read from the cache by the last iteration (this process)
         self.report = False  # LossyLoader sets it: yield (x, y, report) so skips and positions reach it
         # LossyLoader sets it: worker -> (batches delivered, samples of its stream consumed by them)
         self.resume: dict[int, tuple[int, int]] = {}
@@ -129,12 +135,12 @@ class LossyDataset(IterableDataset):
         order = plan.shard_order(len(self.index.shards), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
         ranges = plan.shard_ranges(order, [s.samples for s in self.index.shards], start, stop)
         policy = ErrorPolicy(self.on_error)
-        self.skips, self.padded = policy.skips, 0
+        self.skips, self.padded, self.traffic = policy.skips, 0, Traffic()
         raw = (
             s
             for shard, first, end in ranges
             for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
-                                self.storage_options, self.verify, len(self.index.labels))
+                                self.storage_options, self.verify, len(self.index.labels), self.cache, self.traffic)
         )
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
         stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)
@@ -147,7 +153,8 @@ class LossyDataset(IterableDataset):
             if self.report:  # what happened since the previous batch, for the loader in the main process
                 keys = [s[2] for s in samples] if self.batch_size else samples[0][2]
                 report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
-                          "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded}
+                          "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded,
+                          "traffic": self.traffic.take()}
                 seen, padded = len(policy.skips), self.padded
                 yield x, y, report
             else:

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from ..cache import Traffic
 from ..errors import LossyloadError, WorkerError
 from . import plan
 from .dataset import LossyDataset
@@ -26,7 +27,8 @@ class LossyLoader:
     """Iterate ``(x, labels)`` batches (``(x, labels, keys)`` with ``return_keys``); batching happens inside
     the workers. Each full pass advances the epoch (or call ``set_epoch``). Skipped samples of the epoch are in
     ``skipped`` (``"url [key]: reason"``), the number of decoded samples repeated in their place in
-    ``padded``; both are logged as a warning when the epoch ends.
+    ``padded``; both are logged as a warning when the epoch ends. ``traffic`` counts the epoch's shard bytes
+    fetched from the remote store and read from the node-local cache (:class:`lossyload.cache.Traffic`).
 
     ``state_dict()`` at any point between batches, then ``load_state_dict()`` on a loader over the same data
     and settings (in a new process, after a crash), continues the epoch with exactly the batches an
@@ -44,6 +46,7 @@ class LossyLoader:
         self.epoch = 0
         self.skipped: list[str] = []
         self.padded = 0
+        self.traffic = Traffic()
         # per worker: batches delivered, and the samples of its stream (read, shuffled) they consumed
         self._done = [[0, 0] for _ in range(max(1, num_workers))]
         self._resuming = False  # set by load_state_dict: the next iteration continues the saved epoch
@@ -122,6 +125,7 @@ class LossyLoader:
         if not self._resuming:  # a fresh pass over the epoch (also after a loop left early)
             self._done = [[0, 0] for _ in self._done]
             self.skipped, self.padded = [], 0
+        self.traffic = Traffic()
         self._resuming = False
         ds.resume = {w: (b, c) for w, (b, c) in enumerate(self._done) if b}
         order = self._order()
@@ -135,6 +139,7 @@ class LossyLoader:
                 self._done[report["worker"]] = [report["batch"] + 1, report["consumed"]]
                 self.skipped.extend(report["skipped"])
                 self.padded += report["padded"]
+                self.traffic.add(report.get("traffic"))
                 yield (x, y, report["keys"]) if self.return_keys else (x, y)
         stuck = {w: len(q) for w, q in waiting.items() if q}
         if stuck or order:

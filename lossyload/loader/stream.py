@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ..cache import ShardCache, Traffic, open_shard
 from ..errors import LossyloadError, ShardError
-from ..fs import join, open_url
+from ..fs import join
 from ..index import ShardInfo
 from . import tario
 
@@ -57,16 +58,18 @@ class RawSample:
 def read_range(
     root: str, shard: ShardInfo, first: int, end: int, member: str, policy: ErrorPolicy,
     storage_options: dict[str, Any] | None = None, verify: bool = False, classes: int | None = None,
+    cache: ShardCache | None = None, traffic: Traffic | None = None,
 ) -> Iterator[RawSample]:
     """Samples ``first <= i < end`` of one shard. A shard that ends early (truncated, unreadable) has its
     missing samples counted as skipped, so the total never silently shrinks; a key met twice in a shard is
     skipped the second time; samples past the index's count are reported by the reader whose range ends the
     shard; a ``cls`` outside ``[0, classes)`` is skipped. With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
-    of its samples is delivered (a mismatch skips the range)."""
+    of its samples is delivered (a mismatch skips the range). With a ``cache``, a remote shard is read from the
+    node-local cache (fetched and verified first, see :mod:`lossyload.cache`); ``traffic`` counts its bytes."""
     url = join(root, shard.url)
     i = 0
     seen: dict[str, int] = {}
-    stream = _tar_samples(url, shard, storage_options, verify)
+    stream = _tar_samples(url, shard, storage_options, verify, cache, traffic)
     for sample in stream:
         if isinstance(sample, Exception):  # reading broke off: what is left of the range is lost
             if i < end:
@@ -93,12 +96,12 @@ def read_range(
         policy.handle(url, _missing(i, first, end), f"shard has {i} samples, index says {shard.samples}")
 
 
-def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
-                 verify: bool) -> Iterator[dict | Exception]:
+def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | None, verify: bool,
+                 cache: ShardCache | None = None, traffic: Traffic | None = None) -> Iterator[dict | Exception]:
     """The shard's samples; a read or framing error ends the stream as its last item (not raised)."""
     try:
-        with open_url(url, "rb", storage_options, size=shard.bytes) as f:
-            if verify:
+        with open_shard(url, shard, storage_options, cache=cache, traffic=traffic) as (f, verified):
+            if verify and not verified:
                 f = _verified(f, url, shard)
             yield from tario.samples(f, url)
     except (ShardError, OSError) as exc:

@@ -1,0 +1,361 @@
+"""A node-local cache of remote shards, shared by every loader worker and rank on the node.
+
+Layout under ``dir``: ``shards/<sha256>.tar`` (complete, verified shards, named by the sha256 the index gives
+them, so two datasets never mix and a shard shared by two datasets is stored once), ``tmp/<sha256>.partial``
+(a download in progress) and ``locks/<sha256>.lock`` plus ``cache.lock`` (``fcntl.flock`` locks; the kernel
+drops them when a process dies).
+
+- A shard is fetched once per node: the fetcher holds its shard's lock exclusively, so a second process
+  asking for the same shard waits and then finds it cached.
+- A download is written to ``tmp/`` and renamed into ``shards/`` only once its size and sha256 match the
+  index: a reader never sees a half-written shard, and a process killed mid-download leaves only a partial
+  file, which is never used and is removed by the next eviction pass.
+- Every use of a cached shard checks its size and sha256 before any sample is read; a shard that no longer
+  matches is fetched again.
+- Readers hold their shard's lock shared; eviction (least recently used first, by modification time, which a
+  hit refreshes) takes only shards whose lock it can take exclusively at once, so a shard being read is never
+  evicted. Room for a download is reserved (``posix_fallocate``) before it starts, under ``cache.lock``, so the
+  cache stays under ``limit`` even while several processes fetch at once. A shard that cannot get room (larger
+  than the limit, every other shard in use, disk full) is streamed from the remote store instead: nothing is
+  lost, one warning is logged per process.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import IO, Any
+
+from .errors import LossyloadError, ShardError
+from .fs import filesystem, is_local, open_url
+from .index import ShardInfo
+
+log = logging.getLogger("lossyload")
+CHUNK = 4 << 20  # bytes moved per call while fetching a shard into the cache
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from an int or a text such as ``"50GB"``, ``"512MiB"``, ``"800k"`` (units are powers of 1024)."""
+    if isinstance(size, int):
+        value = size
+    else:
+        m = _SIZE.match(str(size))
+        if not m:
+            raise LossyloadError(f"cache size {size!r}: expected a number of bytes or e.g. '50GB', '512MB'")
+        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise LossyloadError(f"cache size {size!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    """Where the node-local shard cache lives and how many bytes it may hold (``None``: no limit)."""
+
+    dir: str
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None:
+            object.__setattr__(self, "limit", parse_size(self.limit))
+
+
+@dataclass
+class Traffic:
+    """Shard bytes by where they came from: ``remote_bytes`` fetched from the remote store (downloads into the
+    cache and shards streamed past it), ``cache_bytes`` read from cached shards; and the shards fetched
+    (``fetched``) and found in the cache (``hits``). Local datasets count in neither."""
+
+    remote_bytes: int = 0
+    cache_bytes: int = 0
+    fetched: int = 0
+    hits: int = 0
+
+    def add(self, other: Traffic | dict[str, int] | None) -> None:
+        if other is None:
+            return
+        d = other if isinstance(other, dict) else vars(other)
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + int(d.get(f.name, 0)))
+
+    def take(self) -> dict[str, int]:
+        """The counts so far, as a dict, and zero them (what a worker reports with each batch)."""
+        out = dict(vars(self))
+        for f in fields(self):
+            setattr(self, f.name, 0)
+        return out
+
+
+class ShardCache:
+    """The cache at ``config.dir``; :meth:`create` makes one, or returns ``None`` (one warning) when the
+    directory cannot be used, so the loader streams as it would without a cache."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        self.dir = os.path.abspath(os.path.expanduser(config.dir))
+        self._warned = False
+
+    @classmethod
+    def create(cls, config: CacheConfig) -> ShardCache | None:
+        cache = cls(config)
+        try:
+            for sub in ("shards", "tmp", "locks"):
+                os.makedirs(os.path.join(cache.dir, sub), exist_ok=True)
+            probe = os.path.join(cache.dir, "tmp", f"probe-{os.getpid()}")
+            with open(probe, "wb") as f:
+                f.write(b"\0")
+            os.remove(probe)
+        except OSError as exc:
+            log.warning("shard cache %s cannot be used (%s: %s): shards are streamed from the remote store, "
+                        "not cached", cache.dir, type(exc).__name__, exc)
+            return None
+        return cache
+
+    # -- paths --------------------------------------------------------------------------------------------
+    def path(self, shard: ShardInfo) -> str:
+        return os.path.join(self.dir, "shards", f"{_sha(shard)}.tar")
+
+    def _partial(self, sha: str) -> str:
+        return os.path.join(self.dir, "tmp", f"{sha}.partial")
+
+    def _lock(self, sha: str) -> str:
+        return os.path.join(self.dir, "locks", f"{sha}.lock")
+
+    def usage(self) -> int:
+        """Bytes the cache holds now: complete shards and downloads in progress (their reserved size)."""
+        return sum(size for _, size, _ in self._entries("shards", ".tar") + self._entries("tmp", ".partial"))
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def get(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
+            traffic: Traffic) -> tuple[IO[bytes], IO] | None:
+        """``(open cached shard, its held lock)``, fetching it first if needed; ``None`` when the shard cannot
+        be cached (the caller streams it). Close both when done; the lock keeps the shard from eviction."""
+        sha = _sha(shard)
+        lock = _flock(self._lock(sha), fcntl.LOCK_SH)
+        f = self._hit(shard, quiet=True)
+        fetched = False
+        if f is None:  # fetch under the exclusive lock (another process may have fetched it meanwhile)
+            lock.close()
+            lock = _flock(self._lock(sha), fcntl.LOCK_EX)
+            try:
+                f = self._hit(shard)
+                if f is None:
+                    f, fetched = self._fetch(url, shard, storage_options, traffic), True
+                    if f is None:
+                        lock.close()
+                        return None
+                fcntl.flock(lock, fcntl.LOCK_SH)  # other readers may share it; eviction still cannot take it
+            except BaseException:
+                lock.close()
+                raise
+        if not fetched:
+            traffic.cache_bytes += shard.bytes
+            traffic.hits += 1
+        return f, lock
+
+    def _hit(self, shard: ShardInfo, quiet: bool = False) -> IO[bytes] | None:
+        """The cached shard, open at its start, if it is there and matches the index (size, sha256)."""
+        path = self.path(shard)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            return None
+        if os.fstat(f.fileno()).st_size == shard.bytes and hashlib.file_digest(f, "sha256").hexdigest() == shard.sha256:
+            f.seek(0)
+            try:
+                os.utime(path)  # most recently used
+            except OSError:
+                pass  # a read-only cache still serves hits
+            return f
+        f.close()
+        if not quiet:  # under the exclusive lock: replace it
+            log.warning("%s: cached copy %s does not match the index (size or sha256); fetching it again",
+                        shard.url, path)
+            os.remove(path)
+        return None
+
+    def _fetch(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
+               traffic: Traffic) -> IO[bytes] | None:
+        """Download ``url`` into the cache (caller holds the shard's exclusive lock); the open cached copy, or
+        ``None`` when there is no room. A download that does not match the index raises :class:`ShardError`."""
+        sha = _sha(shard)
+        partial = self._partial(sha)
+        try:
+            out = self._reserve(sha, shard.bytes)
+        except OSError as exc:
+            return self._no_room(shard, f"{type(exc).__name__}: {exc}")
+        if out is None:
+            return self._no_room(shard, f"no room under the limit of {self.config.limit} bytes (shards in use)")
+        try:
+            with out:
+                digest, got = self._download(url, shard, storage_options, out)
+                out.truncate(got)
+            traffic.remote_bytes += got
+            if got != shard.bytes or digest != shard.sha256:
+                what = f"{got} bytes, index says {shard.bytes}" if got != shard.bytes else "sha256 does not match the index"
+                raise ShardError(f"{url}: {what} (fetching into the shard cache)")
+            os.replace(partial, self.path(shard))
+        except _WriteFailed as exc:
+            _remove(partial)
+            return self._no_room(shard, str(exc.__cause__))
+        except BaseException:
+            _remove(partial)
+            raise
+        traffic.fetched += 1
+        return open(self.path(shard), "rb")
+
+    def _download(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
+                  out: IO[bytes]) -> tuple[str, int]:
+        h, got = hashlib.sha256(), 0
+        with open_url(url, "rb", storage_options, size=shard.bytes) as src:
+            while got <= shard.bytes and (chunk := src.read(min(CHUNK, shard.bytes + 1 - got))):
+                h.update(chunk)
+                got += len(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise _WriteFailed() from exc
+        return h.hexdigest(), got
+
+    def _no_room(self, shard: ShardInfo, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("shard cache %s: %s cannot be cached (%s); streaming it from the remote store (this "
+                        "warning is shown once per process)", self.dir, shard.url, why)
+        return None
+
+    # -- room ---------------------------------------------------------------------------------------------
+    def _reserve(self, sha: str, size: int) -> IO[bytes] | None:
+        """The partial file of shard ``sha`` with ``size`` bytes reserved, after evicting least recently used
+        shards that no one reads as needed to stay under the limit; ``None`` if that is not enough."""
+        with _flock(os.path.join(self.dir, "cache.lock"), fcntl.LOCK_EX):
+            self._drop_stale_partials(keep=sha)
+            if self.config.limit is not None:
+                if size > self.config.limit:
+                    return None
+                shards = sorted(self._entries("shards", ".tar"), key=lambda e: e[2])  # oldest use first
+                partials = [e for e in self._entries("tmp", ".partial") if not e[0].startswith(sha)]
+                over = sum(s for _, s, _ in shards + partials) + size - self.config.limit
+                for name, nbytes, _ in shards:
+                    if over <= 0:
+                        break
+                    if self._evict(name[: -len(".tar")]):
+                        over -= nbytes
+                if over > 0:
+                    return None
+            out = open(self._partial(sha), "w+b")
+            try:
+                _allocate(out, size)
+            except OSError:
+                out.close()
+                _remove(self._partial(sha))
+                raise
+            return out
+
+    def _evict(self, sha: str) -> bool:
+        """Remove cached shard ``sha`` unless someone holds its lock (reads or fetches it)."""
+        try:
+            lock = _flock(self._lock(sha), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        with lock:
+            _remove(os.path.join(self.dir, "shards", f"{sha}.tar"))
+        return True
+
+    def _drop_stale_partials(self, keep: str) -> None:
+        """Partial files whose shard lock is free were left by a process that died mid-download."""
+        for name, _, _ in self._entries("tmp", ".partial"):
+            sha = name[: -len(".partial")]
+            if sha != keep and _SHA.match(sha) and self._evict_partial(sha):
+                log.info("shard cache %s: removed %s, left by an interrupted download", self.dir, name)
+
+    def _evict_partial(self, sha: str) -> bool:
+        try:
+            lock = _flock(self._lock(sha), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        with lock:
+            _remove(self._partial(sha))
+        return True
+
+    def _entries(self, sub: str, suffix: str) -> list[tuple[str, int, float]]:
+        """``(name, bytes, mtime)`` of the files in ``sub`` ending in ``suffix``."""
+        out = []
+        with os.scandir(os.path.join(self.dir, sub)) as it:
+            for e in it:
+                if e.name.endswith(suffix):
+                    try:
+                        st = e.stat()
+                    except FileNotFoundError:  # removed meanwhile by another process
+                        continue
+                    out.append((e.name, st.st_size, st.st_mtime))
+        return out
+
+
+class _WriteFailed(Exception):
+    """Writing into the cache failed (disk full, quota): the shard is streamed instead."""
+
+
+def _sha(shard: ShardInfo) -> str:
+    if not _SHA.match(shard.sha256):
+        raise ShardError(f"{shard.url}: the index gives no valid sha256 ({shard.sha256!r}); it cannot be cached")
+    return shard.sha256
+
+
+def _flock(path: str, how: int) -> IO:
+    f = open(path, "a+b")
+    try:
+        fcntl.flock(f, how)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _allocate(f: IO[bytes], size: int) -> None:
+    """Reserve ``size`` bytes for ``f`` (disk full shows now, not halfway through the download)."""
+    if size:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            f.truncate(size)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def open_shard(url: str, shard: ShardInfo, storage_options: dict[str, Any] | None, *,
+               cache: ShardCache | None = None, traffic: Traffic | None = None) -> Iterator[tuple[IO[bytes], bool]]:
+    """``(file, verified)`` of a shard: through ``cache`` when it is remote and there is a cache (``verified``:
+    its size and sha256 matched the index), else streamed (``verified`` False)."""
+    traffic = traffic if traffic is not None else Traffic()
+    remote = not is_local(filesystem(url, storage_options)[0])
+    got = cache.get(url, shard, storage_options, traffic) if cache is not None and remote else None
+    if got is not None:
+        f, lock = got
+        with lock, f:
+            yield f, True
+        return
+    with open_url(url, "rb", storage_options, size=shard.bytes) as f:
+        try:
+            yield f, False
+        finally:
+            if remote:  # what the stream fetched (a buffered reader over lossyload's resumable reader)
+                traffic.remote_bytes += f.raw.tell() if hasattr(f, "raw") else 0

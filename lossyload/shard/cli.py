@@ -11,6 +11,7 @@ from ..codecs import list_codecs
 from ..errors import LossyloadError
 from .distributed import merge_parts
 from .job import ShardJob, config_from_dataset, run_job
+from .tables import TableColumns
 
 
 def _size(text: str) -> int:
@@ -32,9 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn an image or audio folder (class subfolders) or WebDataset tars into codec-domain shards "
         "with a self-describing index.json. Rerun the same command to resume an interrupted run.",
     )
-    p.add_argument("src", nargs="?", help="class-folder directory (images or audio), a .tar URL, a brace pattern (data-{000..009}.tar) or a folder of tars")
+    p.add_argument("src", nargs="?", help="class-folder directory (images or audio), a .tar URL, a brace pattern "
+                   "(data-{000..009}.tar) or a folder of tars; a Parquet file or folder of them, a Hugging Face "
+                   "datasets save_to_disk folder, or a CSV/JSONL manifest of path,label rows")
     p.add_argument("dest", nargs="?", help="output directory (or fsspec URL)")
     p.add_argument("--codec", default="jpeg-dct", choices=list_codecs())
+    media = p.add_mutually_exclusive_group()
+    media.add_argument("--image-column", metavar="NAME", help="table sources: the column of image bytes (binary, "
+                       "or a datasets Image struct); in a manifest, the column of paths (default: image, img or "
+                       "audio if present, else the one bytes column; 'path' in a manifest)")
+    media.add_argument("--audio-column", metavar="NAME", help="table sources: the column of audio file bytes "
+                       "(binary, or a datasets Audio struct); in a manifest, the column of paths")
+    p.add_argument("--label-column", default="label", metavar="NAME",
+                   help="table sources: the label column (class indices, or names mapped to indices in sorted "
+                   "order and recorded in the index; default: label)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="codec config field, JSON value, e.g. --set storage='\"coefficients\"' --set keep=[16,8] "
                    "(repeatable)")
@@ -114,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             src=args.src, dest=args.dest, codec=args.codec, config=config_from_args(args, storage), maxcount=args.maxcount,
             maxsize=args.maxsize, workers=args.workers, on_error=args.on_error, overwrite=args.overwrite,
             progress=not args.no_progress, storage_options=storage, rank=rank, world_size=world,
+            columns=TableColumns(media=args.image_column or args.audio_column, label=args.label_column),
         )
         summary = run_job(job)
     except LossyloadError as exc:

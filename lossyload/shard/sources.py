@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ..audio import AUDIO_EXTS
 from ..errors import LossyloadError
@@ -132,11 +133,18 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: 
     return Source(labels=labels, items=items(), total=None, fingerprint=_fingerprint(list(urls)))
 
 
-def open_source(src: str | list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1)) -> Source:
-    """A class-folder directory (images or audio), a ``.tar`` URL, a brace pattern or a list of tar URLs;
-    ``part=(rank, world_size)`` selects one rank's contiguous share (items of a folder, files of tars)."""
+def open_source(src: str | list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1),
+                columns: Any = None) -> Source:
+    """A class-folder directory (images or audio), a ``.tar`` URL, a brace pattern or a list of tar URLs, or
+    a table source (Parquet, ``datasets`` ``save_to_disk`` folder, CSV/JSONL manifest: see :mod:`.tables`,
+    whose :class:`~.tables.TableColumns` ``columns`` names the columns to read); ``part=(rank, world_size)``
+    selects one rank's contiguous share (items of a folder or table, files of tars)."""
     if isinstance(src, list):
         return webdataset_tars(src, storage_options, part)
+    from . import tables
+
+    if kind := tables.detect(src, storage_options):
+        return tables.open_table(src, kind, storage_options, part, columns)
     if src.endswith(".tar") or "{" in src:
         import braceexpand
 

@@ -71,8 +71,9 @@ def local_root(root: str) -> str:
     """The local directory of a dataset root; DALI reads local files only."""
     fs, path = filesystem(root)
     if not is_local(fs):
-        raise LossyloadError(f"{root}: DALI reads local shards only; copy the shard set to a local disk (or use "
-                             f"the torch loader, which streams from {root.split('://', 1)[0]}://)")
+        raise LossyloadError(f"{root}: DALI reads local shards only; pass cache_dir= (the shards are fetched into "
+                             f"a node-local cache), copy the shard set to a local disk, or use the torch loader, "
+                             f"which streams from {root.split('://', 1)[0]}://")
     return path
 
 

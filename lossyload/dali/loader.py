@@ -18,6 +18,7 @@ from ..loader import plan
 from ..loader.dataset import resolve_codec
 from ..loader.stream import ErrorPolicy
 from . import graphs, index as dali_index
+from .cached import cached_root
 
 log = logging.getLogger("lossyload")
 READER = "reader"
@@ -25,7 +26,8 @@ POLICY = None
 
 
 class DaliLoader:
-    """Iterate ``(x, labels)`` batches (``(x, labels, keys)`` with ``return_keys``) of a local shard set,
+    """Iterate ``(x, labels)`` batches (``(x, labels, keys)`` with ``return_keys``) of a local shard set (or a
+    remote one with ``cache_dir``: read from the node-local cache, see :mod:`lossyload.dali.cached`),
     decoded and augmented by a DALI pipeline: on the CPU with ``device_id=None``, on GPU ``device_id`` (mixed
     JPEG decoding, GPU operators; ``x`` is then a CUDA tensor) otherwise.
 
@@ -44,13 +46,17 @@ class DaliLoader:
                  storage_options: dict[str, Any] | None = None, verify: bool = False,
                  device_id: int | str | None = "auto",
                  num_threads: int = 1, prefetch_queue_depth: int = 2, return_keys: bool = False,
-                 index_dir: str | None = None) -> None:
+                 index_dir: str | None = None, cache_dir: str | None = None,
+                 cache_limit: int | str | None = None) -> None:
         self.root, self.index = read_index(url, storage_options)
-        base = dali_index.local_root(self.root)
         self.codec = resolve_codec(self.index, codec, options, self.root, storage_options)
         self.transforms = list(self.codec.default_transforms(train) if transforms is None else transforms)
         graphs.check(self.codec, self.transforms)
         require("nvidia.dali", "dali")
+        # remote shards: fetched into the node-local cache and held there while this loader lives
+        self.root, self._pins, self.traffic = cached_root(self.root, self.index, storage_options, cache_dir,
+                                                          cache_limit)
+        base = dali_index.local_root(self.root)
         ErrorPolicy(on_error)  # validate
         self.batch_size, self.return_keys, self.device_id = batch_size, return_keys, resolve_device(device_id)
         self.shuffle = train if shuffle is None else shuffle
@@ -195,8 +201,11 @@ class DaliLoader:
         raise ShardError(f"DALI reported a sample of an unknown shard: {info!r}")
 
     def close(self) -> None:
-        """Remove the loader's temporary index files (also done when it is garbage-collected)."""
+        """Remove the loader's temporary index files and release its cached shards (also done when it is
+        garbage-collected)."""
         self._tmp.cleanup()
+        for lock in self._pins:
+            lock.close()
 
 
 def _uint8():

@@ -1,5 +1,7 @@
 """The same shards from local disk and from a local S3 server, in one run: samples/s, MB/s of stored bytes,
-time to first batch, and the S3/local ratio.
+time to first batch, and the S3/local ratio; and from S3 through the node-local shard cache (``cache_dir``):
+epoch 1 with an empty cache (every shard fetched, verified, written) and epoch 2 from the filled cache (no
+request; each shard's sha256 checked before use), with the bytes each fetched and read from the cache.
 
     python -m benchmarks.storage [--per-class 100] [--reps 3] [--out runs/bench-storage]
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -68,6 +71,42 @@ def prepare(out: str, per_class: int, maxcount: int, s3: dict) -> tuple[dict[str
     return urls, options
 
 
+CACHED = {"s3, cache epoch 1": "cold", "s3, cache epoch 2": "warm"}  # row label suffix -> cache state
+
+
+def cached_pass(url: str, codec: str, options: dict | None, batch: int, epoch: int, s3: dict, cache_dir: str,
+                state: str, traffic: dict) -> common.Pass:
+    """One loader epoch from S3 through the shard cache at ``cache_dir``: emptied first when ``state`` is
+    "cold" (epoch 1 of a run), kept when "warm" (a later epoch). ``traffic[state]`` gets the loader's counts."""
+    from lossyload import make_loader
+
+    if state == "cold":
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, storage_options=s3,
+                     cache_dir=cache_dir)
+    ld.set_epoch(epoch)
+    n = per = 0
+    first = 0.0
+    for x, y in ld:
+        if not n:
+            first = time.perf_counter() - t0
+            per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+        n += len(y)
+    traffic[state] = vars(ld.traffic)
+    return common.Pass(n, per, first)
+
+
+def traffic_lines(traffic: dict[str, dict[str, dict]]) -> str:
+    lines = ["", "Shard bytes per epoch through the cache (loader.traffic):"]
+    for name, states in traffic.items():
+        for state, t in states.items():
+            lines.append(f"- {name}, cache {state}: {t['remote_bytes'] / 1e6:.2f} MB fetched from S3 "
+                         f"({t['fetched']} shards), {t['cache_bytes'] / 1e6:.2f} MB read from the cache "
+                         f"({t['hits']} shards)")
+    return "\n".join(lines)
+
+
 def table(results: list[dict]) -> str:
     by = {r["representation"]: r for r in results}
     lines = ["| representation | storage | samples/s (min-max) | MB/s stored | S3 / local | first batch s |",
@@ -98,9 +137,17 @@ def main(argv: list[str] | None = None) -> int:
             for where in ("local", "s3"):
                 rows.append((f"{name} read limit · {where}", f"{name}/{where}", None, None))
                 rows.append((f"{name} loader · {where}", f"{name}/{where}", codec, loader_options))
+            for where in CACHED:  # the same S3 shards, through the cache (a row's options say which)
+                urls[f"{name}/{where}"], options[f"{name}/{where}"] = urls[f"{name}/s3"], s3
+                rows.append((f"{name} loader · {where}", f"{name}/{where}", codec, ("cache", name, where, loader_options)))
+        traffic: dict[str, dict[str, dict]] = {name: {} for name in VARIANTS}
 
         def one_pass(url, codec, opts, batch, epoch):
             so = s3 if url.startswith("s3://") else None
+            if isinstance(opts, tuple):
+                _, name, where, opts = opts
+                cache_dir = os.path.join(args.out, "cache", name.replace(" ", "-"))
+                return cached_pass(url, codec, opts, batch, epoch, s3, cache_dir, CACHED[where], traffic[name])
             return common.one_pass(url, codec, opts, batch, epoch, storage_options=so)
 
         results = common.measure(rows, urls, one_pass, args.reps, args.batch_size, options)
@@ -110,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         server.terminate()
         server.wait(10)
     machine = describe()
-    text = f"Machine: {format_machine(machine)}\n\n{table(results)}"
-    common.report(args.out, "storage", text, {"machine": machine, "args": vars(args), "rows": results})
+    text = f"Machine: {format_machine(machine)}\n\n{table(results)}\n{traffic_lines(traffic)}"
+    common.report(args.out, "storage", text, {"machine": machine, "args": vars(args), "rows": results,
+                                              "cache_traffic": traffic})
     return 0
 
 

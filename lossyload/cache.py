@@ -2,17 +2,17 @@
 
 Layout under ``dir``: ``shards/<sha256>.tar`` (complete, verified shards, named by the sha256 the index gives
 them, so two datasets never mix and a shard shared by two datasets is stored once), ``tmp/<sha256>.partial``
-(a download in progress) and ``locks/<sha256>.lock`` plus ``cache.lock`` (``fcntl.flock`` locks; the kernel
-drops them when a process dies).
+(a download in progress) and ``locks/<sha256>.read``, ``locks/<sha256>.fetch`` plus ``cache.lock``
+(``fcntl.flock`` locks; the kernel drops them when a process dies).
 
-- A shard is fetched once per node: the fetcher holds its shard's lock exclusively, so a second process
+- A shard is fetched once per node: the fetcher holds its shard's fetch lock exclusively, so a second process
   asking for the same shard waits and then finds it cached.
 - A download is written to ``tmp/`` and renamed into ``shards/`` only once its size and sha256 match the
   index: a reader never sees a half-written shard, and a process killed mid-download leaves only a partial
   file, which is never used and is removed by the next eviction pass.
 - Every use of a cached shard checks its size and sha256 before any sample is read; a shard that no longer
   matches is fetched again.
-- Readers hold their shard's lock shared; eviction (least recently used first, by modification time, which a
+- Readers hold their shard's read lock shared; eviction (least recently used first, by modification time, which a
   hit refreshes) takes only shards whose lock it can take exclusively at once, so a shard being read is never
   evicted. Room for a download is reserved (``posix_fallocate``) before it starts, under ``cache.lock``, so the
   cache stays under ``limit`` even while several processes fetch at once. A shard that cannot get room (larger
@@ -128,8 +128,8 @@ class ShardCache:
     def _partial(self, sha: str) -> str:
         return os.path.join(self.dir, "tmp", f"{sha}.partial")
 
-    def _lock(self, sha: str) -> str:
-        return os.path.join(self.dir, "locks", f"{sha}.lock")
+    def _lock(self, sha: str, kind: str) -> str:
+        return os.path.join(self.dir, "locks", f"{sha}.{kind}")
 
     def usage(self) -> int:
         """Bytes the cache holds now: complete shards and downloads in progress (their reserved size)."""
@@ -138,26 +138,28 @@ class ShardCache:
     # -- reading ------------------------------------------------------------------------------------------
     def get(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
             traffic: Traffic) -> tuple[IO[bytes], IO] | None:
-        """``(open cached shard, its held lock)``, fetching it first if needed; ``None`` when the shard cannot
-        be cached (the caller streams it). Close both when done; the lock keeps the shard from eviction."""
+        """``(open cached shard, its held read lock)``, fetching it first if needed; ``None`` when the shard
+        cannot be cached (the caller streams it). Close both when done; the lock keeps the shard from eviction.
+
+        Two locks per shard: readers hold its read lock shared (eviction takes it exclusively, without
+        waiting); a fetch holds its fetch lock exclusively, so a second process waits for the first's download
+        and then finds the shard cached."""
         sha = _sha(shard)
-        lock = _flock(self._lock(sha), fcntl.LOCK_SH)
-        f = self._hit(shard, quiet=True)
-        fetched = False
-        if f is None:  # fetch under the exclusive lock (another process may have fetched it meanwhile)
-            lock.close()
-            lock = _flock(self._lock(sha), fcntl.LOCK_EX)
-            try:
-                f = self._hit(shard)
-                if f is None:
-                    f, fetched = self._fetch(url, shard, storage_options, traffic), True
+        lock = _flock(self._lock(sha, "read"), fcntl.LOCK_SH)
+        try:
+            f = self._hit(shard, quiet=True)
+            fetched = False
+            if f is None:
+                with _flock(self._lock(sha, "fetch"), fcntl.LOCK_EX):
+                    f = self._hit(shard)  # fetched meanwhile by another process? (a damaged copy is removed)
                     if f is None:
-                        lock.close()
-                        return None
-                fcntl.flock(lock, fcntl.LOCK_SH)  # other readers may share it; eviction still cannot take it
-            except BaseException:
+                        f, fetched = self._fetch(url, shard, storage_options, traffic), True
+            if f is None:
                 lock.close()
-                raise
+                return None
+        except BaseException:
+            lock.close()
+            raise
         if not fetched:
             traffic.cache_bytes += shard.bytes
             traffic.hits += 1
@@ -186,7 +188,7 @@ class ShardCache:
 
     def _fetch(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
                traffic: Traffic) -> IO[bytes] | None:
-        """Download ``url`` into the cache (caller holds the shard's exclusive lock); the open cached copy, or
+        """Download ``url`` into the cache (caller holds the shard's fetch lock); the open cached copy, or
         ``None`` when there is no room. A download that does not match the index raises :class:`ShardError`."""
         sha = _sha(shard)
         partial = self._partial(sha)
@@ -263,9 +265,9 @@ class ShardCache:
             return out
 
     def _evict(self, sha: str) -> bool:
-        """Remove cached shard ``sha`` unless someone holds its lock (reads or fetches it)."""
+        """Remove cached shard ``sha`` unless someone holds its read lock (reads it, or is fetching it)."""
         try:
-            lock = _flock(self._lock(sha), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock = _flock(self._lock(sha, "read"), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         with lock:
@@ -273,7 +275,7 @@ class ShardCache:
         return True
 
     def _drop_stale_partials(self, keep: str) -> None:
-        """Partial files whose shard lock is free were left by a process that died mid-download."""
+        """Partial files whose fetch lock is free were left by a process that died mid-download."""
         for name, _, _ in self._entries("tmp", ".partial"):
             sha = name[: -len(".partial")]
             if sha != keep and _SHA.match(sha) and self._evict_partial(sha):
@@ -281,7 +283,7 @@ class ShardCache:
 
     def _evict_partial(self, sha: str) -> bool:
         try:
-            lock = _flock(self._lock(sha), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock = _flock(self._lock(sha, "fetch"), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         with lock:

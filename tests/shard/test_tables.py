@@ -244,3 +244,20 @@ def test_audio_column(tmp_path: Path) -> None:
     assert shard_main(args) == 0
     index = index_of(tmp_path / "out")
     assert index.labels == ["high", "low"] and index.samples == 3 and list(index.skipped) == [f"{src} row 3"]
+
+
+def test_parquet_folder_in_a_bucket(table_rows, tmp_path: Path, s3_server, bucket_name: str) -> None:
+    """A folder of Parquet files on the S3 server (127.0.0.1), split over two ranks: the local result."""
+    images, labels = table_rows
+    for k in range(2):
+        write_parquet(tmp_path / "src" / f"part-{k}.parquet", pa.table({"image": images[5 * k: 5 * k + 5],
+                                                                        "label": labels[5 * k: 5 * k + 5]}))
+    url = s3_server.bucket(bucket_name) + "/src"
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    fs.put(str(tmp_path / "src") + "/", url[len("s3://"):], recursive=True)
+    shard(tmp_path / "src", tmp_path / "local")
+    for rank in range(2):
+        shard(url, tmp_path / "remote", rank=rank, world_size=2, storage_options=s3_server.storage_options)
+    assert samples(tmp_path / "remote") == samples(tmp_path / "local")
+    assert sorted(index_of(tmp_path / "remote").skipped) == [f"{url}/part-0.parquet row 3",
+                                                             f"{url}/part-1.parquet row 1"]

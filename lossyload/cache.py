@@ -145,7 +145,10 @@ class ShardCache:
         waiting); a fetch holds its fetch lock exclusively, so a second process waits for the first's download
         and then finds the shard cached."""
         sha = _sha(shard)
-        lock = _flock(self._lock(sha, "read"), fcntl.LOCK_SH)
+        try:
+            lock = _flock(self._lock(sha, "read"), fcntl.LOCK_SH)
+        except OSError as exc:  # e.g. the cache was made read-only since it was opened
+            return self._no_room(shard, f"{type(exc).__name__}: {exc}")
         try:
             f = self._hit(shard, quiet=True)
             fetched = False
@@ -180,10 +183,10 @@ class ShardCache:
                 pass  # a read-only cache still serves hits
             return f
         f.close()
-        if not quiet:  # under the exclusive lock: replace it
+        if not quiet:  # under the fetch lock: replace it
             log.warning("%s: cached copy %s does not match the index (size or sha256); fetching it again",
                         shard.url, path)
-            os.remove(path)
+            _remove(path)
         return None
 
     def _fetch(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
@@ -197,7 +200,8 @@ class ShardCache:
         except OSError as exc:
             return self._no_room(shard, f"{type(exc).__name__}: {exc}")
         if out is None:
-            return self._no_room(shard, f"no room under the limit of {self.config.limit} bytes (shards in use)")
+            return self._no_room(shard, f"no room under the limit of {self.config.limit} bytes: the shard is "
+                                        "larger, or the shards that would make room are being read")
         try:
             with out:
                 digest, got = self._download(url, shard, storage_options, out)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..audio import AUDIO_EXTS
+from ..media.audio import AUDIO_EXTS
 from ..errors import LossyloadError
 from ..fs import filesystem, open_url
 

@@ -11,7 +11,7 @@ def describe(url: str, storage_options: dict | None = None, *, sample: bool = Fa
     """A few lines describing shard set ``url``: codec and config, assets, members, counts, labels, output
     tensors (and, with ``sample``, the first sample's tensors)."""
     from .fs import read_index
-    from .loader.dataset import resolve_codec
+    from .loader.resolve import resolve_codec
 
     root, index = read_index(url, storage_options)
     codec = resolve_codec(index, None, None, root, storage_options)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CodecError
-from .base import Codec, Encoded, TensorSpec, build_dataclass
+from .base import Codec, build_dataclass
 
 _REGISTRY: dict[str, type[Codec]] = {}
 

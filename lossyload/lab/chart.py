@@ -8,7 +8,6 @@ reference line at 1.0; :func:`line_chart` draws x/y series (the scaling curve).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont

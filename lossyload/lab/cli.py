@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
             t0 = time.perf_counter()
             train(cfg, command=shlex.join([prog, *getattr(args, "argv", [])]))
             took = time.perf_counter() - t0
-        text = report.write(args.out)
+        report.write(args.out)
         print(report.summary(report.load(args.out)))
         if not args.report_only:
             print(f"{prog}: {took / 60:.1f} minutes")

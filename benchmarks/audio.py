@@ -17,12 +17,12 @@ import os
 import torch
 
 from lossyload.datasets.keywords import KeywordsConfig, build_keywords
-from lossyload.demo_audio import encodec_weights
+from lossyload.lab.data import encodec_weights
 from lossyload.shard import ShardJob, run_job
 
 from . import common
 from .common import measure, one_pass
-from lossyload.machine import describe, format_machine
+from lossyload.lab.machine import describe, format_machine
 
 ROWS = [  # label, shard variant, codec, options
     ("read limit (tar + bytes, no decode), vq shards", "vq", None, None),

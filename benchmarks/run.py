@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 import fsspec
 import torch
 
-from lossyload.demo_audio import encodec_weights
+from lossyload.lab.data import encodec_weights
 
 from . import audio, common
-from lossyload.chart import bar_chart
-from lossyload.machine import describe, format_machine
+from lossyload.lab.chart import bar_chart
+from lossyload.lab.machine import describe, format_machine
 from .scaling import repeated
 from .storage import BUCKET, _free_port, start_s3
 

@@ -37,10 +37,10 @@ from pathlib import Path
 
 from lossyload.fs import read_index
 from lossyload.index import INDEX_NAME, shard_name
-from lossyload.train.measure import peak_rss_mb, reset_peak, status_mb
+from lossyload.lab.measure import peak_rss_mb, reset_peak, status_mb
 
-from lossyload.chart import line_chart
-from lossyload.machine import describe, format_machine
+from lossyload.lab.chart import line_chart
+from lossyload.lab.machine import describe, format_machine
 
 CODEC, CONFIG = "jpeg-dct", {"storage": "coefficients", "keep": [16, 8]}
 REPO = Path(__file__).resolve().parent.parent  # where ``python -m benchmarks.scaling`` runs the child

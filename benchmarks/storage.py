@@ -25,7 +25,7 @@ import torch
 
 
 from . import common
-from lossyload.machine import describe, format_machine
+from lossyload.lab.machine import describe, format_machine
 
 VARIANTS = {  # name -> (codec, shard config, loader options)
     "jpeg": ("jpeg-dct", {}, None),

@@ -247,12 +247,10 @@ def _webdataset_opener(url: str, mode: str = "rb", bufsize: int = 8192, **kw: An
 
 def register_webdataset_schemes() -> None:
     """Make ``webdataset.gopen`` open ``s3://``, ``gs://`` and ``gcs://`` through fsspec (it would otherwise
-    refuse ``s3://`` and shell out to ``gsutil`` for ``gs://``)."""
+    refuse ``s3://`` and shell out to ``gsutil`` for ``gs://``). Done when the loader is imported (importing
+    webdataset imports torch, which the shard tool and the CLI's light commands do without)."""
     import importlib
 
     gopen = importlib.import_module("webdataset.gopen")  # the module (the package re-exports a function of that name)
     for scheme in ("s3", "gs", "gcs"):
         gopen.gopen_schemes[scheme] = _webdataset_opener
-
-
-register_webdataset_schemes()

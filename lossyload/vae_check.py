@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import LossyloadError
 from .shard.sources import IMAGE_EXTS
-from .vae_model import decode_latents, encode_pixels, facts, image_views, load_vae, pick_device
+from .media.vae_model import decode_latents, encode_pixels, facts, image_views, load_vae, pick_device
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

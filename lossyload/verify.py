@@ -61,7 +61,7 @@ class _Hashing:
 def verify(url: str, *, decode: bool = True, storage_options: dict[str, Any] | None = None,
            progress: bool = False) -> Report:
     """Check the dataset at ``url``; raises only for an unreadable or malformed index."""
-    from .loader.dataset import read_assets, resolve_codec
+    from .loader.resolve import read_assets, resolve_codec
 
     root, index = read_index(url, storage_options)
     report = Report()

@@ -119,3 +119,32 @@ def test_inspect_a_bucket_with_storage_options(datasets, s3_server, bucket_name,
     assert out.split("\n", 1)[1] == local.split("\n", 1)[1]  # all but the first line, which names the root
     rc, _, err = inspect(capsys, url + "-missing", *opts)
     assert rc == 2 and f"{url}-missing/index.json" in err
+
+
+TORCH_PROBE = """
+import sys
+from lossyload.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as exc:  # --help
+    rc = exc.code
+print("torch" in sys.modules, rc)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["inspect", "--help"], ["inspect", "{jpeg}"], ["verify", "{coef}"],
+                                  ["make-photos", "--help"], ["make-keywords", "--help"], ["preview", "--help"]])
+def test_light_subcommands_do_not_import_torch(datasets, args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    argv = [a.format(**{k: str(v) for k, v in datasets.items()}) for a in args]
+    done = subprocess.run([sys.executable, "-c", TORCH_PROBE, *argv], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-2:] == ["False", "0"], (args, done.stdout[-500:], done.stderr[-500:])
+
+
+def test_the_demo_subcommand_reaches_the_lab(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "--preset {demo,full,quick}" in out and "(default demo)" in out and "runs/demo" in out

@@ -150,6 +150,7 @@ def test_local_open_is_a_plain_file(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------------------- webdataset
 def test_webdataset_schemes_route_through_fsspec(s3_server, gcs_server, bucket_name: str) -> None:
+    importlib.import_module("lossyload.loader.dataset")  # using the loader registers them
     gopen = importlib.import_module("webdataset.gopen")
     for scheme in ("s3", "gs", "gcs"):
         assert gopen.gopen_schemes[scheme] is _webdataset_opener

@@ -422,7 +422,7 @@ def test_vq_codes_out_of_the_codebook_stay_decode_errors() -> None:
 @given(ops=edits())
 def test_frame_size_finds_the_frame_libjpeg_decodes(case_codec, ops: list[tuple]) -> None:
     """The pixel bound checked before decoding reads the frame header libjpeg uses: it cannot be sidestepped."""
-    from lossyload import jpeg
+    from lossyload.media import jpeg
 
     data = mutate(case_codec[1], ops)
     size = jpeg.frame_size(data)

@@ -1,4 +1,4 @@
-"""Linear decoding of latents (``lossyload.preview``): the least-squares fit against a known map, the helpers on
+"""Linear decoding of latents (``lossyload.media.latent_rgb``): the least-squares fit against a known map, the helpers on
 hand-made arrays, the map a dataset names, and ``lossyload preview`` end to end on a tiny ``vae`` shard set."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from lossyload import open_dataset
 from lossyload.cli import main
 from lossyload.errors import LossyloadError
 from lossyload.index import Index
-from lossyload.preview import (BUILTIN_MAPS, apply_linear_map, dataset_map, fit_linear_decoder, grid_image,
+from lossyload.media.latent_rgb import (BUILTIN_MAPS, apply_linear_map, dataset_map, fit_linear_decoder, grid_image,
                                pool_to_grid, to_uint8)
 from lossyload.shard import ShardJob, run_job
 

@@ -12,7 +12,7 @@ import pytest
 from lossyload.cli import main
 from lossyload.errors import LossyloadError
 from lossyload.vae_check import equivariance
-from lossyload.vae_model import decode_latents, encode_pixels, load_vae
+from lossyload.media.vae_model import decode_latents, encode_pixels, load_vae
 
 from .conftest import jpeg_bytes, make_image_folder, photo, synthetic_rgb, write
 

@@ -339,7 +339,7 @@ def test_raw_arrays_of_the_wrong_shape_or_length(coef: Path, tmp_path: Path):
     nothing else is wrong)."""
     import zstandard
 
-    from lossyload.jpeg import _HEADER
+    from lossyload.media.jpeg import _HEADER
 
     ds = tmp_path / "ds"
     shutil.copytree(coef, ds)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from lossyload.augment import register_augment
+from lossyload.augment.registry import register_augment
 
 __all__ = [
     "MASK", "CenterTimeCrop", "FreqMask", "LevelDropout", "RandomTimeCrop", "TimeMask", "TimeShift", "default_time_crop",

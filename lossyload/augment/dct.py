@@ -1,4 +1,4 @@
-"""DCT-domain augmentations of :class:`~lossyload.dct.DctCoefficients`.
+"""DCT-domain augmentations of :class:`~lossyload.media.dct.DctCoefficients`.
 
 Each pure function stands for a pixel operation and returns a new object (fresh arrays, the input is
 never mutated). Geometry works on whole 16x16 MCUs (2x2 luma blocks = 1 chroma block), so crops and
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossyload.augment import register_augment
-from lossyload.dct import ZIGZAG, DctCoefficients
+from lossyload.augment.registry import register_augment
+from lossyload.media.dct import ZIGZAG, DctCoefficients
 
 __all__ = [
     "Brightness",

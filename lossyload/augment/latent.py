@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossyload.augment import register_augment
+from lossyload.augment.registry import register_augment
 from lossyload.errors import CodecError
 
 __all__ = ["CenterCrop", "GaussianNoise", "HFlip", "PosteriorSample", "RandomCrop", "RandomView", "View", "mixup"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import register_augment
+from .registry import register_augment
 
 
 def _size(img) -> tuple[int, int]:
@@ -46,6 +46,10 @@ class RandomResizedCrop:
     size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __post_init__(self) -> None:  # a config read back from JSON holds lists
+        object.__setattr__(self, "scale", tuple(self.scale))
+        object.__setattr__(self, "ratio", tuple(self.ratio))
 
     def __call__(self, img, rng: np.random.Generator):
         from torchvision.transforms.v2 import functional as F

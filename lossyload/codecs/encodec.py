@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import ClipConfig, fit_clip, resample
+from ..media.audio import ClipConfig, fit_clip, resample
 from ..errors import CodecError, DecodeError, require
-from . import register_codec
+from .registry import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 MODEL_RATE = 24000

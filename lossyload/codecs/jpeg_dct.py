@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import jpeg
-from ..dct import ZIGZAG, DctCoefficients
+from ..media import jpeg
+from ..media.dct import ZIGZAG, DctCoefficients
 from ..errors import CodecError, DecodeError
-from . import register_codec
+from .registry import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import MelConfig, fit_clip, log_mel, read_audio, write_pcm16
+from ..media.audio import MelConfig, fit_clip, log_mel, read_audio, write_pcm16
 from ..errors import DecodeError, EncodeError
-from . import register_codec
+from .registry import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .. import jpeg
+from ..media import jpeg
 from ..errors import DecodeError
-from . import register_codec
+from .registry import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

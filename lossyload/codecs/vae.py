@@ -1,6 +1,6 @@
 """``vae``: images as latents of a ``diffusers.AutoencoderKL`` (Stable Diffusion's VAE and kin).
 
-Shard time: each image becomes ``views`` square views at ``resolution`` pixels (``lossyload.vae_model``),
+Shard time: each image becomes ``views`` square views at ``resolution`` pixels (``lossyload.media.vae_model``),
 encoded in batches (on the GPU when there is one) to the posterior mean -- and, with ``store_std``, its
 log-std -- stored raw as ``int8`` or ``float16`` in one ``.vae`` member: ``[views, planes, C, h, w]``,
 C-order, no header. Everything needed to read it back is in the index config, written once:
@@ -27,7 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import CodecError, DecodeError, EncodeError
-from . import register_codec
+from .registry import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 STORAGE = {"int8": np.int8, "float16": np.float16}
@@ -122,7 +122,7 @@ class Vae(Codec):
 
     # -- shard time ---------------------------------------------------------------------------------------
     def _model(self):
-        from ..vae_model import load_vae, pick_device
+        from ..media.vae_model import load_vae, pick_device
 
         c = self.config
         device = pick_device(c.device)
@@ -141,8 +141,8 @@ class Vae(Codec):
         return not quantized or facts_missing
 
     def fit(self, samples: list[tuple[str, bytes]]) -> Vae:
-        from ..preview import fit_linear_decoder
-        from ..vae_model import facts
+        from ..media.latent_rgb import fit_linear_decoder
+        from ..media.vae_model import facts
 
         vae, _ = self._model()
         f = facts(vae)
@@ -165,7 +165,7 @@ class Vae(Codec):
         return Vae(dataclasses.replace(c, **updates), self.options)
 
     def _views(self, data: bytes, source: str, views: int, errors: bool = True):
-        from ..vae_model import image_views
+        from ..media.vae_model import image_views
 
         c = self.config
         try:
@@ -177,7 +177,7 @@ class Vae(Codec):
             return None
 
     def _encode_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from ..vae_model import encode_pixels, facts
+        from ..media.vae_model import encode_pixels, facts
 
         vae, device = self._model()
         if pixels.shape[1] % facts(vae).downsample:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from ..audio import MelConfig, fit_clip, log_mel
+from ..media.audio import MelConfig, fit_clip, log_mel
 from ..errors import CodecError, DecodeError, EncodeError, require
-from . import register_codec
+from .registry import register_codec
 from .base import Codec, Encoded, TensorSpec
 
 OUTPUTS = ("codes", "bits", "vectors")

@@ -185,7 +185,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loader.dataset import resolve_codec
+    from ..loader.resolve import resolve_codec
 
     root, index = read_index(args.url)
     out = args.out or os.path.join(local_root(root), INDEX_DIR)

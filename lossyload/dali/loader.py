@@ -15,7 +15,7 @@ import torch
 from ..errors import LossyloadError, ShardError, require
 from ..fs import join, read_index
 from ..loader import plan
-from ..loader.dataset import resolve_codec
+from ..loader.resolve import resolve_codec
 from ..loader.stream import ErrorPolicy
 from . import graphs, index as dali_index
 from .cached import cached_root

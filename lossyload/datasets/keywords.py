@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lossyload.audio import write_pcm16
+from lossyload.media.audio import write_pcm16
 from lossyload.errors import LossyloadError, MissingDependencyError
 
-from .layout import SPLITS, _cached_summary, _counts, _finish, _prepare, _write
+from .speech_commands import WORDS, import_speech_commands
+from .layout import SPLITS, cached_summary, count_by_split, finish, prepare, write_split_files
 
 TASK = """\
 Task "keyword spotting": each class is one spoken English word; a sample is `seconds` of mono 16-bit PCM
@@ -45,7 +46,6 @@ Every random choice comes from numpy Generators seeded by (seed, voice index, wo
 config gives byte-identical files (given the same espeak-ng, sox and libsndfile builds), whatever the
 number of workers.
 """
-WORDS: tuple[str, ...] = ("stop", "down", "no", "right", "go", "up", "yes", "left")
 DIALECTS: tuple[str, ...] = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                              "en-gb-x-gbcwmd", "en-029")
 NOISE_KINDS = ("white", "pink", "brown", "hum")
@@ -312,7 +312,7 @@ def build_keywords(dest: str | os.PathLike[str], config: KeywordsConfig = Keywor
     ``config.tars``) plus README.txt; return the summary. A complete build of the same config
     (``dest/keywords.json``, written last) is reused as is."""
     dest = Path(dest)
-    cached = _cached_summary(dest, config.to_json())
+    cached = cached_summary(dest, config.to_json())
     if cached is not None:
         return cached
     check_tools()
@@ -321,16 +321,16 @@ def build_keywords(dest: str | os.PathLike[str], config: KeywordsConfig = Keywor
         raise ValueError(f"keywords: unknown espeak-ng variants {sorted(set(config.variants) - set(known))}")
     variants = config.variants or known
     plans = plan_clips(config, variants)
-    _prepare(dest)
-    nbytes = _write(dest, config.tars, _rendered(plans, workers or os.cpu_count() or 1, progress))
+    prepare(dest)
+    nbytes = write_split_files(dest, config.tars, _rendered(plans, workers or os.cpu_count() or 1, progress))
     voices = {s: sorted({voice_name(p.voice) for p in plans if p.split == s}) for s in SPLITS}
-    counts = _counts((p.split, p.word) for p in plans)
+    counts = count_by_split((p.split, p.word) for p in plans)
     summary = {"task": "keyword-spotting", "source": "espeak-ng", "labels": sorted(config.words), "counts": counts,
                "totals": {s: sum(c.values()) for s, c in counts.items()}, "voices": voices,
                "format": config.format, "tars": config.tars, "bytes": nbytes}
     header = ["keywords: keyword spotting, built offline by lossyload.datasets.keywords", "", *TASK.splitlines(),
               "", f"variants: {' '.join(variants)}", *(f"{s} voices: {' '.join(v)}" for s, v in voices.items())]
-    return _finish(dest, config.to_json(), summary, header)
+    return finish(dest, config.to_json(), summary, header)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -351,8 +351,6 @@ def run(args: argparse.Namespace) -> int:
     """Build the set described by ``args`` (see :func:`add_arguments`); print a one-line summary."""
     try:
         if args.speech_commands:
-            from .speech_commands import import_speech_commands
-
             if args.voices is not None or args.format == "flac":
                 raise ValueError("--voices and --format flac do not apply to --speech-commands")
             summary = import_speech_commands(args.speech_commands, args.dest, tars=args.tars, progress=not args.quiet)

@@ -21,7 +21,7 @@ def _add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-def _write(dest: Path, tars: bool, items: Iterable[tuple[str, str, int, str, bytes]]) -> int:
+def write_split_files(dest: Path, tars: bool, items: Iterable[tuple[str, str, int, str, bytes]]) -> int:
     """Write ``(split, key, label, ext, data)`` items (tar order) as files or as ``dest/{split}.tar``."""
     open_tars: dict[str, tarfile.TarFile] = {}
     nbytes = 0
@@ -43,7 +43,7 @@ def _write(dest: Path, tars: bool, items: Iterable[tuple[str, str, int, str, byt
     return nbytes
 
 
-def _counts(entries: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
+def count_by_split(entries: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
     for split, word in entries:
         counts[split][word] = counts[split].get(word, 0) + 1
@@ -54,7 +54,7 @@ def _tar_sizes(dest: Path) -> dict[str, int | None]:
     return {s: (dest / f"{s}.tar").stat().st_size if (dest / f"{s}.tar").exists() else None for s in SPLITS}
 
 
-def _cached_summary(dest: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+def cached_summary(dest: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     try:
         record = json.loads((dest / "keywords.json").read_text())
     except (OSError, ValueError):
@@ -68,7 +68,7 @@ def _cached_summary(dest: Path, config: dict[str, Any]) -> dict[str, Any] | None
     return summary if found == sum(summary["totals"].values()) else None
 
 
-def _prepare(dest: Path) -> None:
+def prepare(dest: Path) -> None:
     """Empty ``dest`` of a previous (possibly partial) keywords build; refuse to touch anything else."""
     marker = dest / ".keywords-partial"
     if dest.exists() and any(dest.iterdir()):
@@ -82,7 +82,7 @@ def _prepare(dest: Path) -> None:
     marker.touch()
 
 
-def _finish(dest: Path, config: dict[str, Any], summary: dict[str, Any], header: list[str]) -> dict[str, Any]:
+def finish(dest: Path, config: dict[str, Any], summary: dict[str, Any], header: list[str]) -> dict[str, Any]:
     """Write README.txt and, last, keywords.json (which marks the build complete)."""
     if summary["tars"]:
         summary["tar_bytes"] = _tar_sizes(dest)

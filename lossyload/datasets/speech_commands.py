@@ -10,8 +10,10 @@ from tqdm import tqdm
 
 from lossyload.errors import LossyloadError
 
-from .keywords import WORDS
-from .layout import SPLITS, _cached_summary, _counts, _finish, _prepare, _write
+from .layout import SPLITS, cached_summary, count_by_split, finish, prepare, write_split_files
+
+# the keywords: seed 1's Speech Commands subset, and the words of the bundled synthetic set
+WORDS: tuple[str, ...] = ("stop", "down", "no", "right", "go", "up", "yes", "left")
 
 
 def _speech_commands_files(src: Path, words: tuple[str, ...]) -> list[tuple[str, str, str]]:
@@ -41,20 +43,20 @@ def import_speech_commands(src: str | os.PathLike[str], dest: str | os.PathLike[
     ``validation_list.txt`` and ``testing_list.txt``; train is the rest) into the keywords layout."""
     src, dest, words = Path(src), Path(dest), tuple(words)
     config = {"source": "speech_commands", "src": str(src.resolve()), "words": list(words), "tars": tars}
-    cached = _cached_summary(dest, config)
+    cached = cached_summary(dest, config)
     if cached is not None:
         return cached
     files = _speech_commands_files(src, words)
-    _prepare(dest)
+    prepare(dest)
     labels = sorted(words)
     items = ((split, f"{word}/{name.removesuffix('.wav')}", labels.index(word), "wav", (src / word / name).read_bytes())
              for split, word, name in tqdm(files, desc="import", unit="clip", disable=not progress))
-    nbytes = _write(dest, tars, items)
-    counts = _counts((split, word) for split, word, _ in files)
+    nbytes = write_split_files(dest, tars, items)
+    counts = count_by_split((split, word) for split, word, _ in files)
     speakers = {s: len({n.split("_nohash_")[0] for sp, _, n in files if sp == s}) for s in SPLITS}
     summary = {"task": "keyword-spotting", "source": "speech_commands", "labels": labels, "counts": counts,
                "totals": {s: sum(c.values()) for s, c in counts.items()}, "speakers": speakers,
                "format": "wav", "tars": tars, "bytes": nbytes}
     header = [f"keywords: Google Speech Commands words from {src}, imported by lossyload.datasets.keywords",
               "splits from validation_list.txt / testing_list.txt; train is the rest", f"speakers: {speakers}"]
-    return _finish(dest, config, summary, header)
+    return finish(dest, config, summary, header)

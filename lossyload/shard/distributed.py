@@ -13,25 +13,34 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..codecs import codec_class
 from ..errors import LossyloadError
 from ..fs import filesystem, read_index, write_bytes
 from ..index import INDEX_NAME, Index
-from .job import PART_RECORD, ShardJob, ShardSummary, encode
+
+if TYPE_CHECKING:
+    from .job import ShardJob, ShardSummary
+
+PART_RECORD = "part.json"  # beside a distributed part's index: the job settings and source fingerprint
 
 
 def part_name(rank: int, world_size: int) -> str:
     return f"part-{rank:05d}-of-{world_size:05d}"
 
 
-def run_rank(job: ShardJob) -> ShardSummary:
-    """Encode this rank's share into its part folder; merge if every part is complete."""
+def part_job(job: ShardJob) -> ShardJob:
+    """The job encoding this rank's share into its part folder (a stale merged index is removed first when
+    overwriting)."""
     fs, root = filesystem(job.dest, job.storage_options)
-    part = replace(job, dest=f"{job.dest.rstrip('/')}/{part_name(job.rank, job.world_size)}")
     if job.overwrite and fs.exists(f"{root}/{INDEX_NAME}"):
         fs.rm(f"{root}/{INDEX_NAME}")
-    summary = encode(part)
+    return replace(job, dest=f"{job.dest.rstrip('/')}/{part_name(job.rank, job.world_size)}")
+
+
+def finish_part(job: ShardJob, summary: ShardSummary) -> ShardSummary:
+    """After this rank's part is complete: merge if every part is."""
     try:
         merged = merge_parts(job.dest, job.world_size, job.storage_options)
         state = (f"merged {merged.samples} samples of {job.world_size} parts into {job.dest}/{INDEX_NAME}" if merged

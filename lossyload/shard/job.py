@@ -29,12 +29,12 @@ from ..codecs import Codec, create_codec
 from ..errors import EncodeError, LossyloadError
 from ..fs import filesystem, read_index, write_bytes
 from ..index import INDEX_NAME, Index, ShardInfo, shard_name
+from .distributed import PART_RECORD, finish_part, part_job
 from .sources import Item, open_source
 from .tables import TableColumns
 from .writer import ShardWriter
 
 PROGRESS_DIR = "_progress"
-PART_RECORD = "part.json"  # beside a distributed part's index: the job settings and source fingerprint
 CHUNK = 32  # items per encode_batch call (and per pool task)
 
 
@@ -131,9 +131,7 @@ def run_job(job: ShardJob) -> ShardSummary:
     ``world_size > 1`` this process encodes its share into a part folder and the last rank to finish merges
     the parts' indexes (see :mod:`lossyload.shard.distributed`)."""
     if job.world_size > 1:
-        from .distributed import run_rank
-
-        return run_rank(job)
+        return finish_part(job, encode(part_job(job)))
     return encode(job)
 
 

@@ -1,4 +1,5 @@
-"""Where samples come from: an ImageFolder-layout directory or existing WebDataset tars.
+"""Where samples come from: an ImageFolder-layout directory, existing WebDataset tars, or a table (Parquet,
+``datasets`` folder, CSV/JSONL manifest: :mod:`.tables`).
 
 A source is a label list plus a deterministic, ordered sequence of :class:`Item`; the shard job resumes by
 item position, so the order must not depend on anything but the source's content.
@@ -6,63 +7,15 @@ item position, so the order must not depend on anything but the source's content
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from ..audio import AUDIO_EXTS
 from ..errors import LossyloadError
 from ..fs import filesystem, open_url
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm")
-MEDIA_EXTS = IMAGE_EXTS + AUDIO_EXTS
-_UNSAFE = re.compile(r"[^A-Za-z0-9_/-]")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One source sample: a tar-safe key, its label index, a name for messages, and its bytes or path."""
-
-    key: str
-    label: int
-    name: str
-    data: bytes | None = None
-    path: str | None = None
-    error: str | None = None  # a problem found while reading the source (reported as a skip)
-
-    def read(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        with open(self.path, "rb") as f:  # type: ignore[arg-type]
-            return f.read()
-
-
-def safe_key(rel: str) -> str:
-    """A WebDataset key from a relative path: no extension, no dots (they split keys), no ``..``."""
-    stem = rel.rsplit(".", 1)[0] if "." in os.path.basename(rel) else rel
-    return _UNSAFE.sub("_", stem.replace(os.sep, "/")).strip("/")
-
-
-@dataclass
-class Source:
-    labels: list[str]
-    items: Iterator[Item]
-    total: int | None  # None when unknown before reading (tars)
-    fingerprint: str  # changes when the source's content list changes (a resumed run must see the same)
-
-
-def _fingerprint(parts: list[str]) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def span(n: int, part: tuple[int, int]) -> tuple[int, int]:
-    """``[lo, hi)``: rank ``part[0]`` of ``part[1]``'s contiguous share of ``n`` things."""
-    rank, world = part
-    return rank * n // world, (rank + 1) * n // world
-
+from . import tables
+from .items import IMAGE_EXTS, MEDIA_EXTS, Item, Source, safe_key, span  # noqa: F401  (also imported from here)
+from .items import fingerprint as _fingerprint
 
 def image_folder(root: str, part: tuple[int, int] = (0, 1)) -> Source:
     """Class-subfolder layout: ``root/<class>/**/<file>``; every regular file is an item (non-images are
@@ -141,8 +94,6 @@ def open_source(src: str | list[str], storage_options: dict | None = None, part:
     selects one rank's contiguous share (items of a folder or table, files of tars)."""
     if isinstance(src, list):
         return webdataset_tars(src, storage_options, part)
-    from . import tables
-
     if kind := tables.detect(src, storage_options):
         return tables.open_table(src, kind, storage_options, part, columns)
     if src.endswith(".tar") or "{" in src:

@@ -21,7 +21,8 @@ from typing import Any
 
 from ..errors import LossyloadError, require
 from ..fs import filesystem, is_local
-from .sources import Item, Source, _fingerprint, safe_key, span
+from .items import Item, Source, safe_key, span
+from .items import fingerprint as _fingerprint
 
 MANIFESTS = (".csv", ".jsonl", ".ndjson")
 _MEDIA_NAMES = ("image", "img", "audio", "bytes")

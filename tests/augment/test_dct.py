@@ -28,7 +28,7 @@ from lossyload.augment.dct import (
     hflip,
     mask_frequencies,
 )
-from lossyload.dct import DctCoefficients, from_pixels, to_pixels
+from lossyload.media.dct import DctCoefficients, from_pixels, to_pixels
 from lossyload.errors import CodecError
 
 # Arguments for every DCT-domain augmentation; test_every_dct_augment_is_covered keeps it complete.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lossyload import jpeg
+from lossyload.media import jpeg
 from lossyload.augment.dct import CenterCrop
 from lossyload.codecs import create_codec
-from lossyload.dct import INV_ZIGZAG, ZIGZAG, DctCoefficients
+from lossyload.media.dct import INV_ZIGZAG, ZIGZAG, DctCoefficients
 from lossyload.errors import CodecError, DecodeError
 
 from ..conftest import THREE_TABLES, jpeg_bytes, photo, png_bytes

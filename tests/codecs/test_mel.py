@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lossyload.audio import fit_clip, log_mel
+from lossyload.media.audio import fit_clip, log_mel
 from lossyload.codecs import create_codec
 from lossyload.errors import DecodeError
 

@@ -13,7 +13,7 @@ from lossyload.codecs import create_codec
 from lossyload.codecs.base import Encoded
 from lossyload.codecs.vae import Vae, VaeConfig, VaeOptions
 from lossyload.errors import CodecError, DecodeError, EncodeError
-from lossyload.vae_model import encode_pixels, facts, image_views, load_vae, pick_device
+from lossyload.media.vae_model import encode_pixels, facts, image_views, load_vae, pick_device
 
 from ..conftest import jpeg_bytes, photo, png_bytes, synthetic_rgb
 
@@ -177,7 +177,7 @@ def test_fit_records_model_facts_and_a_range_covering_the_data() -> None:
 def test_fit_records_the_models_scaling_and_shift_and_std_range(tmp_path) -> None:
     import diffusers
 
-    from lossyload.vae_model import RANDOM_ARCHS
+    from lossyload.media.vae_model import RANDOM_ARCHS
 
     arch = {**RANDOM_ARCHS["random:tiny"], "scaling_factor": 0.3}
     model = diffusers.AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from lossyload.audio import fit_clip, log_mel
+from lossyload.media.audio import fit_clip, log_mel
 from lossyload.codecs import create_codec
 from lossyload.codecs.vq import Vq, nearest, pack, to_blocks, unpack
 from lossyload.errors import CodecError, DecodeError

@@ -399,7 +399,7 @@ def _edit_raw(payload: bytes, edit) -> bytes:
 def test_raw_arrays_with_wrong_shape_or_length(coef_set: Path, tmp_path: Path):
     """Members whose header shape does not fit the stored bytes, one int16 byte short, or not zstd at all:
     each is skipped by key (3 of 10), the rest delivered."""
-    from lossyload.jpeg import _HEADER
+    from lossyload.media.jpeg import _HEADER
 
     ds = tmp_path / "ds"
     shutil.copytree(coef_set, ds)

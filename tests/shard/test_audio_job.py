@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 
 from lossyload import LossyDataset
-from lossyload.audio import MelConfig, fit_clip, log_mel
+from lossyload.media.audio import MelConfig, fit_clip, log_mel
 from lossyload.codecs import create_codec
 from lossyload.codecs.encodec import ASSET
 from lossyload.codecs.vq import Vq

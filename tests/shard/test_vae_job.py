@@ -19,7 +19,7 @@ from lossyload.errors import LossyloadError
 from lossyload.index import Index
 from lossyload.shard import ShardJob, job as job_module, run_job
 from lossyload.shard.job import config_from_dataset
-from lossyload.vae_model import encode_pixels, image_views, load_vae
+from lossyload.media.vae_model import encode_pixels, image_views, load_vae
 
 from ..conftest import dataset_files, make_image_folder, read_tar, write
 

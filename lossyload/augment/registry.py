@@ -1,0 +1,84 @@
+"""The registry of codec-domain augmentations.
+
+Every augmentation is a frozen dataclass (keyword-only fields) registered under a ``name`` with
+:func:`register_augment`; it is stored as ``{"name": ..., **fields}`` (:func:`augment_to_dict`) and
+rebuilt with :func:`augment_from_dict` / :func:`create_augment`. Calling it as ``t(sample, rng)``
+returns a new sample and never mutates the input; all randomness comes from ``rng``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+from lossyload.errors import CodecError
+
+__all__ = [
+    "Transform",
+    "augment_from_dict",
+    "augment_to_dict",
+    "create_augment",
+    "list_augments",
+    "register_augment",
+]
+
+T = TypeVar("T", bound=type)
+
+_REGISTRY: dict[str, type] = {}
+
+
+@runtime_checkable
+class Transform(Protocol):
+    """A (possibly random) sample transform: ``t(sample, rng) -> new sample``."""
+
+    def __call__(self, sample: Any, rng: np.random.Generator) -> Any: ...
+
+
+def register_augment(name: str) -> Callable[[T], T]:
+    """Class decorator registering a frozen-dataclass transform under ``name`` (sets ``cls.name``)."""
+
+    def decorate(cls: T) -> T:
+        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+            raise ValueError(f"augmentation {cls.__name__} must be a frozen dataclass")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"augmentation name {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def list_augments() -> list[str]:
+    """Sorted names of all registered augmentations."""
+    return sorted(_REGISTRY)
+
+
+def create_augment(name: str, **kwargs: Any) -> Transform:
+    """Instantiate the augmentation registered as ``name`` with ``kwargs``."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise CodecError(f"unknown augmentation {name!r}; known: {', '.join(list_augments())}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise CodecError(f"invalid arguments for augmentation {name!r}: {exc}") from exc
+
+
+def augment_to_dict(t: Transform) -> dict[str, Any]:
+    """``{"name": ..., **fields}`` of a registered augmentation."""
+    name = getattr(type(t), "name", None)
+    if name not in _REGISTRY or _REGISTRY[name] is not type(t):
+        raise CodecError(f"{type(t).__name__} is not a registered augmentation")
+    return {"name": name, **dataclasses.asdict(t)}
+
+
+def augment_from_dict(d: dict[str, Any]) -> Transform:
+    """Inverse of :func:`augment_to_dict`."""
+    if "name" not in d:
+        raise CodecError(f"augmentation config has no 'name': {d!r}")
+    fields = {k: v for k, v in d.items() if k != "name"}
+    return create_augment(d["name"], **fields)

@@ -1,0 +1,95 @@
+"""``lossyload-train`` (and ``lossyload demo``, its ``demo`` preset): run the rows of a preset and write
+``results.json``, ``report.md`` and PNG plots; print one table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+from ..errors import LossyloadError
+from . import report
+from .presets import PRESETS
+from .rows import EXPERIMENTS, NAMES
+
+
+def add_arguments(p: argparse.ArgumentParser, *, preset: str = "full", out: str = "runs/train") -> None:
+    from .trainer import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--preset", choices=list(PRESETS), default=preset,
+                   help="; ".join(f"{k}: {v.about}" for k, v in PRESETS.items()) + f" (default {preset})")
+    p.add_argument("--quick", action="store_true", help="the same as --preset quick")
+    p.add_argument("--experiment", choices=[*EXPERIMENTS, "all"], default=d.experiment,
+                   help="speech (log-mel vs VQ codes vs EnCodec), images (pixels vs resampled pixels vs VAE latents "
+                   "vs DCT coefficients), or all (default)")
+    p.add_argument("--rows", nargs="+", choices=NAMES, help="only these rows")
+    p.add_argument("--data", help="images: ImageFolder root with train/ and val/ (or test/), e.g. Imagenette; "
+                   "default: the bundled photo set")
+    p.add_argument("--audio-data", help="speech: folder with train/ and test/ class subfolders of clips, e.g. an "
+                   "imported Speech Commands (lossyload make-keywords --speech-commands); default: the bundled set")
+    p.add_argument("--out", default=out, help=f"results folder (default {out})")
+    p.add_argument("--work", help="folder for the bundled data and shard sets (default: --out)")
+    p.add_argument("--epochs", type=int, help="default: the preset's")
+    p.add_argument("--batch-size", type=int, help="default: the preset's")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--width-mult", type=float, help="MobileNetV2 width of the image rows (default: the preset's)")
+    p.add_argument("--workers", type=int, default=d.workers, help="loader workers, and shard-tool processes")
+    p.add_argument("--device", default=d.device, help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--vae", default=d.vae, help="hub id (local cache), model directory, random:tiny, random:sd1")
+    p.add_argument("--encodec-weights", default=d.encodec_weights,
+                   help="auto (pretrained when cached, else random), pretrained, random, or a checkpoint path")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (data builds, sharding, training)")
+    p.add_argument("--report-only", action="store_true", help="regenerate report.md and the plots from "
+                   "OUT/results.json without training")
+
+
+def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
+    from .trainer import TrainConfig
+    from .trainer import run as train
+
+    try:
+        if not args.report_only:
+            import torch
+
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            cfg = TrainConfig(preset="quick" if args.quick else args.preset, experiment=args.experiment,
+                              rows=tuple(args.rows) if args.rows else None, data=args.data, audio_data=args.audio_data,
+                              out=args.out, work=args.work, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              width_mult=args.width_mult, workers=args.workers, device=args.device, vae=args.vae,
+                              encodec_weights=args.encodec_weights, seed=args.seed, progress=not args.no_progress)
+            t0 = time.perf_counter()
+            train(cfg, command=shlex.join([prog, *getattr(args, "argv", [])]))
+            took = time.perf_counter() - t0
+        report.write(args.out)
+        print(report.summary(report.load(args.out)))
+        if not args.report_only:
+            print(f"{prog}: {took / 60:.1f} minutes")
+        print(f"{prog}: results.json, {report.REPORT} (every column, the targets) and PNG plots in {args.out}")
+    except LossyloadError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lossyload-train", description=__doc__)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv  # quoted in the report
+    return run(args)
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    add_arguments(p, preset="demo", out="runs/demo")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    return run(args, prog="lossyload demo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The lab's data step: bundled or user data -> the named shard sets the rows read.
+
+Sources are the bundled photo and keyword sets (built offline into the work folder, one folder per build
+config) or folders given by path (images: ImageFolder ``train/`` and ``val/`` or ``test/``; speech: class
+folders ``train/`` and ``test/``). Each shard set is made once per (source, codec, settings) under
+``WORK/shards/<set>-<key>/{train,test}`` and reused when complete: a rerun with the same settings shards
+nothing, a rerun with other settings gets other folders. Codecs that fit to data (the VQ codebook, the VAE
+latents' quantization) fit on the training split; the test split is encoded with the training split's config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from typing import Any
+
+from ..codecs.encodec import CHECKPOINT, checkpoint_path
+from ..errors import CodecError, LossyloadError
+from ..fs import read_index
+from ..shard import ShardJob, run_job
+from ..shard.job import config_from_dataset
+
+FITTED = ("vq", "vae")  # codecs whose test split reuses the training split's fitted config
+
+
+def key(*parts: Any) -> str:
+    """A short stable hash of JSON-able ``parts`` (folder names of builds and shard sets)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def encodec_weights(choice: str) -> str:
+    """``auto``: the pretrained checkpoint when it is in the torch hub cache, else a random-initialised model
+    (said so on stdout); any other choice is returned as it is."""
+    if choice != "auto":
+        return choice
+    try:
+        checkpoint_path("pretrained")
+        return "pretrained"
+    except CodecError:
+        print(f"encodec: no pretrained checkpoint ({CHECKPOINT}) in the torch hub cache: using a RANDOM-initialised "
+              "EnCodec (its codes are not a real codec's)", flush=True)
+        return "random"
+
+
+def image_dirs(data: str | None, work: str, photos, *, progress: bool) -> tuple[str, str]:
+    """(train, test) folders of ImageFolder root ``data``; ``None``: the bundled photo set built with
+    ``photos`` (a :class:`~lossyload.datasets.photos.PhotosConfig`) under ``work``."""
+    if data is None:
+        from ..datasets.photos import build_photos
+
+        data = os.path.join(work, f"photos-{key(photos.to_json())}")
+        build_photos(data, photos, progress=progress)
+    test = next((os.path.join(data, d) for d in ("val", "test") if os.path.isdir(os.path.join(data, d))), None)
+    if not os.path.isdir(os.path.join(data, "train")) or test is None:
+        raise LossyloadError(f"{data}: expected ImageFolder subfolders train/ and val/ (or test/)")
+    return os.path.join(data, "train"), test
+
+
+def speech_dirs(data: str | None, work: str, keywords, *, workers: int, progress: bool) -> tuple[str, str]:
+    """(train, test) class folders of ``data``; ``None``: the bundled keyword set built with ``keywords`` (a
+    :class:`~lossyload.datasets.keywords.KeywordsConfig`) under ``work``."""
+    if data is None:
+        from ..datasets.keywords import build_keywords
+
+        data = os.path.join(work, f"keywords-{key(keywords.to_json())}")
+        build_keywords(data, keywords, workers=workers, progress=progress)
+    if not all(os.path.isdir(os.path.join(data, s)) for s in ("train", "test")):
+        raise LossyloadError(f"{data}: expected class-folder subfolders train/ and test/")
+    return os.path.join(data, "train"), os.path.join(data, "test")
+
+
+def shard_spec(name: str, *, sizes, vae: str, encodec: str) -> tuple[str, dict[str, Any]]:
+    """(codec, config) of shard set ``name``."""
+    specs: dict[str, tuple[str, dict[str, Any]]] = {
+        "jpeg": ("jpeg-dct", {"resize": sizes.resize}),  # the JPEGs themselves (read by the rgb and DCT rows)
+        "coefficients": ("jpeg-dct", {"storage": "coefficients", "resize": sizes.resize}),
+        "coefficients-16-8": ("jpeg-dct", {"storage": "coefficients", "keep": [16, 8], "resize": sizes.resize}),
+        "vae": ("vae", {"model": vae, "resolution": sizes.resolution}),
+        "mel": ("mel", {}),
+        "vq": ("vq", {}),
+        "encodec": ("encodec", {"bandwidth": 6.0, "weights": encodec}),
+    }
+    if name not in specs:
+        raise LossyloadError(f"unknown shard set {name!r}; known: {', '.join(specs)}")
+    return specs[name]
+
+
+def shard_sets(names: list[str], dirs: tuple[str, str], work: str, *, sizes, vae: str, encodec: str,
+               workers: int, progress: bool) -> dict[str, str]:
+    """``{"train-<set>": url, "test-<set>": url}`` for each shard set in ``names``, made from the (train, test)
+    folders ``dirs`` (or reused when complete)."""
+    urls: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        codec, config = shard_spec(name, sizes=sizes, vae=vae, encodec=encodec)
+        folder = os.path.join(work, "shards", f"{name}-{key(codec, config, os.path.abspath(dirs[0]))}")
+        for split, src in zip(("train", "test"), dirs):
+            dest = urls[f"{split}-{name}"] = os.path.join(folder, split)
+            if split == "test" and codec in FITTED:
+                config = config_from_dataset(urls[f"train-{name}"], codec)
+            summary = run_job(ShardJob(src=src, dest=dest, codec=codec, config=config, maxcount=1000,
+                                       workers=workers, progress=progress))
+            if not summary.already_complete:
+                print(summary.format(), flush=True)
+    return urls
+
+
+def payload_bytes(url: str) -> float:
+    """Mean size of the codec member (the representation without tar headers) over every local shard."""
+    root, index = read_index(url)
+    sizes = []
+    for shard in index.shards:
+        with tarfile.open(os.path.join(root, shard.url)) as tf:
+            sizes += [m.size for m in tf.getmembers() if m.name.endswith("." + index.member)]
+    return sum(sizes) / max(len(sizes), 1)

@@ -90,6 +90,7 @@ class LossyLoader:
         return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank,
                 "world_size": world.world_size, "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
                 "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last,
+                "batch_path": ds.batch_path,
                 "options": json.loads(json.dumps(dataclasses.asdict(ds.codec.options), default=str)),
                 "transforms": [_describe(t) for t in ds.transforms]}
 

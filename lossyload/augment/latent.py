@@ -100,11 +100,11 @@ class HFlip:
         return {"flip": rng.random(len(xb)) < self.p}
 
     def apply_batch(self, xb: np.ndarray, p: dict) -> np.ndarray:
-        flip = p["flip"]
-        if not flip.any():
+        idx = np.flatnonzero(p["flip"])
+        if not len(idx):
             return xb
         out = xb.copy()
-        out[flip] = xb[flip][..., ::-1]
+        out[idx] = xb[idx, ..., ::-1]
         return out
 
 

@@ -282,10 +282,12 @@ class Vae(Codec):
         for p in payloads:
             if len(p) != size:
                 raise self._size_error(len(p), shape, dtype)
-        x = np.frombuffer(b"".join(payloads), dtype).reshape(len(payloads), *shape) * a[None] + b[None]
+        q = np.frombuffer(b"".join(payloads), dtype).reshape(len(payloads), *shape)
+        x = np.multiply(q, a[None], out=np.empty(q.shape, np.float32))  # the same float32 operations as decode
+        x += b[None]
         if self.config.store_std:
             x[:, :, 1] = np.exp(x[:, :, 1])
-        return x.astype(np.float32, copy=False)
+        return x
 
     def finalize_batch(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"latent": np.ascontiguousarray(x[:, 0, 0], dtype=self.options.dtype)}

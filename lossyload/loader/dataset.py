@@ -242,18 +242,35 @@ class LossyDataset(IterableDataset):
             return None
 
 
+SHUFFLE_START = 128  # samples in the shuffle buffer when it starts delivering (it then grows to its size)
+_DRAWS = 256  # uniform draws taken from the generator at a time
+
+
 def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
+    """A seeded shuffle buffer of ``size`` samples. It delivers once it holds :data:`SHUFFLE_START` (so the
+    first batch never waits for a buffer larger than the data), then grows by one sample per delivered one
+    until it holds ``size``; each delivery is a uniform pick among what it holds. Pure function of ``rng``."""
     if size <= 1:
         yield from src
         return
+    start = min(size, SHUFFLE_START)
     buf: list[RawSample] = []
-    for s in src:
-        if len(buf) < size:
-            buf.append(s)
+    draws, j = rng.random(_DRAWS), 0
+    it = iter(src)
+    for s in it:
+        buf.append(s)
+        if len(buf) < size:  # still growing: take one more
+            more = next(it, None)
+            if more is not None:
+                buf.append(more)
+        if len(buf) < start:
             continue
-        i = int(rng.integers(size))
-        buf[i], s = s, buf[i]
-        yield s
+        if j == _DRAWS:
+            draws, j = rng.random(_DRAWS), 0
+        i = int(draws[j] * len(buf))
+        j += 1
+        buf[i], buf[-1] = buf[-1], buf[i]
+        yield buf.pop()
     rng.shuffle(buf)  # type: ignore[arg-type]
     yield from buf
 

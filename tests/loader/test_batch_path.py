@@ -116,3 +116,25 @@ def test_pad_repeats_rows_like_the_per_sample_path() -> None:
     while len(cur) < 6:
         cur.append(pool[(6 - len(cur)) % len(pool)])
     assert out.keys == cur and added == 4 and list(out.xs["x"]) == [int(k) for k in cur]
+
+
+@pytest.mark.parametrize("size", [5, 128, 10_000])
+def test_the_shuffle_buffer_delivers_at_a_bounded_fill(size: int) -> None:
+    """A buffer larger than the data starts delivering once it holds ``SHUFFLE_START`` samples (the first
+    batch does not wait for the whole set); the output is a permutation, a pure function of the seed."""
+    from lossyload.loader.dataset import SHUFFLE_START, _shuffled
+
+    pulled = []
+
+    def src():
+        for i in range(1000):
+            pulled.append(i)
+            yield i
+
+    out = _shuffled(src(), size, np.random.default_rng(1))
+    first = next(out)
+    assert len(pulled) <= min(size, SHUFFLE_START) + 1
+    rest = [first, *out]
+    assert sorted(rest) == list(range(1000)) and rest != list(range(1000))
+    assert rest == list(_shuffled(iter(range(1000)), size, np.random.default_rng(1)))
+    assert rest != list(_shuffled(iter(range(1000)), size, np.random.default_rng(2)))

@@ -131,7 +131,10 @@ class LossyDataset(IterableDataset):
         return plan.batches_per_rank(self.index.samples, w.world_size, self.batch_size or 1, self.drop_last)
 
     def __iter__(self) -> Iterator[Any]:
-        world = self._world()
+        return self.iter_worker(self._world())
+
+    def iter_worker(self, world: plan.World) -> Iterator[Any]:
+        """The batches (or samples) of loader worker ``world.worker`` of ``world.num_workers``."""
         bs = self.batch_size or 1
         start, stop = plan.worker_span(self.index.samples, world, bs, self.drop_last)
         order = plan.shard_order(len(self.index.shards), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)

@@ -21,7 +21,7 @@ from ..codecs import Codec, codec_class, create_codec
 from ..errors import CodecError, LossyloadError, ShardError
 from ..fs import join, open_url, read_index
 from ..index import Index
-from . import batch, plan
+from . import batch, plan, prefetch
 from .batch import Built
 from .stream import ErrorPolicy, RawSample, Skip, read_range
 
@@ -90,6 +90,7 @@ class LossyDataset(IterableDataset):
         storage_options: dict[str, Any] | None = None,
         verify: bool = False,
         batch_path: bool = True,
+        prefetch: bool = True,
     ) -> None:
         super().__init__()
         self.root, self.index = read_index(url, storage_options)
@@ -106,6 +107,7 @@ class LossyDataset(IterableDataset):
         self.storage_options = storage_options
         # decode, augment and finalize whole batches when the codec and transforms can (lossyload.loader.batch)
         self.batch_path = batch_path
+        self.prefetch = prefetch  # remote shards: fetch the next one while this one is parsed (loader.prefetch)
         self.verify = verify  # read each shard whole and check its size and sha256 before delivering from it
         self.report = False  # LossyLoader sets it: yield (x, y, report) so skips and positions reach it
         # LossyLoader sets it: worker -> (batches delivered, samples of its stream consumed by them)
@@ -141,11 +143,15 @@ class LossyDataset(IterableDataset):
         ranges = plan.shard_ranges(order, [s.samples for s in self.index.shards], start, stop)
         policy = ErrorPolicy(self.on_error)
         self.skips, self.padded = policy.skips, 0
+        if self.prefetch and not self.verify and prefetch.worth_it(self.root, self.storage_options):
+            held = prefetch.prefetched(self.root, self.index, ranges, self.storage_options)
+        else:
+            held = ((shard, first, end, None) for shard, first, end in ranges)
         raw = (
             s
-            for shard, first, end in ranges
+            for shard, first, end, data in held
             for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
-                                self.storage_options, self.verify, len(self.index.labels))
+                                self.storage_options, self.verify, len(self.index.labels), data)
         )
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
         stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)

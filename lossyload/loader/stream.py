@@ -58,16 +58,18 @@ class RawSample(NamedTuple):
 def read_range(
     root: str, shard: ShardInfo, first: int, end: int, member: str, policy: ErrorPolicy,
     storage_options: dict[str, Any] | None = None, verify: bool = False, classes: int | None = None,
+    data: bytes | None = None,
 ) -> Iterator[RawSample]:
     """Samples ``first <= i < end`` of one shard. A shard that ends early (truncated, unreadable) has its
     missing samples counted as skipped, so the total never silently shrinks; a key met twice in a shard is
     skipped the second time; samples past the index's count are reported by the reader whose range ends the
-    shard; a ``cls`` outside ``[0, classes)`` is skipped. With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
+    shard; a ``cls`` outside ``[0, classes)`` is skipped. ``data``: the shard's bytes when already fetched
+    (:mod:`.prefetch`). With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
     of its samples is delivered (a mismatch skips the range)."""
     url = join(root, shard.url)
     i = 0
     seen: dict[str, int] = {}
-    stream = _tar_samples(url, shard, storage_options, verify)
+    stream = _tar_samples(url, shard, storage_options, verify) if data is None else _held_samples(url, data)
     for sample in stream:
         if isinstance(sample, Exception):  # reading broke off: what is left of the range is lost
             if i < end:
@@ -103,6 +105,14 @@ def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | N
                 f = _verified(f, url, shard)
             yield from tario.samples(f, url)
     except (ShardError, OSError) as exc:
+        yield exc
+
+
+def _held_samples(url: str, data: bytes) -> Iterator[dict | Exception]:
+    """The samples of a shard already in memory (same error convention as :func:`_tar_samples`)."""
+    try:
+        yield from tario.samples(io.BytesIO(data), url)
+    except ShardError as exc:
         yield exc
 
 

@@ -212,6 +212,15 @@ class Vq(Codec):
 
     def finalize_batch(self, codes: np.ndarray) -> dict[str, np.ndarray]:
         out = self.options.output
+        if out == "bits":  # the table's values computed: plane b is 2 * bit b - 1, masked cells 0
+            shifts = np.arange(self.config.bits, dtype=np.uint8)[None, :, None, None]
+            planes = ((codes.astype(np.uint8)[:, None] >> shifts) & 1).view(np.int8)
+            planes *= 2
+            planes -= 1
+            masked = codes < 0
+            if masked.any():
+                planes *= ~masked[:, None]
+            return {out: planes}
         if out != "codes":
             return {out: np.ascontiguousarray(np.take(self._table, codes + 1, axis=1).swapaxes(0, 1))}
         result = codes.astype(np.uint8)

@@ -46,7 +46,8 @@ class Pass:
 
 
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int,
-             transforms: list | None = None, storage_options: dict | None = None, num_workers: int = 0) -> Pass:
+             transforms: list | None = None, storage_options: dict | None = None, num_workers: int = 0,
+             worker_type: str = "process") -> Pass:
     """One epoch with ``transforms`` (default: the codec's default transforms); ``codec=None``: the read
     limit."""
     t0 = time.perf_counter()
@@ -54,7 +55,7 @@ def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoc
         n, _ = read_limit(url, storage_options)
         return Pass(n, 0)
     ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms,
-                     storage_options=storage_options, num_workers=num_workers)
+                     storage_options=storage_options, num_workers=num_workers, worker_type=worker_type)
     ld.set_epoch(epoch)
     n = per = 0
     first = 0.0
@@ -78,12 +79,14 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
     every row, then rep 2, ...) so that a drift in machine speed hits every row alike; the median and the
     spread of each row are reported. ``storage_options``: per variant, for remote URLs. CPU time counts the
     loader worker processes too."""
+    progress = Progress(len(rows) * (reps + 1))
     rates: dict[str, list[float]] = {label: [] for label, *_ in rows}
     cpu: dict[str, list[float]] = {label: [] for label, *_ in rows}
     firsts: dict[str, list[float]] = {label: [] for label, *_ in rows}
     per: dict[str, int] = {}
     for label, variant, codec, options in rows:  # warm-up: page cache, imports, allocator
         one_pass(urls[variant], codec, options, batch, 99)
+        progress.step(f"warm-up · {label}")
     for rep in range(reps):
         for label, variant, codec, options in rows:
             t0, c0 = time.perf_counter(), _cpu_seconds()
@@ -95,6 +98,7 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
             per[label] = p.input_bytes
             if p.first_batch_s is not None:
                 firsts[label].append(p.first_batch_s)
+            progress.step(f"rep {rep + 1}/{reps} · {label}: {rates[label][-1]:.0f} samples/s")
     results = []
     for label, variant, codec, _ in rows:
         _, index = read_index(urls[variant], (storage_options or {}).get(variant))
@@ -105,6 +109,23 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
                         "first_batch_s": statistics.median(firsts[label]) if firsts[label] else None})
         print(f"{label}: {statistics.median(r):.0f} samples/s", flush=True)
     return results
+
+
+class Progress:
+    """One line per finished pass: how many of how many, the time so far and the time left (estimated)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        spent = time.perf_counter() - self.t0
+        left = spent / self.done * (self.total - self.done)
+        print(f"[{self.done}/{self.total} {clock(spent)} elapsed, ~{clock(left)} left] {what}", flush=True)
+
+
+def clock(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def add_arguments(p: argparse.ArgumentParser, *, photos: bool) -> None:

@@ -37,12 +37,14 @@ def open_dataset(url: str, **kwargs: Any):
 
 def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
                 prefetch_factor: int | None = None, return_keys: bool = False, backend: str = "torch",
-                **kwargs: Any):
+                worker_type: str = "process", **kwargs: Any):
     """The batched drop-in for a ``DataLoader``: ``for x, labels in make_loader(url, batch_size=64): ...``.
 
     Every rank yields ``len(loader)`` batches per epoch (``(x, labels, keys)`` with ``return_keys``); its
     ``state_dict()``/``load_state_dict()`` resume an epoch exactly. See :func:`open_dataset` for the other
-    arguments. ``backend="dali"``: the same batches from an NVIDIA DALI pipeline
+    arguments. ``worker_type="thread"`` runs the ``num_workers`` workers as threads of this process (the same
+    batches; no process boundary to cross: see ``docs/batch-path.md`` for the setting per codec).
+    ``backend="dali"``: the same batches from an NVIDIA DALI pipeline
     (:func:`lossyload.dali.make_dali_loader`; extra ``device_id``, local shards, ``vae`` and ``rgb`` only, no
     ``state_dict``)."""
     if backend == "dali":
@@ -57,7 +59,7 @@ def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: 
 
     ds = LossyDataset(url, batch_size=batch_size, **kwargs)
     return LossyLoader(ds, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor,
-                       return_keys=return_keys)
+                       return_keys=return_keys, worker_type=worker_type)
 
 
 __all__ = ["open_dataset", "make_loader", "LossyDataset", "LossyLoader", "World", "LossyloadError"]

@@ -2,7 +2,8 @@
 augmentation is a frozen dataclass stored as ``{"name": ..., **fields}`` and rebuilt from it."""
 
 from . import codes, dct, latent, rgb  # noqa: F401  (register the built-in augmentations)
-from .registry import (Transform, augment_from_dict, augment_to_dict, create_augment, list_augments,
-                       register_augment)
+from .registry import (Transform, augment_from_dict, augment_to_dict, create_augment, has_batch_form, list_augments,
+                       register_augment, sample_params, transform_batch)
 
-__all__ = ["Transform", "augment_from_dict", "augment_to_dict", "create_augment", "list_augments", "register_augment"]
+__all__ = ["Transform", "augment_from_dict", "augment_to_dict", "create_augment", "has_batch_form", "list_augments",
+           "register_augment", "sample_params", "transform_batch"]

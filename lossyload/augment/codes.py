@@ -17,7 +17,7 @@ from lossyload.augment.registry import register_augment
 
 __all__ = [
     "MASK", "CenterTimeCrop", "FreqMask", "LevelDropout", "RandomTimeCrop", "TimeMask", "TimeShift", "default_time_crop",
-    "drop_levels", "mask_rows", "mask_time", "shift_time", "time_crop",
+    "drop_levels", "mask_rows", "mask_time", "shift_time", "time_crop", "time_crop_batch",
 ]
 
 MASK = -1
@@ -56,6 +56,24 @@ def drop_levels(codes: np.ndarray, keep: int) -> np.ndarray:
     return mask_rows(codes, keep, codes.shape[0])
 
 
+def time_crop_batch(codes: np.ndarray, start: np.ndarray, frames: int) -> np.ndarray:
+    """:func:`time_crop` of each ``codes [B, rows, T]`` at its own ``start [B]``, by index arithmetic."""
+    if frames < 1:
+        raise ValueError(f"frames must be positive, got {frames}")
+    idx = np.asarray(start)[:, None] + np.arange(frames)  # [B, frames]
+    inside = (idx >= 0) & (idx < codes.shape[2])
+    picked = np.take_along_axis(codes, np.clip(idx, 0, codes.shape[2] - 1)[:, None, :], axis=2)
+    return np.where(inside[:, None, :], picked, np.int16(MASK)).astype(np.int16, copy=False)
+
+
+def _rows_from(codes: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``[B, rows]``: True for the rows at or past each sample's ``keep``."""
+    return np.arange(codes.shape[1])[None, :] >= np.asarray(keep)[:, None]
+
+
+_NONE: dict[str, np.ndarray] = {}
+
+
 @register_augment("codes_random_time_crop")
 @dataclass(frozen=True, kw_only=True)
 class RandomTimeCrop:
@@ -69,8 +87,18 @@ class RandomTimeCrop:
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         slack = codes.shape[1] - self.frames
-        start = int(rng.integers(0, slack + 1)) if slack > 0 else slack // 2
-        return time_crop(codes, start, self.frames)
+        return self.apply(codes, {"start": int(rng.integers(0, slack + 1)) if slack > 0 else slack // 2})
+
+    def apply(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        return time_crop(codes, int(p["start"]), self.frames)
+
+    def params(self, codes: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        slack = codes.shape[2] - self.frames
+        n = len(codes)
+        return {"start": rng.integers(0, slack + 1, size=n) if slack > 0 else np.full(n, slack // 2)}
+
+    def apply_batch(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        return time_crop_batch(codes, p["start"], self.frames)
 
 
 @register_augment("codes_center_time_crop")
@@ -83,7 +111,16 @@ class CenterTimeCrop:
             raise ValueError("frames must be positive")
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.apply(codes, _NONE)
+
+    def apply(self, codes: np.ndarray, p: dict) -> np.ndarray:
         return time_crop(codes, (codes.shape[1] - self.frames) // 2, self.frames)
+
+    def params(self, codes: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return _NONE
+
+    def apply_batch(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        return time_crop_batch(codes, np.full(len(codes), (codes.shape[2] - self.frames) // 2), self.frames)
 
 
 def default_time_crop(frames: int | None, train: bool) -> list:
@@ -105,7 +142,16 @@ class TimeShift:
             raise ValueError("max_shift must be >= 0")
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return shift_time(codes, int(rng.integers(-self.max_shift, self.max_shift + 1)))
+        return self.apply(codes, {"shift": int(rng.integers(-self.max_shift, self.max_shift + 1))})
+
+    def apply(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        return shift_time(codes, int(p["shift"]))
+
+    def params(self, codes: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"shift": rng.integers(-self.max_shift, self.max_shift + 1, size=len(codes))}
+
+    def apply_batch(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        return time_crop_batch(codes, -np.asarray(p["shift"]), codes.shape[2])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,12 +167,31 @@ class _BandMask:
             raise ValueError("max_width and count must be >= 0")
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        mask = mask_time if self.axis == 1 else mask_rows
-        codes = codes.copy()
+        widths, starts = [], []
         for _ in range(self.count):
             width = int(rng.integers(0, self.max_width + 1))
-            codes = mask(codes, int(rng.integers(0, max(codes.shape[self.axis] - width, 0) + 1)), width)
+            widths.append(width)
+            starts.append(int(rng.integers(0, max(codes.shape[self.axis] - width, 0) + 1)))
+        return self.apply(codes, {"start": np.array(starts, np.int64), "width": np.array(widths, np.int64)})
+
+    def apply(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        mask = mask_time if self.axis == 1 else mask_rows
+        codes = codes.copy()
+        for start, width in zip(p["start"], p["width"]):
+            codes = mask(codes, int(start), int(width))
         return codes
+
+    def params(self, codes: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        width = rng.integers(0, self.max_width + 1, size=(len(codes), self.count))
+        start = rng.integers(0, np.maximum(codes.shape[self.axis + 1] - width, 0) + 1)
+        return {"start": start, "width": width}
+
+    def apply_batch(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        pos = np.arange(codes.shape[self.axis + 1])[None, None, :]
+        start, width = np.asarray(p["start"])[..., None], np.asarray(p["width"])[..., None]
+        masked = ((pos >= start) & (pos < start + width)).any(axis=1)  # [B, rows or frames]
+        masked = masked[:, None, :] if self.axis == 1 else masked[:, :, None]
+        return np.where(masked, np.int16(MASK), codes).astype(np.int16, copy=False)
 
 
 @register_augment("codes_time_mask")
@@ -162,5 +227,18 @@ class LevelDropout:
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         levels = codes.shape[0]
         if levels <= self.min_levels or rng.random() >= self.p:
-            return codes.copy()
-        return drop_levels(codes, int(rng.integers(self.min_levels, levels)))
+            return self.apply(codes, {"keep": levels})
+        return self.apply(codes, {"keep": int(rng.integers(self.min_levels, levels))})
+
+    def apply(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        return drop_levels(codes, int(p["keep"]))
+
+    def params(self, codes: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        n, levels = len(codes), codes.shape[1]
+        if levels <= self.min_levels:
+            return {"keep": np.full(n, levels)}
+        drop = rng.random(n) < self.p
+        return {"keep": np.where(drop, rng.integers(self.min_levels, levels, size=n), levels)}
+
+    def apply_batch(self, codes: np.ndarray, p: dict) -> np.ndarray:
+        return np.where(_rows_from(codes, p["keep"])[:, :, None], np.int16(MASK), codes).astype(np.int16, copy=False)

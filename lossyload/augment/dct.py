@@ -12,11 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lossyload.augment.dct_batch import DctBatch, Ragged, as_batch, crop_batch
+from lossyload.augment.dct_batch import batch_new as _batch_new
+from lossyload.augment.dct_batch import fixed as _fixed
+from lossyload.augment.dct_batch import grid as _grid
 from lossyload.augment.registry import register_augment
 from lossyload.media.dct import ZIGZAG, DctCoefficients
 
 __all__ = [
     "Brightness",
+    "DctBatch",
+    "as_batch",
+    "crop_batch",
     "CenterCrop",
     "CoefficientDropout",
     "FrequencyMask",
@@ -107,6 +114,9 @@ def _crop_mcus(size: int) -> int:
     return size // 16
 
 
+_NONE: dict[str, np.ndarray] = {}
+
+
 @register_augment("dct_hflip")
 @dataclass(frozen=True, kw_only=True)
 class HFlip:
@@ -118,9 +128,23 @@ class HFlip:
         _check_unit(self.p, "hflip probability p")
 
     def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
-        if rng.random() < self.p:
+        return self.apply(sample, {"flip": rng.random() < self.p})
+
+    def apply(self, sample: DctCoefficients, p: dict) -> DctCoefficients:
+        if p["flip"]:
             return hflip(sample)
         return _new(sample, np.array(sample.y, copy=True), np.array(sample.c, copy=True))
+
+    def params(self, b: Ragged, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"flip": rng.random(len(b)) < self.p}
+
+    def apply_batch(self, b: Ragged, p: dict) -> DctBatch:
+        b = _fixed(b, "dct_hflip")
+        (ky, kc), flip = b.keep, p["flip"]
+        y, c = b.y.copy(), b.c.copy()
+        y[flip] = b.y[flip][..., ::-1] * _HFLIP_SIGN[:ky, None, None]
+        c[flip] = b.c[flip][..., ::-1] * _HFLIP_SIGN[None, :kc, None, None]
+        return _batch_new(b, y, c)
 
 
 class _WindowCrop:
@@ -129,8 +153,31 @@ class _WindowCrop:
     def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         raise NotImplementedError
 
+    def windows(self, hm: np.ndarray, wm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The batch form of ``window``: ``(top [B], left [B])`` of each sample's ``size`` window."""
+        raise NotImplementedError
+
     def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
-        return crop(sample, *self.window(sample.y.shape[1] // 2, sample.y.shape[2] // 2, rng))
+        top, left, _, _ = self.window(sample.y.shape[1] // 2, sample.y.shape[2] // 2, rng)
+        return self.apply(sample, {"top": top, "left": left})
+
+    def apply(self, sample: DctCoefficients, p: dict) -> DctCoefficients:
+        m = _crop_mcus(self.size)  # type: ignore[attr-defined]
+        return crop(sample, int(p["top"]), int(p["left"]), m, m)
+
+    def params(self, b: Ragged, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        top, left = self.windows(*_grid(b), rng)
+        return {"top": top, "left": left}
+
+    def apply_batch(self, b: Ragged, p: dict) -> DctBatch:
+        m = _crop_mcus(self.size)  # type: ignore[attr-defined]
+        return crop_batch(b, p["top"], p["left"], m, m)
+
+
+def _origins(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`_crop_origin` of each sample, one draw each."""
+    r = rng.integers(0, np.abs(image - size) + 1)
+    return np.where(image >= size, r, -r)
 
 
 @register_augment("dct_random_crop")
@@ -144,14 +191,24 @@ class RandomCrop(_WindowCrop):
     def __post_init__(self) -> None:
         _crop_mcus(self.size)
 
+    def _fits(self, hm, wm) -> None:
+        m = _crop_mcus(self.size)
+        if not self.pad_if_needed and (np.min(hm) < m or np.min(wm) < m):
+            i = int(np.argmin(np.minimum(hm, wm)))
+            raise ValueError(f"image of {16 * np.ravel(hm)[i]}x{16 * np.ravel(wm)[i]} px is smaller than crop {self.size}")
+
     def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """The MCU window ``(top, left, height, width)`` this crop takes from an ``hm`` x ``wm`` MCU image."""
         m = _crop_mcus(self.size)
-        if not self.pad_if_needed and (hm < m or wm < m):
-            raise ValueError(f"image of {16 * hm}x{16 * wm} px is smaller than crop {self.size}")
+        self._fits(hm, wm)
         top = _crop_origin(hm, m, rng)
         left = _crop_origin(wm, m, rng)
         return top, left, m, m
+
+    def windows(self, hm: np.ndarray, wm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        m = _crop_mcus(self.size)
+        self._fits(hm, wm)
+        return _origins(hm, m, rng), _origins(wm, m, rng)
 
 
 @register_augment("dct_center_crop")
@@ -168,6 +225,10 @@ class CenterCrop(_WindowCrop):
         m = _crop_mcus(self.size)
         return (hm - m) // 2, (wm - m) // 2, m, m
 
+    def windows(self, hm: np.ndarray, wm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        m = _crop_mcus(self.size)
+        return (hm - m) // 2, (wm - m) // 2
+
 
 @register_augment("dct_brightness")
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +242,20 @@ class Brightness:
             raise ValueError(f"max_delta must be finite and >= 0, got {self.max_delta}")
 
     def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
-        return brightness(sample, float(rng.uniform(-self.max_delta, self.max_delta)))
+        return self.apply(sample, {"delta": float(rng.uniform(-self.max_delta, self.max_delta))})
+
+    def apply(self, sample: DctCoefficients, p: dict) -> DctCoefficients:
+        return brightness(sample, float(p["delta"]))
+
+    def params(self, b: Ragged, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"delta": rng.uniform(-self.max_delta, self.max_delta, size=len(b))}
+
+    def apply_batch(self, b: Ragged, p: dict) -> DctBatch:
+        b = _fixed(b, "dct_brightness")
+        step = np.rint(8.0 * np.asarray(p["delta"], np.float64) / b.qt[:, 0, 0].astype(np.float64)).astype(np.int64)
+        y = b.y.copy()
+        y[:, 0] = np.clip(b.y[:, 0].astype(np.int32) + step[:, None, None], _INT16_MIN, _INT16_MAX)
+        return _batch_new(b, y, b.c.copy())
 
 
 @register_augment("dct_frequency_mask")
@@ -199,7 +273,25 @@ class FrequencyMask:
         k = max(sample.keep)  # the band is drawn among the channels that exist
         width = min(int(rng.integers(0, self.max_width + 1)), k - 1)
         start = int(rng.integers(1, k - width + 1))
-        return mask_frequencies(sample, start, start + width)
+        return self.apply(sample, {"start": start, "width": width})
+
+    def apply(self, sample: DctCoefficients, p: dict) -> DctCoefficients:
+        return mask_frequencies(sample, int(p["start"]), int(p["start"] + p["width"]))
+
+    def params(self, b: Ragged, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        k = max(_fixed(b, "dct_frequency_mask").keep)
+        width = np.minimum(rng.integers(0, self.max_width + 1, size=len(b)), k - 1)
+        return {"start": rng.integers(1, k - width + 1), "width": width}
+
+    def apply_batch(self, b: Ragged, p: dict) -> DctBatch:
+        b = _fixed(b, "dct_frequency_mask")
+        ch = np.arange(64)[None, :]
+        start, stop = np.asarray(p["start"])[:, None], np.asarray(p["start"] + p["width"])[:, None]
+        zero = (ch >= start) & (ch < stop)  # [B, 64]
+        (ky, kc) = b.keep
+        y = np.where(zero[:, :ky, None, None], np.int16(0), b.y)
+        c = np.where(zero[:, None, :kc, None, None], np.int16(0), b.c)
+        return _batch_new(b, y, c)
 
 
 @register_augment("dct_coefficient_dropout")
@@ -212,11 +304,29 @@ class CoefficientDropout:
     def __post_init__(self) -> None:
         _check_unit(self.p, "dropout probability p")
 
+    def _threshold(self) -> int:
+        return round(self.p * 65536)  # p is realised in steps of 2**-16: uint16 draws are much cheaper than floats
+
     def __call__(self, sample: DctCoefficients, rng: np.random.Generator) -> DctCoefficients:
+        ykeep = rng.integers(0, 65536, sample.y[1:].shape, dtype=np.uint16) >= self._threshold()
+        ckeep = rng.integers(0, 65536, sample.c[:, 1:].shape, dtype=np.uint16) >= self._threshold()
+        return self.apply(sample, {"ykeep": ykeep, "ckeep": ckeep})
+
+    def apply(self, sample: DctCoefficients, p: dict) -> DctCoefficients:
         y = np.array(sample.y, copy=True)
         c = np.array(sample.c, copy=True)
-        # p is realised in steps of 2**-16: uint16 draws are much cheaper than floats.
-        threshold = round(self.p * 65536)
-        y[1:] *= rng.integers(0, 65536, y[1:].shape, dtype=np.uint16) >= threshold
-        c[:, 1:] *= rng.integers(0, 65536, c[:, 1:].shape, dtype=np.uint16) >= threshold
+        y[1:] *= p["ykeep"]
+        c[:, 1:] *= p["ckeep"]
         return _new(sample, y, c)
+
+    def params(self, b: Ragged, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        b = _fixed(b, "dct_coefficient_dropout")
+        return {"ykeep": rng.integers(0, 65536, b.y[:, 1:].shape, dtype=np.uint16) >= self._threshold(),
+                "ckeep": rng.integers(0, 65536, b.c[:, :, 1:].shape, dtype=np.uint16) >= self._threshold()}
+
+    def apply_batch(self, b: Ragged, p: dict) -> DctBatch:
+        b = _fixed(b, "dct_coefficient_dropout")
+        y, c = b.y.copy(), b.c.copy()
+        y[:, 1:] *= p["ykeep"]
+        c[:, :, 1:] *= p["ckeep"]
+        return _batch_new(b, y, c)

@@ -25,6 +25,19 @@ def _check(x: np.ndarray) -> None:
         raise CodecError(f"latent transforms need a vae sample [views, planes, C, h, w], got shape {list(x.shape)}")
 
 
+_NONE: dict[str, np.ndarray] = {}
+
+
+def _check_batch(x: np.ndarray) -> None:
+    if x.ndim != 6:
+        raise CodecError(f"latent batch transforms need [B, views, planes, C, h, w], got shape {list(x.shape)}")
+
+
+def _view_index(views: int, index: int) -> None:
+    if not 0 <= index < views:
+        raise CodecError(f"latent_view: view {index} asked, the shards hold {views}")
+
+
 @register_augment("latent_random_view")
 @dataclass(frozen=True, kw_only=True)
 class RandomView:
@@ -32,8 +45,18 @@ class RandomView:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
-        v = int(rng.integers(x.shape[0]))
+        return self.apply(x, {"view": int(rng.integers(x.shape[0]))})
+
+    def apply(self, x: np.ndarray, p: dict) -> np.ndarray:
+        v = int(p["view"])
         return x[v : v + 1]
+
+    def params(self, xb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        _check_batch(xb)
+        return {"view": rng.integers(xb.shape[1], size=len(xb))}
+
+    def apply_batch(self, xb: np.ndarray, p: dict) -> np.ndarray:
+        return xb[np.arange(len(xb)), p["view"]][:, None]
 
 
 @register_augment("latent_view")
@@ -45,9 +68,19 @@ class View:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
-        if not 0 <= self.index < x.shape[0]:
-            raise CodecError(f"latent_view: view {self.index} asked, the shards hold {x.shape[0]}")
+        return self.apply(x, _NONE)
+
+    def apply(self, x: np.ndarray, p: dict) -> np.ndarray:
+        _view_index(x.shape[0], self.index)
         return x[self.index : self.index + 1]
+
+    def params(self, xb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        _check_batch(xb)
+        return _NONE
+
+    def apply_batch(self, xb: np.ndarray, p: dict) -> np.ndarray:
+        _view_index(xb.shape[1], self.index)
+        return xb[:, self.index : self.index + 1]
 
 
 @register_augment("latent_hflip")
@@ -57,7 +90,29 @@ class HFlip:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
-        return x[..., ::-1] if rng.random() < self.p else x
+        return self.apply(x, {"flip": rng.random() < self.p})
+
+    def apply(self, x: np.ndarray, p: dict) -> np.ndarray:
+        return x[..., ::-1] if p["flip"] else x
+
+    def params(self, xb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        _check_batch(xb)
+        return {"flip": rng.random(len(xb)) < self.p}
+
+    def apply_batch(self, xb: np.ndarray, p: dict) -> np.ndarray:
+        idx = np.flatnonzero(p["flip"])
+        if not len(idx):
+            return xb
+        out = xb.copy()
+        out[idx] = xb[idx, ..., ::-1]
+        return out
+
+
+def _crop_grid(shape: tuple[int, ...], size: int, what: str) -> tuple[int, int]:
+    h, w = shape[-2:]
+    if size > min(h, w):
+        raise CodecError(f"{what}: size {size} exceeds the latent grid {h}x{w}")
+    return h, w
 
 
 @register_augment("latent_random_crop")
@@ -69,16 +124,30 @@ class RandomCrop:
     size: int
     padding: int = 0
 
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        p = self.padding
+        return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)], mode="edge") if p else x
+
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
-        if self.padding:
-            p = self.padding
-            x = np.pad(x, [(0, 0)] * 3 + [(p, p), (p, p)], mode="edge")
-        h, w = x.shape[-2:]
-        if self.size > min(h, w):
-            raise CodecError(f"latent_random_crop: size {self.size} exceeds the latent grid {h}x{w}")
+        h, w = _crop_grid(self._pad(x).shape, self.size, "latent_random_crop")
         top, left = int(rng.integers(h - self.size + 1)), int(rng.integers(w - self.size + 1))
-        return x[..., top : top + self.size, left : left + self.size]
+        return self.apply(x, {"top": top, "left": left})
+
+    def apply(self, x: np.ndarray, p: dict) -> np.ndarray:
+        top, left = int(p["top"]), int(p["left"])
+        return self._pad(x)[..., top : top + self.size, left : left + self.size]
+
+    def params(self, xb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        _check_batch(xb)
+        h, w = (d + 2 * self.padding for d in xb.shape[-2:])
+        _crop_grid((h, w), self.size, "latent_random_crop")
+        return {"top": rng.integers(h - self.size + 1, size=len(xb)),
+                "left": rng.integers(w - self.size + 1, size=len(xb))}
+
+    def apply_batch(self, xb: np.ndarray, p: dict) -> np.ndarray:
+        windows = np.lib.stride_tricks.sliding_window_view(self._pad(xb), (self.size, self.size), axis=(-2, -1))
+        return windows[np.arange(len(xb)), ..., p["top"], p["left"], :, :]
 
 
 @register_augment("latent_center_crop")
@@ -88,11 +157,18 @@ class CenterCrop:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
-        h, w = x.shape[-2:]
-        if self.size > min(h, w):
-            raise CodecError(f"latent_center_crop: size {self.size} exceeds the latent grid {h}x{w}")
+        return self.apply(x, _NONE)
+
+    def apply(self, x: np.ndarray, p: dict) -> np.ndarray:
+        h, w = _crop_grid(x.shape, self.size, "latent_center_crop")
         top, left = (h - self.size) // 2, (w - self.size) // 2
         return x[..., top : top + self.size, left : left + self.size]
+
+    def params(self, xb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        _check_batch(xb)
+        return _NONE
+
+    apply_batch = apply  # the same slice of every sample
 
 
 @register_augment("latent_noise")
@@ -104,9 +180,26 @@ class GaussianNoise:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
+        return self.apply(x, {"noise": self.sigma * rng.standard_normal(x[:, 0].shape, dtype=np.float32)})
+
+    def apply(self, x: np.ndarray, p: dict) -> np.ndarray:
         out = x.copy()
-        out[:, 0] += self.sigma * rng.standard_normal(out[:, 0].shape, dtype=np.float32)
+        out[:, 0] += p["noise"]
         return out
+
+    def params(self, xb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        _check_batch(xb)
+        return {"noise": self.sigma * rng.standard_normal(xb[:, :, 0].shape, dtype=np.float32)}
+
+    def apply_batch(self, xb: np.ndarray, p: dict) -> np.ndarray:
+        out = xb.copy()
+        out[:, :, 0] += p["noise"]
+        return out
+
+
+def _needs_std(planes: int) -> None:
+    if planes < 2:
+        raise CodecError("latent_posterior_sample needs the posterior std: shard with --set store_std=true")
 
 
 @register_augment("latent_posterior_sample")
@@ -119,10 +212,22 @@ class PosteriorSample:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
-        if x.shape[1] < 2:
-            raise CodecError("latent_posterior_sample needs the posterior std: shard with --set store_std=true")
+        _needs_std(x.shape[1])
+        return self.apply(x, {"noise": rng.standard_normal(x[:, 1].shape, dtype=np.float32)})
+
+    def apply(self, x: np.ndarray, p: dict) -> np.ndarray:
         out = x.copy()
-        out[:, 0] += self.temperature * x[:, 1] * rng.standard_normal(x[:, 1].shape, dtype=np.float32)
+        out[:, 0] += self.temperature * x[:, 1] * p["noise"]
+        return out
+
+    def params(self, xb: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        _check_batch(xb)
+        _needs_std(xb.shape[2])
+        return {"noise": rng.standard_normal(xb[:, :, 1].shape, dtype=np.float32)}
+
+    def apply_batch(self, xb: np.ndarray, p: dict) -> np.ndarray:
+        out = xb.copy()
+        out[:, :, 0] += self.temperature * xb[:, :, 1] * p["noise"]
         return out
 
 

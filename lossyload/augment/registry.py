@@ -4,6 +4,12 @@ Every augmentation is a frozen dataclass (keyword-only fields) registered under 
 :func:`register_augment`; it is stored as ``{"name": ..., **fields}`` (:func:`augment_to_dict`) and
 rebuilt with :func:`augment_from_dict` / :func:`create_augment`. Calling it as ``t(sample, rng)``
 returns a new sample and never mutates the input; all randomness comes from ``rng``.
+
+Batch form (the loader's batch path): ``t.params(batch, rng)`` draws every sample's random parameters as
+arrays (leading axis B) from the batch's generator, ``t.apply_batch(batch, params)`` applies them with a few
+array operations, and ``t.apply(sample, params_i)`` is the per-sample operation with the parameters of one
+sample (``params_i = {k: v[i]}``): for given parameters ``apply_batch`` equals ``apply`` of each sample. The
+per-sample ``t(sample, rng)`` draws one sample's parameters and calls ``apply``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ __all__ = [
     "Transform",
     "augment_from_dict",
     "augment_to_dict",
+    "has_batch_form",
+    "sample_params",
+    "transform_batch",
     "create_augment",
     "list_augments",
     "register_augment",
@@ -35,6 +44,21 @@ class Transform(Protocol):
     """A (possibly random) sample transform: ``t(sample, rng) -> new sample``."""
 
     def __call__(self, sample: Any, rng: np.random.Generator) -> Any: ...
+
+
+def has_batch_form(t: Any) -> bool:
+    """Whether ``t`` has the batch form (``params`` / ``apply_batch``)."""
+    return callable(getattr(t, "params", None)) and callable(getattr(t, "apply_batch", None))
+
+
+def transform_batch(t: Any, batch: Any, rng: np.random.Generator) -> Any:
+    """``t`` applied to a whole batch, each sample's parameters drawn as arrays from ``rng``."""
+    return t.apply_batch(batch, t.params(batch, rng))
+
+
+def sample_params(params: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """The parameters of sample ``i`` of a batch's ``params``."""
+    return {k: v[i] for k, v in params.items()}
 
 
 def register_augment(name: str) -> Callable[[T], T]:

@@ -40,9 +40,23 @@ def crop_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, flo
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
+def _items(batch) -> list:
+    """The images of a batch: a list (sizes differ) or the rows of a ``[B, 3, H, W]`` tensor."""
+    return list(batch) if not isinstance(batch, list) else batch
+
+
+def _stack(images: list):
+    import torch
+
+    return torch.stack(images) if images and hasattr(images[0], "shape") else images
+
+
 @register_augment("rgb_random_resized_crop")
 @dataclass(frozen=True, kw_only=True)
 class RandomResizedCrop:
+    """Batch form: the boxes drawn as arrays (torchvision's rejection sampling, sample by sample); each
+    resize is its own call (pixel sizes differ before it)."""
+
     size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -52,10 +66,21 @@ class RandomResizedCrop:
         object.__setattr__(self, "ratio", tuple(self.ratio))
 
     def __call__(self, img, rng: np.random.Generator):
+        return self.apply(img, dict(zip(("top", "left", "height", "width"),
+                                        crop_box(*_size(img), self.scale, self.ratio, rng))))
+
+    def apply(self, img, p: dict):
         from torchvision.transforms.v2 import functional as F
 
-        top, left, h, w = crop_box(*_size(img), self.scale, self.ratio, rng)
-        return F.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
+        box = [int(p[k]) for k in ("top", "left", "height", "width")]
+        return F.resized_crop(img, *box, [self.size, self.size], antialias=True)
+
+    def params(self, batch, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        boxes = np.array([crop_box(*_size(img), self.scale, self.ratio, rng) for img in _items(batch)], np.int64)
+        return {k: boxes[:, j] for j, k in enumerate(("top", "left", "height", "width"))}
+
+    def apply_batch(self, batch, p: dict):
+        return _stack([self.apply(img, {k: v[i] for k, v in p.items()}) for i, img in enumerate(_items(batch))])
 
 
 @register_augment("rgb_resize_center_crop")
@@ -67,10 +92,19 @@ class ResizeCenterCrop:
     crop_fraction: float = 0.875
 
     def __call__(self, img, rng: np.random.Generator):
+        return self.apply(img, {})
+
+    def apply(self, img, p: dict):
         from torchvision.transforms.v2 import functional as F
 
         img = F.resize(img, [round(self.size / self.crop_fraction)], antialias=True)
         return F.center_crop(img, [self.size, self.size])
+
+    def params(self, batch, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {}
+
+    def apply_batch(self, batch, p: dict):
+        return _stack([self.apply(img, p) for img in _items(batch)])
 
 
 @register_augment("rgb_hflip")
@@ -79,6 +113,20 @@ class HFlip:
     p: float = 0.5
 
     def __call__(self, img, rng: np.random.Generator):
+        return self.apply(img, {"flip": rng.random() < self.p})
+
+    def apply(self, img, p: dict):
         from torchvision.transforms.v2 import functional as F
 
-        return F.horizontal_flip(img) if rng.random() < self.p else img
+        return F.horizontal_flip(img) if p["flip"] else img
+
+    def params(self, batch, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"flip": rng.random(len(batch)) < self.p}
+
+    def apply_batch(self, batch, p: dict):
+        if isinstance(batch, list):
+            return [self.apply(img, {"flip": f}) for img, f in zip(batch, p["flip"])]
+        import torch
+
+        flip = torch.from_numpy(np.asarray(p["flip"]))
+        return torch.where(flip[:, None, None, None], batch.flip(-1), batch)

@@ -72,6 +72,29 @@ class Codec:
     def finalize(self, sample: Any) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    # -- batch path: codecs whose members decode to fixed-size arrays implement these three ---------------
+    def batch_decoding(self) -> bool:
+        """True when :meth:`decode_many` and :meth:`finalize_batch` are available for this config."""
+        return False
+
+    def decode_many(self, payloads: list[bytes]) -> Any:
+        """The canonical samples of ``payloads`` as one batch (leading axis B), with a few array calls.
+        Raises the error ``decode`` raises for the first bad payload (the loader then isolates it)."""
+        raise NotImplementedError
+
+    def finalize_batch(self, batch: Any) -> dict[str, np.ndarray]:
+        """``finalize`` of a whole batch: ``{name: array[B, ...]}``."""
+        raise NotImplementedError
+
+    def join_batches(self, parts: list[Any]) -> Any:
+        """One batch of the batches ``parts`` (what :meth:`decode_many` returned for parts of a batch)."""
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def decode_batch(self, payloads: list[bytes]) -> dict[str, np.ndarray]:
+        """``{name: array[B, ...]}`` of ``payloads`` without augmentation: equal to ``finalize(decode(p))``
+        of each payload, stacked."""
+        return self.finalize_batch(self.decode_many(payloads))
+
     def output_spec(self) -> dict[str, TensorSpec]:
         raise NotImplementedError
 

@@ -145,6 +145,32 @@ class Encodec(Codec):
         index = np.where(codes < 0, len(self._table) - 1, index)
         return {"latent": np.ascontiguousarray(self._table[index].sum(axis=0).T)}
 
+    # -- batch path: one header check, one 10-bit unpack and one lookup per batch ---------------------------
+    def batch_decoding(self) -> bool:
+        return True
+
+    def decode_many(self, payloads: list[bytes]) -> np.ndarray:
+        """int16 ``[B, levels, T]``: ``decode`` of each payload."""
+        levels, t = self.config.levels, self.config.frames
+        size = 4 + (levels * t * 10 + 7) // 8
+        head = _MAGIC + bytes([levels]) + int(t).to_bytes(2, "little")
+        for p in payloads:
+            if len(p) != size or p[:4] != head:
+                self.decode(p)  # raises the per-sample error
+                raise DecodeError("encodec member does not hold the stored code grid")  # pragma: no cover
+        raw = np.frombuffer(b"".join(payloads), np.uint8).reshape(len(payloads), size)[:, 4:]
+        codes = unpack_rows(raw, levels * t).reshape(len(payloads), levels, t)
+        return codes[:, : self.levels].astype(np.int16)
+
+    def finalize_batch(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        if self.options.output == "codes":
+            return {"codes": np.where(codes < 0, BINS, codes).astype(np.int16)}
+        if self._table is None:
+            raise CodecError(f"encodec: output='latent' needs the codebooks ({ASSET}) named in the index")
+        index = codes + (np.arange(codes.shape[1]) * BINS)[None, :, None]
+        index = np.where(codes < 0, len(self._table) - 1, index)
+        return {"latent": np.ascontiguousarray(self._table[index].sum(axis=1).swapaxes(1, 2))}
+
     def output_spec(self) -> dict[str, TensorSpec]:
         t = self.options.frames or self.config.frames
         if self.options.output == "codes":
@@ -225,3 +251,15 @@ def _init_codebooks(model, seed: int) -> None:
             book.embed_avg.copy_(embed)
             book.inited.fill_(1)
             residual = residual - embed[book.quantize(residual)]
+
+
+def unpack_rows(body: np.ndarray, n: int) -> np.ndarray:
+    """uint16 ``[B, n]`` 10-bit codes of each row of ``body [B, bytes]`` (the layout of :func:`pack_codes`)."""
+    b = body.shape[0]
+    if n % 4 == 0:  # 4 codes in each 5 bytes: one little-endian 40-bit word
+        five = body[:, : n // 4 * 5].reshape(b, n // 4, 5).astype(np.uint64)
+        word = five[..., 0] | five[..., 1] << 8 | five[..., 2] << 16 | five[..., 3] << 24 | five[..., 4] << 32
+        codes = (word[..., None] >> np.arange(0, 40, 10, dtype=np.uint64)) & 1023
+        return codes.reshape(b, n).astype(np.uint16)
+    bits = np.unpackbits(body, axis=1, bitorder="little")[:, : n * 10].reshape(b, n, 10).astype(np.uint16)
+    return (bits << np.arange(10, dtype=np.uint16)).sum(axis=2, dtype=np.uint16)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..augment.dct_batch import DctBatch, as_batch, samples
 from ..media import jpeg
 from ..media.dct import ZIGZAG, DctCoefficients
 from ..errors import CodecError, DecodeError
@@ -133,6 +134,38 @@ class JpegDct(Codec):
             "cbcr": np.ascontiguousarray(c, np.int16),
             "qt": np.minimum(d.qt, 32767).astype(np.int16),  # int16: torch has few uint16 kernels
         }
+
+    # -- batch path (pre-extracted coefficients): a leading crop copies each window into one batch array ----
+    def batch_decoding(self) -> bool:
+        return self.config.storage == "coefficients"
+
+    def decode_many(self, payloads: list[bytes]) -> DctBatch | list[DctCoefficients]:
+        """``decode`` of each payload: one :class:`DctBatch` when all have one grid size, else the list (a crop
+        transform makes it a batch)."""
+        return as_batch([self.decode(p) for p in payloads])
+
+    def join_batches(self, parts: list[DctBatch | list[DctCoefficients]]) -> DctBatch | list[DctCoefficients]:
+        return parts[0] if len(parts) == 1 else as_batch([d for p in parts for d in samples(p)])
+
+    def finalize_batch(self, b: DctBatch | list[DctCoefficients]) -> dict[str, np.ndarray]:
+        if isinstance(b, list):
+            shapes = sorted({str(d.y.shape) for d in b})
+            raise CodecError(f"samples of different shapes {shapes} cannot be batched: add a crop transform")
+        (ky, kc), n = b.keep, len(b)
+        y, c = b.y if self._perm[0] is None else b.y[:, self._perm[0]], b.c
+        if self._perm[1] is not None:
+            c = c[:, :, self._perm[1]]
+        if self.options.dequantize:
+            zy = ZIGZAG[:ky] if self.options.order == "zigzag" else np.sort(ZIGZAG[:ky])
+            zc = ZIGZAG[:kc] if self.options.order == "zigzag" else np.sort(ZIGZAG[:kc])
+            y = y * b.qt[:, 0][:, zy].astype(np.int16)[:, :, None, None]
+            c = c * b.qt[:, 1:3][:, :, zc].astype(np.int16)[..., None, None]
+        c = c.reshape(n, 2 * kc, *c.shape[3:])
+        if self.options.chroma == "concat":
+            up = c.repeat(2, axis=2).repeat(2, axis=3)
+            return {"dct": np.concatenate([y, up], axis=1).astype(np.int16, copy=False)}
+        return {"y": np.ascontiguousarray(y, np.int16), "cbcr": np.ascontiguousarray(c, np.int16),
+                "qt": np.minimum(b.qt, 32767).astype(np.int16)}
 
     def output_spec(self) -> dict[str, TensorSpec]:
         ky, kc = self.keep

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,15 @@ from .base import Codec, Encoded, TensorSpec
 
 OUTPUTS = ("codes", "bits", "vectors")
 MAX_FIT_VECTORS = 500_000  # block vectors k-means sees at most (a seeded subsample)
+_LOCAL = threading.local()  # one zstd decompressor per thread (they are not thread-safe)
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    d = getattr(_LOCAL, "dctx", None)
+    if d is None:
+        d = _LOCAL.dctx = zstandard.ZstdDecompressor()
+    return d
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,22 +156,29 @@ class Vq(Codec):
         return Encoded(payload, "; ".join(notes) or None)
 
     # -- load time ----------------------------------------------------------------------------------------
-    def decode(self, payload: bytes) -> np.ndarray:
+    def _unzstd(self, payload: bytes) -> bytes:
         h, w = self.config.grid
         try:
             # max_output_size only bounds frames without a content size; a stated size is allocated as is
             size = zstandard.frame_content_size(payload)
             if size > h * w:
                 raise DecodeError(f"vq member states {size} bytes unpacked, more than the {h}x{w} code grid needs")
-            packed = zstandard.ZstdDecompressor().decompress(payload, max_output_size=h * w)
+            return _dctx().decompress(payload, max_output_size=h * w)
         except zstandard.ZstdError as exc:
             raise DecodeError(f"vq member is not a zstd frame ({exc})") from exc
+
+    def _check_codes(self, codes: np.ndarray) -> None:
+        if self.config.codebook_size < 2**self.config.bits and codes.max() >= self.config.codebook_size:
+            raise DecodeError(f"vq member holds code {codes.max()} >= codebook_size {self.config.codebook_size}")
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        h, w = self.config.grid
+        packed = self._unzstd(payload)
         codes = unpack(packed, self.config.bits, h * w)
         if codes is None:
             raise DecodeError(f"vq member holds {len(packed)} bytes, not the {h}x{w} code grid of this index")
         codes = codes.reshape(h, w)
-        if self.config.codebook_size < 2**self.config.bits and codes.max() >= self.config.codebook_size:
-            raise DecodeError(f"vq member holds code {codes.max()} >= codebook_size {self.config.codebook_size}")
+        self._check_codes(codes)
         return codes
 
     def finalize(self, codes: np.ndarray) -> dict[str, np.ndarray]:
@@ -170,6 +187,43 @@ class Vq(Codec):
         if out != "codes":
             return {out: np.take(self._table, codes + 1, axis=1)}
         result = codes.astype(np.uint8)  # cheaper than a lookup; masked cells fixed only where there are any
+        masked = codes < 0
+        if masked.any():
+            result[masked] = self.config.codebook_size
+        return {out: result}
+
+    # -- batch path: zstd per member (it releases the GIL), one unpack and one lookup per batch --------------
+    def batch_decoding(self) -> bool:
+        return True
+
+    def decode_many(self, payloads: list[bytes]) -> np.ndarray:
+        """int16 ``[B, h, w]``: ``decode`` of each payload."""
+        h, w = self.config.grid
+        packed = [self._unzstd(p) for p in payloads]
+        size = (h * w + 1) // 2 if self.config.bits <= 4 else h * w
+        for p in packed:
+            if len(p) != size:
+                raise DecodeError(f"vq member holds {len(p)} bytes, not the {h}x{w} code grid of this index")
+        codes = unpack_rows(np.frombuffer(b"".join(packed), np.uint8).reshape(len(payloads), size),
+                            self.config.bits, h * w).reshape(len(payloads), h, w)
+        if len(payloads):
+            self._check_codes(codes)
+        return codes
+
+    def finalize_batch(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.options.output
+        if out == "bits":  # the table's values computed: plane b is 2 * bit b - 1, masked cells 0
+            shifts = np.arange(self.config.bits, dtype=np.uint8)[None, :, None, None]
+            planes = ((codes.astype(np.uint8)[:, None] >> shifts) & 1).view(np.int8)
+            planes *= 2
+            planes -= 1
+            masked = codes < 0
+            if masked.any():
+                planes *= ~masked[:, None]
+            return {out: planes}
+        if out != "codes":
+            return {out: np.ascontiguousarray(np.take(self._table, codes + 1, axis=1).swapaxes(0, 1))}
+        result = codes.astype(np.uint8)
         masked = codes < 0
         if masked.any():
             result[masked] = self.config.codebook_size
@@ -225,3 +279,13 @@ def unpack(data: bytes, bits: int, count: int) -> np.ndarray | None:
     out[:, 0] = raw >> 4
     out[:, 1] = raw & 15
     return out.ravel()[:count]
+
+
+def unpack_rows(raw: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """:func:`unpack` of each row of uint8 ``raw [B, bytes]``: int16 ``[B, count]``."""
+    if bits > 4:
+        return raw.astype(np.int16)
+    out = np.empty((raw.shape[0], raw.shape[1], 2), np.int16)
+    out[:, :, 0] = raw >> 4
+    out[:, :, 1] = raw & 15
+    return out.reshape(raw.shape[0], -1)[:, :count]

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser, *, preset: str = "full", out: str 
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--width-mult", type=float, help="MobileNetV2 width of the image rows (default: the preset's)")
-    p.add_argument("--workers", type=int, default=d.workers, help="loader workers, and shard-tool processes")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="loader worker processes (data builds and shard jobs use every core)")
     p.add_argument("--device", default=d.device, help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--vae", default=d.vae, help="hub id (local cache), model directory, random:tiny, random:sd1")
     p.add_argument("--encodec-weights", default=d.encodec_weights,

@@ -51,7 +51,7 @@ def table(rows: list[dict]) -> str:
     model (loader figures only) or the figure does not apply."""
     base = baseline_of(rows) or {}
     speech = any(r.get("pcm16_bytes_per_sample") for r in rows)
-    head = ("| representation · model | epochs | test accuracy | vs baseline | parameters | MFLOPs/sample "
+    head = ("| representation (model) | epochs | test accuracy | vs baseline | parameters | MFLOPs/sample "
             f"| feature memory MiB/batch ({rows[0]['batch_size']}) | vs baseline | input bytes/batch "
             "| stored bytes/sample | payload bytes/sample" + (" | payload vs 16-bit PCM" if speech else "")
             + " | loader samples/s | vs baseline | train step ms | epoch s | peak RSS MB | published |")
@@ -78,14 +78,14 @@ def table(rows: list[dict]) -> str:
 
 def summary(results: dict[str, Any]) -> str:
     """The one table the main job prints: every row of every experiment, the headline columns."""
-    lines = ["| experiment | representation · model | stored B/sample | input B/batch | loader samples/s | vs baseline "
-             "| MFLOPs/sample | feature MiB/batch | test accuracy |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| row | representation | model | stored B/sample | input B/batch | loader samples/s | vs baseline "
+             "| MFLOPs/sample | feature MiB/batch | test accuracy |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for experiment, rows in by_experiment(results["rows"]).items():
         base = baseline_of(rows) or {}
         for r in rows:
-            acc, model = r["test_accuracy"], f" ({r['model']})" if r.get("model") else ""
+            acc = r["test_accuracy"]
             lines.append(
-                f"| {experiment} | {r['representation']}{model} "
+                f"| {experiment}/{r['name']} | {r['representation']} | {r.get('model') or 'loader only'} "
                 f"| {r['stored_bytes_per_sample']:,.0f} | {r['input_bytes_per_batch']:,} | {r['loader_samples_per_s']:,.0f} "
                 f"| {_ratio(r['loader_samples_per_s'], base.get('loader_samples_per_s'), '{:.2f}x')} "
                 f"| {_num(r['flops_per_sample'], ',.1f', 1e6)} | {_num(r['feature_bytes_per_batch'], ',.2f', MIB)} "

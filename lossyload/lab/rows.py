@@ -44,7 +44,7 @@ class Sizes:
 class Row:
     experiment: str  # "speech" | "images"
     name: str  # short id (--rows, results.json)
-    label: str  # the report's label; {full}, {small}, {grid} are filled from the sizes
+    label: str  # the representation, for the report; {full}, {small}, {grid} are filled from the sizes
     shards: str  # shard set (lossyload.lab.data.SHARD_SETS)
     codec: str
     options: dict = field(default_factory=dict)  # load-time codec options; "crop": "full"|"small" names a size
@@ -56,34 +56,34 @@ class Row:
 
 
 ROWS = (
-    Row(experiment="speech", name="mel", label="log-mel 128x128 float32 · CNN", shards="mel", codec="mel",
+    Row(experiment="speech", name="mel", label="FLAC -> log-mel 128x128 float32", shards="mel", codec="mel",
         model="mel-cnn", baseline=True, published="84% · 119.52 MiB"),
     Row(experiment="speech", name="vq-codes", label="VQ 4-bit codes 64x64 uint8", shards="vq", codec="vq",
         options={"output": "codes"}),
-    Row(experiment="speech", name="vq-bnn", label="VQ bit-planes 4x64x64 · BNN", shards="vq", codec="vq",
+    Row(experiment="speech", name="vq-bnn", label="VQ bit-planes 4x64x64 int8", shards="vq", codec="vq",
         options={"output": "bits"}, model="bnn", published="79% · 3.74 MiB", epochs_factor=2),
-    Row(experiment="speech", name="vq-bits-cnn", label="VQ bit-planes 4x64x64 · CNN", shards="vq", codec="vq",
+    Row(experiment="speech", name="vq-bits-cnn", label="VQ bit-planes 4x64x64 int8, float network", shards="vq", codec="vq",
         options={"output": "bits"}, model="vq-cnn"),
-    Row(experiment="speech", name="vq-cnn", label="VQ codebook vectors 4x64x64 · CNN", shards="vq", codec="vq",
+    Row(experiment="speech", name="vq-cnn", label="VQ codebook vectors 4x64x64 float32", shards="vq", codec="vq",
         options={"output": "vectors"}, model="vq-cnn"),
     Row(experiment="speech", name="encodec-codes", label="EnCodec RVQ codes 8x75 int16", shards="encodec",
         codec="encodec", options={"output": "codes"}),
-    Row(experiment="speech", name="encodec", label="EnCodec latent 128x75 · 1-D CNN", shards="encodec",
+    Row(experiment="speech", name="encodec", label="EnCodec latent 128x75 float32", shards="encodec",
         codec="encodec", options={"output": "latent"}, model="latent-cnn"),
-    Row(experiment="images", name="pixels-pil", label="pixels {full}x{full}x3 · PIL/torchvision decode",
+    Row(experiment="images", name="pixels-pil", label="JPEG -> pixels {full}x{full}x3, PIL/torchvision",
         shards="jpeg", codec="rgb", options={"crop": "full", "backend": "pil"}),
-    Row(experiment="images", name="pixels", label="pixels {full}x{full}x3 · MobileNetV2", shards="jpeg",
+    Row(experiment="images", name="pixels", label="JPEG -> pixels {full}x{full}x3, libjpeg-turbo", shards="jpeg",
         codec="rgb", options={"crop": "full", "backend": "turbo"}, model="mnv2-pixels", baseline=True),
-    Row(experiment="images", name="pixels-small", label="pixels resampled {small}x{small}x3 · MobileNetV2-grid",
+    Row(experiment="images", name="pixels-small", label="JPEG -> pixels resampled {small}x{small}x3",
         shards="jpeg", codec="rgb", options={"crop": "small"}, model="mnv2-grid", model_args={"in_channels": 3},
         published="39%"),
-    Row(experiment="images", name="latents", label="VAE latents {grid}x{grid}x4 int8 · MobileNetV2-grid",
+    Row(experiment="images", name="latents", label="VAE latents {grid}x{grid}x4 int8",
         shards="vae", codec="vae", model="mnv2-grid", model_args={"in_channels": 4}, published="44%"),
-    Row(experiment="images", name="dct", label="JPEG DCT 64+2x64 from JPEG · DCT-MobileNetV2", shards="jpeg",
+    Row(experiment="images", name="dct", label="JPEG -> DCT 64+2x64 int16", shards="jpeg",
         codec="jpeg-dct", options={"crop": "full"}, model="mnv2-dct"),
-    Row(experiment="images", name="dct-pre", label="JPEG DCT 64+2x64 pre-extracted", shards="coefficients",
+    Row(experiment="images", name="dct-pre", label="DCT 64+2x64 int16, pre-extracted", shards="coefficients",
         codec="jpeg-dct", options={"crop": "full"}),
-    Row(experiment="images", name="dct-16-8", label="JPEG DCT 16+2x8 pre-extracted · DCT-MobileNetV2",
+    Row(experiment="images", name="dct-16-8", label="DCT 16+2x8 int16, pre-extracted",
         shards="coefficients-16-8", codec="jpeg-dct", options={"crop": "full", "keep": (16, 8)}, model="mnv2-dct",
         model_args={"keep": (16, 8)}),
 )

@@ -41,7 +41,7 @@ class TrainConfig:
     batch_size: int | None = None  # None: the preset's per experiment
     lr: float = 3e-3
     width_mult: float | None = None  # MobileNetV2 width (None: the preset's)
-    workers: int = 1  # loader worker processes per loader; shard-tool processes
+    workers: int = 1  # loader worker processes per loader (data builds and shard jobs use every core)
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     vae: str = "random:tiny"  # images: hub id (local cache), model directory, random:tiny, random:sd1
     encodec_weights: str = "auto"  # speech: auto (pretrained when cached), pretrained, random, checkpoint path
@@ -187,13 +187,14 @@ def accuracy(model: nn.Module, test: Any, device: torch.device) -> float:
 def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> dict[str, str]:
     """The data step for ``experiment``: its source folders, then the shard sets its rows read."""
     p, work = cfg.spec, cfg.workdir()
+    workers = max(cfg.workers, os.cpu_count() or 1)  # data builds and shard jobs use every core
     if experiment == "speech":
-        dirs = data.speech_dirs(cfg.audio_data, work, p.keywords, workers=cfg.workers, progress=cfg.progress)
+        dirs = data.speech_dirs(cfg.audio_data, work, p.keywords, workers=workers, progress=cfg.progress)
     else:
         dirs = data.image_dirs(cfg.data, work, p.photos, progress=cfg.progress)
     encodec = data.encodec_weights(cfg.encodec_weights) if any(r.shards == "encodec" for r in rows) else ""
     return data.shard_sets([r.shards for r in rows], dirs, work, sizes=p.sizes, vae=cfg.vae, encodec=encodec,
-                           workers=cfg.workers, progress=cfg.progress)
+                           workers=workers, progress=cfg.progress)
 
 
 def run(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:

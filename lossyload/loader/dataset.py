@@ -19,7 +19,8 @@ from torch.utils.data import IterableDataset
 from ..cache import CacheConfig, ShardCache, Traffic
 from ..errors import CodecError, LossyloadError, ShardError
 from ..fs import read_index, register_webdataset_schemes
-from . import plan
+from . import batch, plan, prefetch
+from .batch import Built
 from .resolve import read_assets, resolve_codec  # noqa: F401  (also imported from here)
 from .stream import ErrorPolicy, RawSample, Skip, read_range
 
@@ -28,6 +29,10 @@ register_webdataset_schemes()  # webdataset.gopen opens s3:// and gs:// through 
 
 class LossyDataset(IterableDataset):
     """Stream a shard set. With ``batch_size`` it yields collated batches ``(x, labels)``; without, samples.
+
+    With ``batch_path`` (default), codecs that decode to fixed-size arrays decode, augment and finalize each
+    batch with a few array calls when every transform has a batch form (see :mod:`lossyload.loader.batch`);
+    ``batch_path=False`` forces the per-sample path (same samples and order; other augmentation draws).
 
     ``x`` is a tensor when the codec has one output (e.g. ``rgb``, ``jpeg-dct`` with ``chroma="concat"``) and a
     dict of tensors otherwise. ``len()`` is the number of batches (or samples) this rank yields per epoch.
@@ -52,6 +57,8 @@ class LossyDataset(IterableDataset):
         verify: bool = False,
         cache_dir: str | None = None,
         cache_limit: int | str | None = None,
+        batch_path: bool = True,
+        prefetch: bool = True,
     ) -> None:
         super().__init__()
         self.root, self.index = read_index(url, storage_options)
@@ -66,6 +73,9 @@ class LossyDataset(IterableDataset):
         self.on_error = on_error
         ErrorPolicy(on_error)  # validate early
         self.storage_options = storage_options
+        # decode, augment and finalize whole batches when the codec and transforms can (lossyload.loader.batch)
+        self.batch_path = batch_path
+        self.prefetch = prefetch  # remote shards: fetch the next one while this one is parsed (loader.prefetch)
         self.verify = verify  # read each shard whole and check its size and sha256 before delivering from it
         # remote shards through a node-local cache (None: streamed every epoch); see lossyload.cache
         self.cache = ShardCache.create(CacheConfig(dir=cache_dir, limit=cache_limit)) if cache_dir else None
@@ -94,29 +104,38 @@ class LossyDataset(IterableDataset):
         return plan.batches_per_rank(self.index.samples, w.world_size, self.batch_size or 1, self.drop_last)
 
     def __iter__(self) -> Iterator[Any]:
-        world = self._world()
+        return self.iter_worker(self._world())
+
+    def iter_worker(self, world: plan.World) -> Iterator[Any]:
+        """The batches (or samples) of loader worker ``world.worker`` of ``world.num_workers``."""
         bs = self.batch_size or 1
         start, stop = plan.worker_span(self.index.samples, world, bs, self.drop_last)
         order = plan.shard_order(len(self.index.shards), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
         ranges = plan.shard_ranges(order, [s.samples for s in self.index.shards], start, stop)
         policy = ErrorPolicy(self.on_error)
         self.skips, self.padded, self.traffic = policy.skips, 0, Traffic()
+        remote = self.cache is None and prefetch.worth_it(self.root, self.storage_options)  # the cache fetches its own
+        if self.prefetch and not self.verify and remote:
+            held = prefetch.prefetched(self.root, self.index, ranges, self.storage_options)
+        else:
+            held = ((shard, first, end, None) for shard, first, end in ranges)
         raw = (
             s
-            for shard, first, end in ranges
+            for shard, first, end, data in held
             for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
-                                self.storage_options, self.verify, len(self.index.labels), self.cache, self.traffic)
+                                self.storage_options, self.verify, len(self.index.labels), self.cache, self.traffic,
+                                data)
         )
         shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
         stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
         seen = padded = 0
-        for k, samples, pulled in self._batches(stream, world, first_batch, consumed, stop - start, bs, policy):
-            x, y = _collate(samples)
+        for k, built, pulled in self._batches(stream, world, first_batch, consumed, stop - start, bs, policy):
+            x, y = _tensors(built)
             if not self.batch_size:
                 x, y = _unbatch((x, y))
             if self.report:  # what happened since the previous batch, for the loader in the main process
-                keys = [s[2] for s in samples] if self.batch_size else samples[0][2]
+                keys = built.keys if self.batch_size else built.keys[0]
                 report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
                           "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded,
                           "traffic": self.traffic.take()}
@@ -126,52 +145,70 @@ class LossyDataset(IterableDataset):
                 yield x, y
 
     def _batches(self, stream: Iterator[RawSample], world: plan.World, first_batch: int, consumed: int,
-                 planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, list, int]]:
-        """``(batch number, decoded samples, stream samples consumed so far)`` from ``first_batch`` on. Batch
+                 planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, Built, int]]:
+        """``(batch number, finished batch, stream samples consumed so far)`` from ``first_batch`` on. Batch
         ``k``'s augmentations draw from a generator seeded by (seed, epoch, rank, worker, k), so a resumed epoch
-        repeats them exactly. If skips
-        leave the worker short of its plan, samples of its first batch are repeated so every rank still yields
-        the planned number of batches (counted in ``padded``). Resuming (``first_batch > 0``) rebuilds that
-        first batch, then passes over the rest of the ``consumed`` stream samples without decoding them."""
+        repeats them exactly. If skips leave the worker short of its plan, samples of its first batch are
+        repeated so every rank still yields the planned number of batches (counted in ``padded``). Resuming
+        (``first_batch > 0``) rebuilds that first batch, then passes over the rest of the ``consumed`` stream
+        samples without decoding them."""
         head = self.transforms[0] if self.transforms else None
         # A leading crop that can say its window is fused into decoding (same result, less work).
         fused = head if hasattr(head, "window") and hasattr(self.codec, "decode_window") else None
         rest = self.transforms[1:] if fused else self.transforms
-        spare: list = []  # the first batch: what short batches are padded with
+        fast = self.batch_path and batch.usable(self.codec, self.transforms)
+        spare: Built | None = None  # the first batch: what short batches are padded with
         pulled = 0  # samples taken from the stream
 
-        def batch(k: int) -> list:
+        def build(k: int) -> Built:
             nonlocal pulled
             want = min(bs, planned - k * bs)
             rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k])
-            cur: list = []
-            for s in stream:
-                pulled += 1
-                decoded = self._decode(s, fused, rest, rng, policy)
-                if decoded is not None:
-                    cur.append(decoded)
-                    if len(cur) == want:
-                        break
-            pool = cur + spare
-            if len(cur) < want and not pool:
+            cur, samples = None, []
+            if fast:
+                cur, samples, n = self._fast_batch(stream, want, rng, policy)
+                pulled += n
+            if cur is None:
+                for s in stream if len(samples) < want else ():
+                    pulled += 1
+                    decoded = self._decode(s, fused, rest, rng, policy)
+                    if decoded is not None:
+                        samples.append(decoded)
+                        if len(samples) == want:
+                            break
+                cur = _collate(samples) if samples else None
+            if cur is None and spare is None:
                 first = f"; first: {self.skips[0]}" if self.skips else ""
                 raise ShardError(f"no sample of this worker's share could be read ({len(self.skips)} skipped{first})")
-            while len(cur) < want:
-                cur.append(pool[(want - len(cur)) % len(pool)])
-                self.padded += 1
-            return cur
+            out, added = batch.pad(cur, spare, want)
+            self.padded += added
+            return out
 
         if first_batch:  # resuming mid-epoch
-            spare = batch(0)
+            spare = build(0)
             for _ in itertools.islice(stream, max(consumed - pulled, 0)):  # pass over without decoding
                 pulled += 1
             del policy.skips[:]  # every skip met so far was reported before the stop (read-ahead included)
             self.padded = 0
         for k in range(first_batch, -(-planned // bs)):
-            cur = batch(k)
+            cur = build(k)
             if k == 0:
                 spare = cur
             yield k, cur, pulled
+
+    def _fast_batch(self, stream: Iterator[RawSample], want: int, rng: np.random.Generator,
+                    policy: ErrorPolicy) -> tuple[Built | None, list, int]:
+        """One batch by the batch path: ``(batch, [], stream samples pulled)``. When a transform refuses the
+        batch (e.g. an image smaller than a crop that may not pad), its samples go through the per-sample path,
+        so only the refused ones are skipped: ``(None, their decoded samples, pulled)``; the caller tops up."""
+        decoded, good, pulled = batch.pull_decoded(self.codec, stream, want, policy)
+        if decoded is None:
+            return None, [], pulled
+        try:
+            return batch.augment_finalize(self.codec, self.transforms, decoded, good, rng), [], pulled
+        except (LossyloadError, ValueError):
+            redo = [self._decode(s, None, self.transforms, rng, policy) for s in good]
+            return None, [x for x in redo if x is not None], pulled
 
     def _decode(self, s: RawSample, fused, rest: list, rng: np.random.Generator, policy: ErrorPolicy):
         """``(x, label, key)`` of one raw sample decoded to codec level and augmented; ``None`` if skipped."""
@@ -188,32 +225,54 @@ class LossyDataset(IterableDataset):
             return None
 
 
+SHUFFLE_START = 128  # samples in the shuffle buffer when it starts delivering (it then grows to its size)
+_DRAWS = 256  # uniform draws taken from the generator at a time
+
+
 def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
+    """A seeded shuffle buffer of ``size`` samples. It delivers once it holds :data:`SHUFFLE_START` (so the
+    first batch never waits for a buffer larger than the data), then grows by one sample per delivered one
+    until it holds ``size``; each delivery is a uniform pick among what it holds. Pure function of ``rng``."""
     if size <= 1:
         yield from src
         return
+    start = min(size, SHUFFLE_START)
     buf: list[RawSample] = []
-    for s in src:
-        if len(buf) < size:
-            buf.append(s)
+    draws, j = rng.random(_DRAWS), 0
+    it = iter(src)
+    for s in it:
+        buf.append(s)
+        if len(buf) < size:  # still growing: take one more
+            more = next(it, None)
+            if more is not None:
+                buf.append(more)
+        if len(buf) < start:
             continue
-        i = int(rng.integers(size))
-        buf[i], s = s, buf[i]
-        yield s
+        if j == _DRAWS:
+            draws, j = rng.random(_DRAWS), 0
+        i = int(draws[j] * len(buf))
+        j += 1
+        buf[i], buf[-1] = buf[-1], buf[i]
+        yield buf.pop()
     rng.shuffle(buf)  # type: ignore[arg-type]
     yield from buf
 
 
-def _collate(samples: list) -> tuple[Any, torch.Tensor]:
-    """Stack ``(x, label, key)`` samples into ``(x [B, ...] or {name: [B, ...]}, labels [B])``."""
+def _collate(samples: list) -> Built:
+    """Stack ``(x, label, key)`` samples into one batch."""
     keys = samples[0][0].keys()
     try:
-        xs = {k: torch.from_numpy(np.stack([s[0][k] for s in samples])) for k in keys}
+        xs = {k: np.stack([s[0][k] for s in samples]) for k in keys}
     except ValueError as exc:
         shapes = sorted({str(tuple(s[0][k].shape)) for s in samples for k in keys})
         raise CodecError(f"samples of different shapes {shapes} cannot be batched: add a crop transform") from exc
-    labels = torch.tensor([s[1] for s in samples], dtype=torch.int64)
-    return (next(iter(xs.values())) if len(xs) == 1 else xs), labels
+    return Built(xs, np.array([s[1] for s in samples], np.int64), [s[2] for s in samples])
+
+
+def _tensors(b: Built) -> tuple[Any, torch.Tensor]:
+    """``(x [B, ...] or {name: [B, ...]}, labels [B])`` as tensors (sharing the arrays' memory)."""
+    xs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.xs.items()}
+    return (next(iter(xs.values())) if len(xs) == 1 else xs), torch.from_numpy(b.labels)
 
 
 def _unbatch(batch):

@@ -17,6 +17,7 @@ from ..cache import Traffic
 from ..errors import LossyloadError, WorkerError
 from . import plan
 from .dataset import LossyDataset
+from .threads import thread_batches
 from .watch import watching
 
 log = logging.getLogger("lossyload")
@@ -36,7 +37,10 @@ class LossyLoader:
     """
 
     def __init__(self, dataset: LossyDataset, *, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int | None = None, return_keys: bool = False) -> None:
+                 prefetch_factor: int | None = None, return_keys: bool = False, worker_type: str = "process") -> None:
+        if worker_type not in ("process", "thread"):
+            raise ValueError(f"worker_type must be 'process' or 'thread', got {worker_type!r}")
+        self.worker_type = worker_type  # "thread": workers are threads of this process (lossyload.loader.threads)
         self.dataset = dataset
         self.dataset.report = True
         self.num_workers = num_workers
@@ -93,6 +97,7 @@ class LossyLoader:
         return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank,
                 "world_size": world.world_size, "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
                 "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last,
+                "batch_path": ds.batch_path,
                 "options": json.loads(json.dumps(dataclasses.asdict(ds.codec.options), default=str)),
                 "transforms": [_describe(t) for t in ds.transforms]}
 
@@ -129,10 +134,16 @@ class LossyLoader:
         self._resuming = False
         ds.resume = {w: (b, c) for w, (b, c) in enumerate(self._done) if b}
         order = self._order()
-        dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                        prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
+        if self.worker_type == "thread" and self.num_workers:
+            items = thread_batches(ds, self.num_workers, self.prefetch_factor or 2, list(order))
+        else:
+            dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
+            items = _guarded(dl, self)
         waiting: dict[int, deque] = {w: deque() for w in range(len(self._done))}
-        for item in _guarded(dl, self):
+        for item in items:
+            if self.pin_memory and self.worker_type == "thread":
+                item = (_pinned(item[0]), item[1].pin_memory(), item[2])
             waiting[item[2]["worker"]].append(item)
             while order and waiting[order[0]]:  # deliver in the uninterrupted order
                 x, y, report = waiting[order.popleft()].popleft()
@@ -179,6 +190,10 @@ def _worker_error(exc: RuntimeError, loader: LossyLoader) -> WorkerError:
     done = sum(b for b, _ in loader._done)
     return WorkerError(f"epoch {loader.epoch}: a loader worker died after {done} of {len(loader)} batches "
                        f"({exc}); state_dict() taken now resumes the epoch exactly")
+
+
+def _pinned(x: Any) -> Any:
+    return {k: v.pin_memory() for k, v in x.items()} if isinstance(x, dict) else x.pin_memory()
 
 
 def _as_is(item: Any) -> Any:

@@ -7,7 +7,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from ..cache import ShardCache, Traffic, open_shard
 from ..errors import LossyloadError, ShardError
@@ -47,8 +47,9 @@ class ErrorPolicy:
         self.skips.extend(Skip(url, key, reason) for key in keys)
 
 
-@dataclass(frozen=True)
-class RawSample:
+class RawSample(NamedTuple):
+    """One sample as read from its shard: the codec member's bytes and the label."""
+
     url: str
     key: str
     payload: bytes
@@ -58,18 +59,24 @@ class RawSample:
 def read_range(
     root: str, shard: ShardInfo, first: int, end: int, member: str, policy: ErrorPolicy,
     storage_options: dict[str, Any] | None = None, verify: bool = False, classes: int | None = None,
-    cache: ShardCache | None = None, traffic: Traffic | None = None,
+    cache: ShardCache | None = None, traffic: Traffic | None = None, data: bytes | None = None,
 ) -> Iterator[RawSample]:
     """Samples ``first <= i < end`` of one shard. A shard that ends early (truncated, unreadable) has its
     missing samples counted as skipped, so the total never silently shrinks; a key met twice in a shard is
     skipped the second time; samples past the index's count are reported by the reader whose range ends the
     shard; a ``cls`` outside ``[0, classes)`` is skipped. With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
     of its samples is delivered (a mismatch skips the range). With a ``cache``, a remote shard is read from the
-    node-local cache (fetched and verified first, see :mod:`lossyload.cache`); ``traffic`` counts its bytes."""
+    node-local cache (fetched and verified first, see :mod:`lossyload.cache`); ``traffic`` counts its bytes.
+    ``data``: the shard's bytes when already fetched (:mod:`.prefetch`; counted as remote bytes)."""
     url = join(root, shard.url)
     i = 0
     seen: dict[str, int] = {}
-    stream = _tar_samples(url, shard, storage_options, verify, cache, traffic)
+    if data is None:
+        stream = _tar_samples(url, shard, storage_options, verify, cache, traffic)
+    else:
+        if traffic is not None:
+            traffic.add({"remote_bytes": len(data)})
+        stream = _held_samples(url, data)
     for sample in stream:
         if isinstance(sample, Exception):  # reading broke off: what is left of the range is lost
             if i < end:
@@ -108,6 +115,14 @@ def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | N
         yield exc
 
 
+def _held_samples(url: str, data: bytes) -> Iterator[dict | Exception]:
+    """The samples of a shard already in memory (same error convention as :func:`_tar_samples`)."""
+    try:
+        yield from tario.samples(io.BytesIO(data), url)
+    except ShardError as exc:
+        yield exc
+
+
 def _verified(f: IO[bytes], url: str, shard: ShardInfo) -> IO[bytes]:
     """The whole shard, in memory, once its size and sha256 match the index (else :class:`ShardError`)."""
     chunks, got = [], 0
@@ -130,13 +145,13 @@ def _check(url: str, sample: dict, member: str, policy: ErrorPolicy, classes: in
         policy.handle(url, [key], f"no '{member}' member (has {have})")
         return None
     try:
-        label = int(sample.get("cls", b"-1").decode().strip())
-    except (ValueError, UnicodeDecodeError):
+        label = int(sample.get("cls", b"-1"))  # type: ignore[arg-type]  (ASCII digits and whitespace only)
+    except (ValueError, TypeError):
         label = -2
     if label < 0 or (classes is not None and label >= classes):
         policy.handle(url, [key], f"missing or invalid 'cls' member (not a label index in [0, {classes}))")
         return None
-    return RawSample(url=url, key=key, payload=sample[member], label=label)
+    return RawSample(url, key, sample[member], label)  # type: ignore[arg-type]
 
 
 def _missing(reached: int, first: int, end: int) -> list[str]:

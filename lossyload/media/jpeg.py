@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -247,7 +248,14 @@ def pack_coefficients(d: DctCoefficients, level: int = 3, compression: str = "zs
     return zstandard.ZstdCompressor(level=level).compress(raw)
 
 
-_DCTX = zstandard.ZstdDecompressor()
+_LOCAL = threading.local()  # one zstd decompressor per thread: they are not thread-safe (thread workers)
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    d = getattr(_LOCAL, "dctx", None)
+    if d is None:
+        d = _LOCAL.dctx = zstandard.ZstdDecompressor()
+    return d
 
 
 def _decompress(payload: bytes) -> bytes:
@@ -268,7 +276,7 @@ def _decompress(payload: bytes) -> bytes:
         size = zstandard.frame_content_size(payload)
         if size > MAX_UNPACKED:
             raise DecodeError(f"bad pre-extracted coefficient member: {size} bytes unpacked, more than {MAX_UNPACKED}")
-        return _DCTX.decompress(payload, max_output_size=MAX_UNPACKED)
+        return _dctx().decompress(payload, max_output_size=MAX_UNPACKED)
     except zstandard.ZstdError as exc:
         raise DecodeError(f"bad pre-extracted coefficient member: {exc}") from exc
 

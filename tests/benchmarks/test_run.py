@@ -62,7 +62,27 @@ def test_targets_say_met_or_missed_with_the_figure() -> None:
     results = fake_results(rows, rate_of)
     annotate(results, rows)
     text = targets(results)
-    assert "| vq >= 20x | 25.00x met |" in text
-    assert "| encodec >= 20x | 19.00x MISSED |" in text
-    assert "| latent loader within 20% of the read limit | 75% MISSED |" in text  # 3000 / 4000
+    assert "| vq >= 40x | 25.00x MISSED |" in text
+    assert "| vae latents >= 40x | 30.00x MISSED |" in text
+    assert "| jpeg-dct pre-extracted >= 8x | 30.00x met |" in text
+    assert "| latent loader >= 80% of the read limit | 75% MISSED |" in text  # 3000 / 4000
     assert len(text.splitlines()) == 2 + len(run.TARGETS) + 1
+
+
+def test_workers_and_storage_targets_compare_within_the_run() -> None:
+    settings = [Setting("local", 0), Setting("local", 1, "thread"), Setting("local", 1, "process"),
+                Setting("s3", 0), Setting("s3", 1, "thread"), Setting("s3", 1, "process")]
+    rows = rows_for(settings)
+
+    def rate_of(rep, s):
+        speed = {0: 1000.0, 1: 1100.0 if s.kind == "thread" else 500.0}[s.workers]
+        return speed * (0.6 if s.storage == "s3" else 1)
+
+    results = fake_results(rows, rate_of)
+    annotate(results, rows)
+    workers = run.worker_targets(results)
+    assert "| vae · int8 4x32x32, flip | 0.50x MISSED | 1.10x met | 0.50x MISSED | 1.10x met |" in workers
+    assert workers.splitlines()[0].count("/ 0w") == 4
+    storage = run.storage_targets(results)
+    assert "| vq · bit-planes int8 | 60% MISSED | 60% MISSED | 60% MISSED |" in storage
+    assert run.storage_targets([r for r in results if r["storage"] == "local"]) == "(no S3 rows in this run)"

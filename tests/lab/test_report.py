@@ -78,8 +78,8 @@ def test_targets_met_and_missed_say_by_how_much(tmp_path: Path) -> None:
 def test_summary_is_one_table_of_every_row() -> None:
     text = report.summary(results())
     assert text.count("\n") == 1 + 7
-    assert "| images | pixels-pil repr | 1,000 | 4,096 | 50 | 0.50x | — | — | — |" in text
-    assert "| speech | vq-bnn repr (m) | 3,000 | 4,096 | 4,800 | 8.00x | 1.0 | 3.00 | 80.0% |" in text
+    assert "| images/pixels-pil | pixels-pil repr | loader only | 1,000 | 4,096 | 50 | 0.50x | — | — | — |" in text
+    assert "| speech/vq-bnn | vq-bnn repr | m | 3,000 | 4,096 | 4,800 | 8.00x | 1.0 | 3.00 | 80.0% |" in text
 
 
 def test_plots_are_pngs_per_experiment(tmp_path: Path) -> None:

@@ -214,3 +214,27 @@ def test_server_restart_mid_epoch(retries: str, s3_ds: str, s3_server, reference
     retried = [r for r in caplog.records if r.name == "lossyload" and "retrying" in r.getMessage()]
     if retries == "lossyload":
         assert retried and all(s3_ds in r.getMessage() for r in retried)
+
+
+def test_prefetching_the_next_shard_gives_the_same_batches(local_ds: str, s3_ds: str, s3_server) -> None:
+    """Remote shards fetched one ahead in a background thread: the same batches as streaming them, in
+    training mode with workers; local shards are never prefetched."""
+    from lossyload.loader import prefetch
+
+    opts = s3_server.storage_options
+    assert prefetch.worth_it(s3_ds, opts) and not prefetch.worth_it(local_ds, None)
+    with_prefetch = epoch(loader(s3_ds, opts, num_workers=2, train=True, seed=3))
+    streamed = epoch(loader(s3_ds, opts, num_workers=2, train=True, seed=3, prefetch=False))
+    assert_same_batches(with_prefetch, streamed)
+    assert_same_batches(with_prefetch, epoch(loader(local_ds, None, num_workers=2, train=True, seed=3)))
+
+
+def test_a_prefetched_shard_of_the_wrong_size_is_streamed_and_counted(private_s3_copy: str, s3_server) -> None:
+    fs, root = filesystem(private_s3_copy, s3_server.storage_options)
+    path = root.rstrip("/") + "/shard-000001.tar"
+    fs.pipe_file(path, fs.cat_file(path)[:3000])  # cut: shorter than the index says
+    ld = loader(private_s3_copy, s3_server.storage_options, on_error="skip")
+    keys = [k for _, _, ks in epoch(ld) for k in ks]
+    delivered = {k for k in keys if int(k[1:4]) in range(MAXCOUNT, 2 * MAXCOUNT)}  # shard 1's samples
+    assert 0 < len(ld.skipped) == MAXCOUNT - len(delivered)
+    assert all("shard-000001.tar" in s for s in ld.skipped)

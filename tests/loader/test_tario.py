@@ -286,3 +286,20 @@ def test_duplicate_member_in_one_sample():
     raw = _tar([("a.jpg", b"1"), ("a.JPG", b"2")])
     with pytest.raises(ShardError, match="duplicate"):
         list(tario.samples(io.BytesIO(raw), URL))
+
+
+@pytest.mark.parametrize("bad", [0, 63, 64, 150])
+def test_a_bad_header_in_a_checksum_group_delivers_exactly_the_members_before_it(bad):
+    """Checksums are verified in groups: a bad header anywhere (first, last or inside a group) still yields
+    every member before it, and none after."""
+    members = [(f"k{i:04d}.jpg", bytes([i % 251]) * (i % 700)) for i in range(200)]
+    raw = bytearray(_tar(members))
+    offset = 0
+    for _, data in members[:bad]:  # header offset of member `bad`
+        offset += 512 + -(-len(data) // 512) * 512
+    raw[offset + 3] ^= 0x20
+    got = []
+    with pytest.raises(ShardError, match="bad checksum"):
+        for m in tario.members(io.BytesIO(bytes(raw)), URL):
+            got.append(m)
+    assert got == members[:bad]

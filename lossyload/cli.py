@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                       "build the offline keyword-spotting audio set"),
     # the one entry into the lab (lossyload/lab), by name: the library itself never imports it
     "demo": ("lossyload.lab.cli", "add_demo_arguments", "run_demo", "the main job: the reference trainer's demo "
-             "preset (every codec, loader rows and one comparison per modality, about 10 minutes on 2 CPU cores)"),
+             "preset (every codec, loader rows and one comparison per modality, about 7 minutes on 2 CPU cores)"),
 }
 
 

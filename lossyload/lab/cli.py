@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
                               width_mult=args.width_mult, workers=args.workers, device=args.device, vae=args.vae,
                               encodec_weights=args.encodec_weights, seed=args.seed, progress=not args.no_progress)
             t0 = time.perf_counter()
-            train(cfg, command=shlex.join([prog, *getattr(args, "argv", [])]))
+            train(cfg, command=" ".join([prog, shlex.join(getattr(args, "argv", []))]).strip())
             took = time.perf_counter() - t0
         report.write(args.out)
         print(report.summary(report.load(args.out)))

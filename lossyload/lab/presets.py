@@ -36,12 +36,12 @@ class Preset:
 PRESETS = {
     "demo": Preset(
         name="demo", about="the main job: every codec on a small build of the bundled sets, small CNNs, "
-        "a few epochs (about 10 minutes on 2 CPU cores)",
+        "a few epochs (about 7 minutes on 2 CPU cores)",
         loader_only=("vq-bnn", "vq-bits-cnn"),  # the BNN needs the full preset's data and epochs
         sizes=Sizes(full=128, small=32, resolution=256, resize=None),
         photos=PhotosConfig(train_per_class=100, test_per_class=40),
-        keywords=KeywordsConfig(max_voices=160),
-        epochs={"speech": 8, "images": 4},
+        keywords=KeywordsConfig(max_voices=200),
+        epochs={"speech": 10, "images": 8},
         models={"mnv2-pixels": "pixel-cnn", "mnv2-dct": "dct-cnn", "mnv2-grid": "grid-cnn"},
         passes=3),
     "full": Preset(name="full", about="the seeds' experiments: MobileNetV2, the BNN, the whole bundled sets"),

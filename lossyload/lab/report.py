@@ -133,7 +133,7 @@ def markdown(results: dict[str, Any]) -> str:
         parts.append(f"### {experiment}\n\n{first['train_samples']:,} training samples, {first['classes']} classes, "
                      f"batch {first['batch_size']}, device {first['device']}"
                      f"{' (quick preset: tiny data, figures are not meaningful)' if quick else ''}.\n\n"
-                     + table(rows) + "\n\n" + "\n".join(targets(rows)))
+                     + table(rows) + ("\n\n" + "\n".join(targets(rows)) if targets(rows) else ""))
     notes = []
     if str(cfg.get("vae", "")).startswith("random:") and any(r["codec"] == "vae" for r in results["rows"]):
         notes.append(f"VAE {cfg['vae']}: RANDOM-initialised weights (no pretrained VAE was given): the latent row "

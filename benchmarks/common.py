@@ -56,6 +56,11 @@ def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoc
         return Pass(n, 0)
     ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms,
                      storage_options=storage_options, num_workers=num_workers, worker_type=worker_type)
+    return drain(ld, epoch, t0)
+
+
+def drain(ld, epoch: int, t0: float) -> Pass:
+    """Epoch ``epoch`` of loader ``ld``, opened at ``t0`` (``time.perf_counter()``): its :class:`Pass`."""
     ld.set_epoch(epoch)
     n = per = 0
     first = 0.0

@@ -85,16 +85,9 @@ def cached_pass(url: str, codec: str, options: dict | None, batch: int, epoch: i
     t0 = time.perf_counter()
     ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, storage_options=s3,
                      cache_dir=cache_dir)
-    ld.set_epoch(epoch)
-    n = per = 0
-    first = 0.0
-    for x, y in ld:
-        if not n:
-            first = time.perf_counter() - t0
-            per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
-        n += len(y)
+    done = common.drain(ld, epoch, t0)
     traffic[state] = vars(ld.traffic)
-    return common.Pass(n, per, first)
+    return done
 
 
 def traffic_lines(traffic: dict[str, dict[str, dict]]) -> str:

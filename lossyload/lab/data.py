@@ -16,13 +16,12 @@ import os
 import tarfile
 from typing import Any
 
+from ..codecs import codec_class
 from ..codecs.encodec import CHECKPOINT, checkpoint_path
 from ..errors import CodecError, LossyloadError
 from ..fs import read_index
 from ..shard import ShardJob, run_job
 from ..shard.job import config_from_dataset
-
-FITTED = ("vq", "vae")  # codecs whose test split reuses the training split's fitted config
 
 
 def key(*parts: Any) -> str:
@@ -97,7 +96,7 @@ def shard_sets(names: list[str], dirs: tuple[str, str], work: str, *, sizes, vae
         folder = os.path.join(work, "shards", f"{name}-{key(codec, config, os.path.abspath(dirs[0]))}")
         for split, src in zip(("train", "test"), dirs):
             dest = urls[f"{split}-{name}"] = os.path.join(folder, split)
-            if split == "test" and codec in FITTED:
+            if split == "test" and codec_class(codec).fit_fields:  # the training split's fitted config
                 config = config_from_dataset(urls[f"train-{name}"], codec)
             summary = run_job(ShardJob(src=src, dest=dest, codec=codec, config=config, maxcount=1000,
                                        workers=workers, progress=progress))

@@ -22,6 +22,7 @@ class Preset:
     photos: PhotosConfig = PhotosConfig(short_side=(512, 640))  # the bundled photo build (no --data)
     keywords: KeywordsConfig = KeywordsConfig()  # the bundled keyword build (no --audio-data)
     epochs: dict[str, int] = field(default_factory=lambda: {"speech": 8, "images": 6})
+    epochs_factors: bool = True  # rows train their epochs_factor x the experiment's epochs (False: all alike)
     batch: dict[str, int] = field(default_factory=lambda: {"speech": 64, "images": 32})
     models: dict[str, str] = field(default_factory=dict)  # model substitutions: row model -> model trained
     width_mult: float = 0.5  # MobileNetV2 width
@@ -50,7 +51,7 @@ PRESETS = {
         sizes=Sizes(full=64, small=32, resolution=128, resize=80),
         photos=PhotosConfig(train_per_class=4, test_per_class=2, short_side=(128, 160)),
         keywords=KeywordsConfig(max_voices=5, dialects=("en-us",)),
-        epochs={"speech": 1, "images": 1}, batch={"speech": 8, "images": 8}),
+        epochs={"speech": 1, "images": 1}, epochs_factors=False, batch={"speech": 8, "images": 8}),
 }
 
 

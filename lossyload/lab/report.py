@@ -129,11 +129,11 @@ def markdown(results: dict[str, Any]) -> str:
     cfg, parts = results.get("config", {}), []
     quick = cfg.get("preset") == "quick"
     for experiment, rows in by_experiment(results["rows"]).items():
-        first = rows[0]
+        first, met = rows[0], targets(rows)
         parts.append(f"### {experiment}\n\n{first['train_samples']:,} training samples, {first['classes']} classes, "
                      f"batch {first['batch_size']}, device {first['device']}"
                      f"{' (quick preset: tiny data, figures are not meaningful)' if quick else ''}.\n\n"
-                     + table(rows) + ("\n\n" + "\n".join(targets(rows)) if targets(rows) else ""))
+                     + table(rows) + ("\n\n" + "\n".join(met) if met else ""))
     notes = []
     if str(cfg.get("vae", "")).startswith("random:") and any(r["codec"] == "vae" for r in results["rows"]):
         notes.append(f"VAE {cfg['vae']}: RANDOM-initialised weights (no pretrained VAE was given): the latent row "

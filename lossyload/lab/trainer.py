@@ -69,7 +69,7 @@ class TrainConfig:
 
     def epochs_for(self, row: rw.Row) -> int:
         base = self.epochs or self.spec.epochs[row.experiment]
-        return base * (1 if self.preset == "quick" else row.epochs_factor)
+        return base * (row.epochs_factor if self.spec.epochs_factors else 1)
 
     def batch_for(self, experiment: str) -> int:
         return self.batch_size or self.spec.batch[experiment]
@@ -204,17 +204,15 @@ def run(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     results = {"config": {**dataclasses.asdict(cfg), "sizes": dataclasses.asdict(cfg.spec.sizes)},
                "command": command, "machine": describe(), "rows": []}
-    todo = [(e, r) for e in cfg.experiments() for r in cfg.rows_of(e)]
-    for experiment in cfg.experiments():
-        rows = cfg.rows_of(experiment)
-        if not rows:
-            continue
+    plan = {e: rows for e in cfg.experiments() if (rows := cfg.rows_of(e))}
+    total = sum(len(rows) for rows in plan.values())
+    for experiment, rows in plan.items():
         print(f"[{experiment}] data: bundled or given sources -> shard sets ({time.perf_counter() - t0:.0f} s)",
               flush=True)
         urls = shards_for(experiment, rows, cfg)
         for row in rows:
             done = len(results["rows"])
-            print(f"[{done + 1}/{len(todo)}] {experiment}/{row.name} ({time.perf_counter() - t0:.0f} s elapsed)",
+            print(f"[{done + 1}/{total}] {experiment}/{row.name} ({time.perf_counter() - t0:.0f} s elapsed)",
                   flush=True)
             r = run_row(row, urls, cfg)
             results["rows"].append(r)

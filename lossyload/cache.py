@@ -270,13 +270,7 @@ class ShardCache:
 
     def _evict(self, sha: str) -> bool:
         """Remove cached shard ``sha`` unless someone holds its read lock (reads it, or is fetching it)."""
-        try:
-            lock = _flock(self._lock(sha, "read"), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        with lock:
-            _remove(os.path.join(self.dir, "shards", f"{sha}.tar"))
-        return True
+        return _remove_unless_locked(self._lock(sha, "read"), os.path.join(self.dir, "shards", f"{sha}.tar"))
 
     def _drop_stale_partials(self, keep: str) -> None:
         """Partial files whose fetch lock is free were left by a process that died mid-download."""
@@ -286,13 +280,7 @@ class ShardCache:
                 log.info("shard cache %s: removed %s, left by an interrupted download", self.dir, name)
 
     def _evict_partial(self, sha: str) -> bool:
-        try:
-            lock = _flock(self._lock(sha, "fetch"), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        with lock:
-            _remove(self._partial(sha))
-        return True
+        return _remove_unless_locked(self._lock(sha, "fetch"), self._partial(sha))
 
     def _entries(self, sub: str, suffix: str) -> list[tuple[str, int, float]]:
         """``(name, bytes, mtime)`` of the files in ``sub`` ending in ``suffix``."""
@@ -344,6 +332,18 @@ def _remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def _remove_unless_locked(lock_path: str, path: str) -> bool:
+    """Remove ``path`` while holding ``lock_path`` exclusively; False (nothing removed) when another process
+    holds that lock."""
+    try:
+        lock = _flock(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    with lock:
+        _remove(path)
+    return True
 
 
 @contextmanager

@@ -114,8 +114,9 @@ class LossyDataset(IterableDataset):
         ranges = plan.shard_ranges(order, [s.samples for s in self.index.shards], start, stop)
         policy = ErrorPolicy(self.on_error)
         self.skips, self.padded, self.traffic = policy.skips, 0, Traffic()
-        remote = self.cache is None and prefetch.worth_it(self.root, self.storage_options)  # the cache fetches its own
-        if self.prefetch and not self.verify and remote:
+        # remote shards are prefetched one ahead, unless a cache fetches them (or verify reads them whole)
+        fetch_ahead = self.prefetch and not self.verify and self.cache is None
+        if fetch_ahead and prefetch.worth_it(self.root, self.storage_options):
             held = prefetch.prefetched(self.root, self.index, ranges, self.storage_options)
         else:
             held = ((shard, first, end, None) for shard, first, end in ranges)

@@ -48,6 +48,7 @@ class Mel(Codec):
         return Encoded(write_pcm16(clip, self.config.sample_rate, self.config.format), "; ".join(notes) or None)
 
     def decode(self, payload: bytes) -> np.ndarray:
+        """What sample augmentations transform: the log-mel ``[n_mels, frames]``, or the clip (``output="wave"``)."""
         try:
             wave, rate = read_audio(payload, source="member", max_frames=self.config.length)
         except EncodeError as exc:
@@ -55,12 +56,10 @@ class Mel(Codec):
         if rate != self.config.sample_rate or wave.shape != (1, self.config.length):
             raise DecodeError(f"{self.member} member is {wave.shape[0]} channel(s) x {wave.shape[1]} at {rate} Hz, "
                               f"not the mono {self.config.length} at {self.config.sample_rate} Hz of this index")
-        return wave[0]
+        return wave[0] if self.options.output == "wave" else log_mel(wave[0], self.config)
 
-    def finalize(self, wave: np.ndarray) -> dict[str, np.ndarray]:
-        if self.options.output == "wave":
-            return {"wave": wave}
-        return {"mel": log_mel(wave, self.config)}
+    def finalize(self, sample: np.ndarray) -> dict[str, np.ndarray]:
+        return {self.options.output: sample}
 
     def output_spec(self) -> dict[str, TensorSpec]:
         c = self.config

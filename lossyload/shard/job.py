@@ -160,7 +160,7 @@ def encode(job: ShardJob) -> ShardSummary:
     header = {"codec": job.codec, "config": codec.identity(), "maxcount": job.maxcount, "maxsize": job.maxsize,
               "src": job.src, "source": source.fingerprint, "part": [job.rank, job.world_size]}
     with _dest_io(f"{root}/{PROGRESS_DIR}"):
-        records = _load_progress(fs, root, header)
+        records = _load_progress(fs, root, header, codec)
     shards = [ShardInfo.from_dict(r["shard"]) for r in records]
     for r in records:
         summary.skipped.update(r["skipped"])
@@ -272,19 +272,50 @@ def _already_complete(fs, root: str, job: ShardJob, codec: Codec, summary: Shard
     from the data (``fit_fields``) are compared only when the job sets them."""
     index = _existing_index(fs, root, job.dest)
     want = json.loads(json.dumps(codec.identity()))
-    have = {k: v for k, v in index.config.items() if k not in codec.runtime_fields}
+    have = _stored_identity(codec, index.config)
     for name in codec.fit_fields:
         if want.get(name) is None:
             want.pop(name, None), have.pop(name, None)
     if index.codec != job.codec or have != want:
-        raise LossyloadError(f"{job.dest}: already holds a dataset made with other settings "
-                             f"({index.codec} {index.config}); pass --overwrite to replace it")
+        what = f"codec {index.codec!r}, not {job.codec!r}" if index.codec != job.codec else _changes(have, want)
+        raise LossyloadError(f"{job.dest}: already holds a dataset made with other settings ({what}); "
+                             "pass --overwrite to replace it")
     if fs.exists(f"{root}/{PROGRESS_DIR}"):
         fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     summary.already_complete = True
     summary.samples, summary.shards, summary.bytes_out = index.samples, len(index.shards), index.bytes
     summary.skipped = dict(index.skipped)
     return summary
+
+
+def _stored_identity(codec: Codec, stored: dict[str, Any]) -> dict[str, Any]:
+    """A codec config stored by an earlier run (index or progress record) as ``codec.identity()`` would give
+    it, in JSON values: a field it lacks (added to the codec since, with a default) counts as that default."""
+    defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(codec.Config)}
+    config = {k: v for k, v in {**defaults, **stored}.items()
+              if v is not dataclasses.MISSING and k not in codec.runtime_fields}
+    return json.loads(json.dumps(config))
+
+
+def _same_header(saved: bytes, header: dict[str, Any], codec: Codec) -> bool:
+    """Whether a progress folder's job record is ``header`` (a codec field it lacks counts as the default)."""
+    try:
+        old = json.loads(saved)
+        old["config"] = _stored_identity(codec, old["config"])
+    except (ValueError, TypeError, KeyError):
+        return False
+    return old == json.loads(json.dumps(header))
+
+
+def _changes(have: dict[str, Any], want: dict[str, Any]) -> str:
+    """The fields whose stored (``have``) and wanted values differ, each with both."""
+    def show(config: dict[str, Any], name: str) -> str:
+        text = repr(config[name]) if name in config else "absent"
+        return text if len(text) <= 60 else f"{text[:57]}..."
+
+    return "; ".join(f"{k}: {show(have, k)} in the index, {show(want, k)} in this run"
+                     for k in sorted(set(have) | set(want)) if k not in have or k not in want or have[k] != want[k])
 
 
 def _sha256(fs, path: str) -> str:
@@ -299,12 +330,12 @@ def _category(reason: str) -> str:
     return "resized" if reason.startswith("resized") else reason.split(":")[0]
 
 
-def _load_progress(fs, root: str, header: dict[str, Any]) -> list[dict[str, Any]]:
+def _load_progress(fs, root: str, header: dict[str, Any], codec: Codec) -> list[dict[str, Any]]:
     hpath = f"{root}/{PROGRESS_DIR}/job.json"
     text = json.dumps(header, sort_keys=True)
     if fs.exists(hpath):
         with fs.open(hpath, "rb") as f:
-            if f.read().decode() != text:
+            if not _same_header(f.read(), header, codec):
                 raise LossyloadError(f"{root}: holds an interrupted run with other settings or another source "
                                      "content; pass --overwrite")
     else:

@@ -23,6 +23,10 @@ def codes(rng: np.random.Generator) -> list[np.ndarray]:
     return [rng.integers(-1, 1024, (8, 20)).astype(np.int16) for _ in range(B)]
 
 
+def log_mels(rng: np.random.Generator) -> list[np.ndarray]:
+    return [(3 * rng.standard_normal((16, 20)) - 8 + i).astype(np.float32) for i in range(B)]
+
+
 def coefficients(rng: np.random.Generator, ragged: bool) -> list[DctCoefficients]:
     out = []
     for i in range(B):
@@ -54,6 +58,8 @@ CASES = {
     "codes_time_mask": ({"max_width": 6, "count": 2}, codes, np.stack),
     "codes_freq_mask": ({"max_width": 3, "count": 3}, codes, np.stack),
     "codes_level_dropout": ({"p": 0.7, "min_levels": 2}, codes, np.stack),
+    "mel_time_mask": ({"max_width": 6, "count": 2}, log_mels, np.stack),
+    "mel_freq_mask": ({"max_width": 5, "count": 2, "value": -13.8}, log_mels, np.stack),
     "dct_hflip": ({"p": 0.5}, lambda r: coefficients(r, False), as_batch),
     "dct_random_crop": ({"size": 48}, lambda r: coefficients(r, True), list),  # 3x3 MCUs: pads some
     "dct_center_crop": ({"size": 48}, lambda r: coefficients(r, True), list),

@@ -32,6 +32,10 @@ def latent() -> np.ndarray:  # vae sample [views, planes (mean, std), C, h, w]
     return np.stack([rng.standard_normal((3, 4, 8, 8)), np.abs(rng.standard_normal((3, 4, 8, 8)))], 1).astype(np.float32)
 
 
+def log_mel() -> np.ndarray:  # mel sample: float32 log-mel [n_mels, frames]
+    return (3 * np.random.default_rng(0).standard_normal((16, 40)) - 8).astype(np.float32)
+
+
 def rgb() -> torch.Tensor:  # decoded image, uint8 [3, H, W]
     return torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 40, 56)).astype(np.uint8))
 
@@ -57,6 +61,8 @@ CASES = {
     "latent_posterior_sample": ({"temperature": 1.0}, latent, None),
     "latent_random_view": ({}, latent, (1, 2, 4, 8, 8)),
     "latent_view": ({"index": 2}, latent, (1, 2, 4, 8, 8)),
+    "mel_freq_mask": ({"max_width": 4, "count": 2}, log_mel, None),
+    "mel_time_mask": ({"max_width": 6, "count": 2, "value": -13.8}, log_mel, None),
     "rgb_hflip": ({"p": 0.5}, rgb, None),
     "rgb_random_resized_crop": ({"size": 24, "scale": (0.3, 1.0)}, rgb, (3, 24, 24)),
     "rgb_resize_center_crop": ({"size": 24}, rgb, (3, 24, 24)),

@@ -5,7 +5,9 @@ WebDataset tars as the source."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -311,6 +313,47 @@ def test_rerun_with_other_settings_over_an_interrupted_run_is_refused(small_fold
             run_job(ShardJob(**args))
     # the same settings resume; other worker counts are the same settings
     run_job(ShardJob(src=str(small_folder), dest=str(dest), maxcount=5, progress=False, workers=1))
+    shard(small_folder, tmp_path / "ref", maxcount=5)
+    assert dataset_files(dest) == dataset_files(tmp_path / "ref")
+
+
+def _drop_config_fields(record: Path, *names: str) -> None:
+    """Make ``record`` (an index or a progress folder's job record) look written before the codec had ``names``."""
+    d = json.loads(record.read_text())
+    config = d["codec"]["config"] if record.name == "index.json" else d["config"]
+    for name in names:
+        del config[name]
+    record.write_text(json.dumps(d, sort_keys=True))
+
+
+def test_rerun_over_an_index_written_before_a_codec_field_existed(small_folder: Path, tmp_path: Path) -> None:
+    """A field the codec gained since (with a default) is absent from an older index: it counts as the default,
+    so the same settings are the same dataset; a setting that differs is still refused, by name."""
+    dest = tmp_path / "out"
+    shard(small_folder, dest, maxcount=5, config={"quality": 80})
+    _drop_config_fields(dest / "index.json", "compression", "zstd_level")
+    before = dataset_files(dest)
+    assert shard(small_folder, dest, maxcount=5, config={"quality": 80}).already_complete
+    assert shard_main([str(small_folder), str(dest), "--no-progress", "--maxcount", "5", "--quality", "80"]) == 0
+    refused = rf"{re.escape(str(dest))}: already holds a dataset made with other settings \({{}}\); pass --overwrite"
+    with pytest.raises(LossyloadError, match=refused.format("quality: 80 in the index, 90 in this run")):
+        shard(small_folder, dest, maxcount=5)
+    with pytest.raises(LossyloadError, match=refused.format("compression: 'zstd' in the index, 'lz4' in this run")):
+        shard(small_folder, dest, maxcount=5, config={"quality": 80, "compression": "lz4"})
+    with pytest.raises(LossyloadError, match=refused.format("codec 'jpeg-dct', not 'rgb'")):
+        shard(small_folder, dest, maxcount=5, codec="rgb")
+    assert dataset_files(dest) == before
+
+
+def test_resume_of_a_run_recorded_before_a_codec_field_existed(small_folder: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    job = ShardJob(src=str(small_folder), dest=str(dest), maxcount=5, progress=False)
+    run_until_killed(job, _kill_on_nth_add(8))
+    _drop_config_fields(dest / "_progress" / "job.json", "zstd_level")
+    with pytest.raises(LossyloadError, match="interrupted run with other settings"):
+        run_job(ShardJob(src=str(small_folder), dest=str(dest), maxcount=5, progress=False, config={"zstd_level": 9}))
+    summary = run_job(job)
+    assert summary.resumed_shards == 1
     shard(small_folder, tmp_path / "ref", maxcount=5)
     assert dataset_files(dest) == dataset_files(tmp_path / "ref")
 

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distributed sharding: number of ranks; each writes DEST/part-R-of-N and the last to finish "
                    "writes the merged index (default: $WORLD_SIZE from torchrun, else 1)")
     p.add_argument("--merge", metavar="DEST", help="only merge the complete parts at DEST into DEST/index.json")
+    p.add_argument("--shuffle", action="store_true",
+                   help="class folders: write items in a seeded shuffled order, so that every shard mixes the "
+                   "classes (a loader's shuffle buffer only mixes nearby samples: use it for training sets)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             maxsize=args.maxsize, workers=args.workers, on_error=args.on_error, overwrite=args.overwrite,
             progress=not args.no_progress, storage_options=storage, rank=rank, world_size=world,
             columns=TableColumns(media=args.image_column or args.audio_column, label=args.label_column),
+            shuffle=args.shuffle,
         )
         summary = run_job(job)
     except LossyloadError as exc:

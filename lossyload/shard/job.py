@@ -54,6 +54,7 @@ class ShardJob:
     rank: int = 0  # distributed sharding: this process encodes share `rank` of `world_size` into its own part
     world_size: int = 1
     columns: TableColumns | None = None  # table sources (Parquet, datasets, manifests): which columns to read
+    shuffle: bool = False  # folder sources: items in a seeded shuffled order (classes mixed across shards)
 
     def __post_init__(self) -> None:
         if self.maxcount < 1 or self.maxsize < 1 or self.workers < 1:
@@ -151,7 +152,7 @@ def encode(job: ShardJob) -> ShardSummary:
             if fs.exists(f"{root}/{PROGRESS_DIR}"):
                 fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
     codec.check_encoder()
-    source = open_source(job.src, job.storage_options, (job.rank, job.world_size), job.columns)
+    source = open_source(job.src, job.storage_options, (job.rank, job.world_size), job.columns, job.shuffle)
     with _dest_io(job.dest):
         fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
     if codec.needs_fit():
@@ -367,8 +368,8 @@ def _fitted(fs, root: str, job: ShardJob, codec: Codec, fingerprint: str) -> Cod
             return create_codec(job.codec, {**saved["config"], **runtime}, dataclasses.asdict(codec.options))
     rng = np.random.default_rng(0)
     chosen: list[Item] = []
-    for i, item in enumerate(item for item in open_source(job.src, job.storage_options, columns=job.columns).items
-                                         if not item.error):
+    source = open_source(job.src, job.storage_options, columns=job.columns, shuffle=job.shuffle)
+    for i, item in enumerate(item for item in source.items if not item.error):
         if len(chosen) < codec.fit_sample_count:
             chosen.append(item)
         elif (j := int(rng.integers(i + 1))) < codec.fit_sample_count:

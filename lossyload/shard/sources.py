@@ -2,12 +2,15 @@
 ``datasets`` folder, CSV/JSONL manifest: :mod:`.tables`).
 
 A source is a label list plus a deterministic, ordered sequence of :class:`Item`; the shard job resumes by
-item position, so the order must not depend on anything but the source's content.
+item position, so the order must not depend on anything but the source's content (and, for a folder, the
+job's ``shuffle``: a seeded shuffled order, since a class-sorted stream cannot be mixed by a loader's shuffle
+buffer). Tars and tables keep the order they have.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +20,17 @@ from . import tables
 from .items import IMAGE_EXTS, MEDIA_EXTS, Item, Source, safe_key, span  # noqa: F401  (also imported from here)
 from .items import fingerprint as _fingerprint
 
-def image_folder(root: str, part: tuple[int, int] = (0, 1)) -> Source:
+FOLDER_ORDER_SEED = 0x5EED  # the fixed seed of an image or audio folder's item order
+
+
+def image_folder(root: str, part: tuple[int, int] = (0, 1), shuffle: bool = False) -> Source:
     """Class-subfolder layout: ``root/<class>/**/<file>``; every regular file is an item (non-images are
-    reported as skipped by the encoder, never silently ignored). Hidden files and folders are ignored."""
+    reported as skipped by the encoder, never silently ignored). Hidden files and folders are ignored.
+
+    Items come in folder order, or with ``shuffle`` in a seeded random order (fixed seed: a pure function of
+    the listing, so resuming works). Shuffle for training sets: in folder order every shard holds one or two
+    classes, and a loader's shuffle buffer, which mixes only nearby samples, hands training class-sorted
+    batches."""
     if not os.path.isdir(root):
         raise LossyloadError(f"{root}: not a directory")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
@@ -39,6 +50,9 @@ def image_folder(root: str, part: tuple[int, int] = (0, 1)) -> Source:
         seen.add(key)
         items.append(Item(key=key, label=label, name=path, path=path))
     listing = [f"{it.key}\t{it.label}\t{os.path.getsize(it.path)}" for it in items]  # type: ignore[arg-type]
+    if shuffle:
+        random.Random(FOLDER_ORDER_SEED).shuffle(items)
+        listing.append("order: shuffled")  # a resume must not mix the two orders
     lo, hi = span(len(items), part)
     return Source(labels=classes, items=iter(items[lo:hi]), total=hi - lo, fingerprint=_fingerprint(listing))
 
@@ -87,11 +101,12 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: 
 
 
 def open_source(src: str | list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1),
-                columns: Any = None) -> Source:
+                columns: Any = None, shuffle: bool = False) -> Source:
     """A class-folder directory (images or audio), a ``.tar`` URL, a brace pattern or a list of tar URLs, or
     a table source (Parquet, ``datasets`` ``save_to_disk`` folder, CSV/JSONL manifest: see :mod:`.tables`,
     whose :class:`~.tables.TableColumns` ``columns`` names the columns to read); ``part=(rank, world_size)``
-    selects one rank's contiguous share (items of a folder or table, files of tars)."""
+    selects one rank's contiguous share (items of a folder or table, files of tars); ``shuffle``: a folder's
+    items in a seeded shuffled order."""
     if isinstance(src, list):
         return webdataset_tars(src, storage_options, part)
     if kind := tables.detect(src, storage_options):
@@ -106,4 +121,4 @@ def open_source(src: str | list[str], storage_options: dict | None = None, part:
     ):
         tars = sorted(fs.unstrip_protocol(p) for p in fs.ls(path, detail=False) if p.endswith(".tar"))
         return webdataset_tars(tars, storage_options, part)
-    return image_folder(src, part)
+    return image_folder(src, part, shuffle)

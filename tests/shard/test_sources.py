@@ -42,3 +42,21 @@ def test_refusals(tmp_path: Path) -> None:
         open_source(str(tmp_path))
     with pytest.raises(LossyloadError, match="pipe"):
         open_source("pipe:ls /")
+
+
+def test_shuffled_folder_order_mixes_classes_and_is_reproducible(tmp_path: Path) -> None:
+    for cls in ("a", "b", "c", "d"):
+        for i in range(25):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            (tmp_path / cls / f"{i:02d}.jpg").write_bytes(b"x")
+    folder = list(image_folder(str(tmp_path)).items)
+    shuffled = list(image_folder(str(tmp_path), shuffle=True).items)
+    assert [it.label for it in folder[:25]] == [0] * 25  # folder order: one class after the other
+    assert sorted(it.key for it in shuffled) == sorted(it.key for it in folder)
+    assert len({it.label for it in shuffled[:25]}) == 4  # the first shard's worth already holds every class
+    assert [it.key for it in image_folder(str(tmp_path), shuffle=True).items] == [it.key for it in shuffled]
+    assert image_folder(str(tmp_path), shuffle=True).fingerprint != image_folder(str(tmp_path)).fingerprint
+    # a rank's share of the shuffled order: the shares partition it
+    parts = [list(image_folder(str(tmp_path), (r, 3), shuffle=True).items) for r in range(3)]
+    assert [it.key for p in parts for it in p] == [it.key for it in shuffled]
+    assert [it.key for it in open_source(str(tmp_path), shuffle=True).items] == [it.key for it in shuffled]

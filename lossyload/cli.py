@@ -1,5 +1,5 @@
 """``lossyload``: subcommands around a shard set (``inspect``, ``verify``, ``preview``, ``dali-index``), VAEs
-(``vae-check``), the bundled data (``make-photos``, ``make-keywords``) and the main job (``demo``).
+(``vae-check``, ``fit-vae``), the bundled data (``make-photos``, ``make-keywords``) and the main job (``demo``).
 
 Each subcommand's module is imported only when that subcommand runs (``lossyload --help`` imports none of
 them, and nothing here imports torch)."""
@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                 "write a PNG grid of vae latents through a linear latent-to-RGB map"),
     "vae-check": ("lossyload.vae_check", "add_arguments", "run",
                   "measure how equivariant a VAE's latents are to flips and crops"),
+    "fit-vae": ("lossyload.fit_vae", "add_arguments", "run",
+                "fit a small AutoencoderKL on a folder of images (a vae codec model when no pretrained one is cached)"),
     "dali-index": ("lossyload.dali.index", "add_arguments", "run",
                    "write DALI index files for a local shard set (checks every sample; bad ones are left out)"),
     "make-photos": ("lossyload.datasets.photos", "add_arguments", "run", "build the bundled photo-of-origin image set"),

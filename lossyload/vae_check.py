@@ -25,9 +25,11 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)  # peak-to-peak 2 on [-1, 1]
+def psnr_db(a: np.ndarray, b: np.ndarray, *, peak: float = 2.0) -> float:
+    """PSNR in dB of ``a`` against ``b`` from their mean squared error over all elements; the default peak 2 is
+    for pixels on [-1, 1] and gives the same figure as the usual PSNR of the images on [0, 1]."""
+    mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(peak * peak / mse))
 
 
 def equivariance(vae, pixels: np.ndarray, *, device: str = "cpu", batch_size: int = 8) -> dict[str, float]:
@@ -48,11 +50,12 @@ def equivariance(vae, pixels: np.ndarray, *, device: str = "cpu", batch_size: in
     inner = (slice(None), slice(None), slice(m, size - m), slice(m, size - m))
     recon = decode_latents(vae, z, device)
     x = np.moveaxis(pixels, -1, 1) / 127.5 - 1.0
+    recon_flipped = decode_latents(vae, np.ascontiguousarray(z[..., ::-1]), device)
     return {
         "flip_encoder_rel_l2": _rel(z_flip, z[..., ::-1]),
-        "flip_decoder_psnr_db": _psnr(decode_latents(vae, np.ascontiguousarray(z[..., ::-1]), device), recon[..., ::-1]),
+        "flip_decoder_psnr_db": psnr_db(recon_flipped, recon[..., ::-1]),
         "crop_encoder_rel_l2": _rel(z_crop[inner], z[:, :, off : off + size, off : off + size][inner]),
-        "reconstruction_psnr_db": _psnr(recon, x),
+        "reconstruction_psnr_db": psnr_db(recon, x),
         "other_image_rel_l2": _rel(np.roll(z, 1, axis=0), z),
     }
 

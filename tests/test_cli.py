@@ -147,4 +147,4 @@ def test_the_demo_subcommand_reaches_the_lab(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     out = capsys.readouterr().out
-    assert "--preset {demo,full,quick}" in out and "(default demo)" in out and "runs/demo" in out
+    assert "--preset {demo,full,mobilenet,quick}" in out and "(default demo)" in out and "runs/demo" in out

@@ -2,7 +2,8 @@
 
 :func:`bar_chart` draws one horizontal bar per row (a dict with a label, ``"representation"``, a value,
 ``"ratio"`` by default, and optionally a group), on a log axis when the values span more than 20x, with a
-reference line at 1.0; :func:`line_chart` draws x/y series (the scaling curve).
+reference line at 1.0; :func:`line_chart` draws x/y series (the scaling curve, accuracy per epoch), each
+optionally with a shaded band (the spread over seeds).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 INK, GRID, REF = "#222222", "#DDDDDD", "#B00020"
+BAND_ALPHA = 56  # opacity (of 255) of a series' band
 LOG_SPAN = 20.0  # a value axis is logarithmic when max/min exceeds this
 Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 
@@ -96,6 +98,34 @@ def legend(draw: ImageDraw.ImageDraw, items: list[tuple[str, str]], x: int, y: i
         x += 20 + text_width(draw, name, f) + 24
 
 
+def legend_rows(draw: ImageDraw.ImageDraw, items: list[tuple[str, str]], width: int,
+                f: Font) -> list[list[tuple[str, str]]]:
+    """``items`` split into legend rows no wider than ``width`` pixels (as :func:`legend` lays them out)."""
+    rows: list[list[tuple[str, str]]] = [[]]
+    x = 0
+    for name, colour in items:
+        w = 20 + text_width(draw, name, f) + 24
+        if rows[-1] and x + w > width:
+            rows.append([])
+            x = 0
+        rows[-1].append((name, colour))
+        x += w
+    return rows
+
+
+def shade(img: Image.Image, xy: list[tuple[int, int]], colour: str) -> Image.Image:
+    """``img`` with the polygon ``xy`` (a rectangle around one point when it has two) laid over it translucently."""
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    fill = ImageColor.getrgb(colour)[:3] + (BAND_ALPHA,)
+    if len(xy) > 2:
+        draw.polygon(xy, fill=fill)
+    else:
+        (x, y0), (_, y1) = xy
+        draw.rectangle([x - 5, min(y0, y1), x + 5, max(y0, y1)], fill=fill)
+    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+
+
 def bar_chart(rows: list[dict], path: str, title: str, value: str = "ratio", label: str = "representation",
               group: str | None = None, reference: float | None = 1.0,
               reference_label: str = "conventional pipeline", suffix: str = "x") -> None:
@@ -139,22 +169,31 @@ def bar_chart(rows: list[dict], path: str, title: str, value: str = "ratio", lab
 
 
 def line_chart(series: dict[str, list[tuple[float, float]]], path: str, title: str, xlabel: str, ylabel: str,
-               logx: bool = False) -> None:
-    """Each series as markers joined by lines (y axis from 0 when all y >= 0), with a legend, to ``path``."""
+               logx: bool = False, bands: dict[str, list[tuple[float, float, float]]] | None = None,
+               ylinear: bool = False) -> None:
+    """Each series as markers joined by lines, with a legend (wrapped into rows), to ``path``. ``bands``: per
+    series name, ``(x, low, high)`` points shaded in its colour behind the line; ``ylinear``: a linear y axis
+    from 0 (for values >= 0) even when they span more than ``LOG_SPAN``."""
     pts = [p for s in series.values() for p in s]
     if not pts:
         raise ValueError("no points to draw")
+    bands = bands or {}
     f, fb = font(15), font(20)
-    left, top, plot_w, plot_h = 90, 90, 640, 360
+    colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(series)}
+    left, plot_w, plot_h = 90, 640, 360
+    keys = legend_rows(ImageDraw.Draw(Image.new("RGB", (1, 1))), list(colours.items()), plot_w, f)
+    top = 66 + 24 * len(keys)
     img = Image.new("RGB", (left + plot_w + 40, top + plot_h + 70), "white")
     draw = ImageDraw.Draw(img)
     xs = [p[0] for p in pts]
     xaxis = Axis.fit(xs, left, left + plot_w, zero=False) if logx else Axis.fit(xs, left, left + plot_w)
     if logx and not xaxis.log and min(xs) > 0:
         xaxis = Axis(min(xs) / 1.2, max(xs) * 1.2, left, left + plot_w, log=True)
-    yaxis = Axis.fit([p[1] for p in pts], top + plot_h, top)
+    ys = [p[1] for p in pts] + [v for b in bands.values() for _, lo, hi in b for v in (lo, hi)]
+    yaxis = Axis.fit(ys, top + plot_h, top, include=0.0 if ylinear and min(ys) >= 0 else None)
     draw.text((20, 20), title, fill=INK, font=fb)
-    legend(draw, [(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(series)], left, 54, f)
+    for i, row in enumerate(keys):
+        legend(draw, row, left, 54 + 24 * i, f)
     for t in yaxis.ticks():
         draw.line([left, yaxis(t), left + plot_w, yaxis(t)], fill=GRID)
         draw.text((left - 8, yaxis(t)), fmt(t, tick=True), fill=INK, font=f, anchor="rm")
@@ -163,9 +202,14 @@ def line_chart(series: dict[str, list[tuple[float, float]]], path: str, title: s
     xt = data if xaxis.log and spaced and len(data) <= 8 else xaxis.ticks()  # the measured sizes, when legible
     for t in xt:
         draw.text((xaxis(t), top + plot_h + 6), fmt(t, tick=xt is not data), fill=INK, font=f, anchor="ma")
+    for name, band in bands.items():
+        band = sorted(band)
+        upper = [(xaxis(x), yaxis(hi)) for x, _, hi in band]
+        img = shade(img, upper + [(xaxis(x), yaxis(lo)) for x, lo, _ in reversed(band)], colours.get(name, INK))
+    draw = ImageDraw.Draw(img)
     draw.line([left, top, left, top + plot_h, left + plot_w, top + plot_h], fill=INK)
-    for i, s in enumerate(series.values()):
-        c, xy = PALETTE[i % len(PALETTE)], [(xaxis(x), yaxis(y)) for x, y in sorted(s)]
+    for name, s in series.items():
+        c, xy = colours[name], [(xaxis(x), yaxis(y)) for x, y in sorted(s)]
         if len(xy) > 1:
             draw.line(xy, fill=c, width=3, joint="curve")
         for x, y in xy:

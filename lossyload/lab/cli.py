@@ -39,13 +39,19 @@ def add_arguments(p: argparse.ArgumentParser, *, preset: str = "full", out: str 
     p.add_argument("--workers", type=int, default=d.workers,
                    help="loader worker processes (data builds and shard jobs use every core)")
     p.add_argument("--device", default=d.device, help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--vae", default=d.vae, help="hub id (local cache), model directory, random:tiny, random:sd1")
+    p.add_argument("--vae", default=d.vae, help="auto (Stable Diffusion's VAE when in the local Hugging Face cache, "
+                   "else one fitted with lossyload fit-vae), fit, a hub id, a model folder, or random:tiny "
+                   f"(default {d.vae})")
     p.add_argument("--encodec-weights", default=d.encodec_weights,
                    help="auto (pretrained when cached, else random), pretrained, random, or a checkpoint path")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="the first seed; a row with several runs uses the "
+                   "seeds from here upward")
+    p.add_argument("--seeds", type=int, metavar="N", help="runs of each row behind a target; default: the preset's")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (data builds, sharding, training)")
     p.add_argument("--report-only", action="store_true", help="regenerate report.md and the plots from "
                    "OUT/results.json without training")
+    p.add_argument("--docs", metavar="PATH", help="also write the report page to PATH (e.g. docs/results.md) with "
+                   "its plots copied into the folder of the same name beside it (docs/results/), linked relatively")
 
 
 def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
@@ -53,6 +59,8 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
     from .trainer import run as train
 
     try:
+        if args.docs:
+            report.docs_folder(args.docs)  # a bad page path fails before training, not after
         if not args.report_only:
             import torch
 
@@ -61,15 +69,18 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
                               rows=tuple(args.rows) if args.rows else None, data=args.data, audio_data=args.audio_data,
                               out=args.out, work=args.work, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               width_mult=args.width_mult, workers=args.workers, device=args.device, vae=args.vae,
-                              encodec_weights=args.encodec_weights, seed=args.seed, progress=not args.no_progress)
+                              encodec_weights=args.encodec_weights, seed=args.seed, seeds=args.seeds,
+                              progress=not args.no_progress)
             t0 = time.perf_counter()
             train(cfg, command=" ".join([prog, shlex.join(getattr(args, "argv", []))]).strip())
             took = time.perf_counter() - t0
-        report.write(args.out)
+        report.write(args.out, docs=args.docs)
         print(report.summary(report.load(args.out)))
         if not args.report_only:
             print(f"{prog}: {took / 60:.1f} minutes")
-        print(f"{prog}: results.json, {report.REPORT} (every column, the targets) and PNG plots in {args.out}")
+        print(f"{prog}: results.json, {report.REPORT} (the targets, every column) and PNG plots in {args.out}")
+        if args.docs:
+            print(f"{prog}: the report page in {args.docs}, its plots in {report.docs_folder(args.docs)}/")
     except LossyloadError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

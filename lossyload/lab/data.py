@@ -10,6 +10,7 @@ latents' quantization) fit on the training split; the test split is encoded with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,37 @@ def encodec_weights(choice: str) -> str:
         print(f"encodec: no pretrained checkpoint ({CHECKPOINT}) in the torch hub cache: using a RANDOM-initialised "
               "EnCodec (its codes are not a real codec's)", flush=True)
         return "random"
+
+
+PRETRAINED_VAE = "stabilityai/sd-vae-ft-mse"  # used when it is in the local Hugging Face cache
+
+
+def vae_model(choice: str, train_dir: str, work: str, fit, *, progress: bool) -> dict[str, Any]:
+    """The VAE the latent rows encode with: ``{"model": id or folder, "source": ..., "psnr_db": ...}``.
+    ``auto``: Stable Diffusion's VAE when it is in the local Hugging Face cache, else a small ``AutoencoderKL``
+    fitted on the training images (``lossyload fit-vae``, once per (folder, fit config), kept in ``work``);
+    ``fit``: always that; a hub id, a model folder or ``random:*``: as given."""
+    if choice == "auto":
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(PRETRAINED_VAE, "config.json"), str):
+            return {"model": PRETRAINED_VAE, "source": "pretrained", "psnr_db": None, "fit": None}
+        print(f"vae: {PRETRAINED_VAE} is not in the local Hugging Face cache: fitting a small VAE on the training "
+              "images (lossyload fit-vae)", flush=True)
+        choice = "fit"
+    if choice != "fit":
+        return {"model": choice, "source": "random" if choice.startswith("random:") else "given", "psnr_db": None,
+                "fit": None}
+    from ..fit_vae import fit_vae
+
+    out = os.path.join(work, f"vae-{key(dataclasses.asdict(fit), os.path.abspath(train_dir))}")
+    done = os.path.join(out, "fit.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            summary = json.load(f)
+    else:
+        summary = fit_vae(train_dir, out, fit, progress=progress, overwrite=True)  # a folder left by a cut run
+    return {"model": os.path.abspath(out), "source": "fitted", "psnr_db": summary["psnr_db"], "fit": summary}
 
 
 def image_dirs(data: str | None, work: str, photos, *, progress: bool) -> tuple[str, str]:
@@ -76,6 +108,7 @@ def shard_spec(name: str, *, sizes, vae: str, encodec: str) -> tuple[str, dict[s
         "jpeg": ("jpeg-dct", {"resize": sizes.resize}),  # the JPEGs themselves (read by the rgb and DCT rows)
         "coefficients": ("jpeg-dct", {"storage": "coefficients", "resize": sizes.resize}),
         "coefficients-16-8": ("jpeg-dct", {"storage": "coefficients", "keep": [16, 8], "resize": sizes.resize}),
+        "coefficients-24": ("jpeg-dct", {"storage": "coefficients", "keep": [16, 4], "resize": sizes.resize}),
         "vae": ("vae", {"model": vae, "resolution": sizes.resolution}),
         "mel": ("mel", {}),
         "vq": ("vq", {}),
@@ -99,7 +132,7 @@ def shard_sets(names: list[str], dirs: tuple[str, str], work: str, *, sizes, vae
             if split == "test" and codec_class(codec).fit_fields:  # the training split's fitted config
                 config = config_from_dataset(urls[f"train-{name}"], codec)
             summary = run_job(ShardJob(src=src, dest=dest, codec=codec, config=config, maxcount=1000,
-                                       workers=workers, progress=progress))
+                                       workers=workers, progress=progress, shuffle=True))
             if not summary.already_complete:
                 print(summary.format(), flush=True)
     return urls

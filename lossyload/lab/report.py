@@ -1,18 +1,29 @@
-"""The comparison report, made from ``results.json`` alone (so it can be regenerated): a markdown table per
-experiment in the seeds' shape (baseline row, then codec-domain rows with ratios to it), the targets met or
-missed by how much, and PNG plots."""
+"""The comparison report, made from ``results.json`` alone (so it can be regenerated): the targets met or
+missed by how much (:mod:`lossyload.lab.targets`), a table per experiment in the seeds' shape (baseline row,
+then the other rows with ratios to it; accuracy as mean ± std over seeds), the ablations against the rows they
+ablate, PNG plots (accuracy vs bytes, accuracy per epoch, loader rate) and notes on how the run was made."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import shutil
+import statistics
+from typing import Any, Callable
+from urllib.parse import quote
 
-from .chart import bar_chart, line_chart
 from ..errors import LossyloadError
+from .chart import bar_chart, line_chart
+from .machine import format_machine
+from .targets import MIB, accuracy, evaluate, gap, seeds, vae_of, vae_text
 
 REPORT = "report.md"
-MIB = 2**20
+CHARTS = {  # file suffix -> caption; each experiment gets those its rows have data for (chart_files)
+    "accuracy-vs-stored": "test accuracy vs stored bytes per sample",
+    "accuracy-vs-feature": "test accuracy vs feature memory per batch",
+    "curves": "test accuracy after each epoch (mean over seeds; band: min to max)",
+    "samples-per-s": "loader samples/s per row",
+}
 
 
 def load(out: str) -> dict[str, Any]:
@@ -46,21 +57,35 @@ def _ratio(v: float | None, base: float | None, fmt: str) -> str:
     return "—" if not v or not base else fmt.format(v / base)
 
 
-def table(rows: list[dict]) -> str:
+def caveats(results: dict[str, Any]) -> dict[str, str]:
+    """Row name -> what its label must say about the weights it ran with (a random VAE or EnCodec)."""
+    vae, weights = vae_of(results).get("source"), encodec_of(results)
+    enc = {"random": "RANDOM EnCodec weights", "auto": "EnCodec weights pretrained or random: see Notes"}.get(weights)
+    out = {}
+    for r in results["rows"]:
+        if r["codec"] == "vae" and vae == "random":
+            out[r["name"]] = "RANDOM VAE"
+        if r["codec"] == "encodec" and enc:
+            out[r["name"]] = enc
+    return out
+
+
+def table(rows: list[dict], caveat: dict[str, str] | None = None) -> str:
     """One experiment's full table: every measured column, ratios to its baseline row; "—" where a row has no
-    model (loader figures only) or the figure does not apply."""
-    base = baseline_of(rows) or {}
+    model (loader figures only) or the figure does not apply. Accuracy is the mean ± std over seeds."""
+    base, caveat = baseline_of(rows) or {}, caveat or {}
     speech = any(r.get("pcm16_bytes_per_sample") for r in rows)
-    head = ("| representation (model) | epochs | test accuracy | vs baseline | parameters | MFLOPs/sample "
-            f"| feature memory MiB/batch ({rows[0]['batch_size']}) | vs baseline | input bytes/batch "
+    head = ("| row | representation (model) | epochs | test accuracy (mean ± std) | vs baseline | parameters "
+            f"| MFLOPs/sample | feature memory MiB/batch ({rows[0]['batch_size']}) | vs baseline | input bytes/batch "
             "| stored bytes/sample | payload bytes/sample" + (" | payload vs 16-bit PCM" if speech else "")
             + " | loader samples/s | vs baseline | train step ms | epoch s | peak RSS MB | published |")
-    lines = [head, "|---" + "|---:" * (16 if speech else 15) + "|---|"]
+    lines = [head, "|---|---" + "|---:" * (16 if speech else 15) + "|---|"]
     for r in rows:
         other = r is not base
         acc, feat = r["test_accuracy"], r["feature_bytes_per_batch"]
-        cells = [r["representation"] + (f" ({r['model']})" if r.get("model") else ""), _num(r["epochs"], "d"),
-                 "—" if acc is None else f"{100 * acc:.1f}%",
+        label = r["representation"] + (f" ({r['model']})" if r.get("model") else "") + (
+            f" **{caveat[r['name']]}**" if r["name"] in caveat else "")
+        cells = [r["name"], label, _num(r["epochs"], "d"), accuracy(r),
                  _ratio(acc, base.get("test_accuracy"), "{:.0%}") if other else "—",
                  _num(r["params"], ","), _num(r["flops_per_sample"], ",.1f", 1e6), _num(feat, ",.2f", MIB),
                  _ratio(base.get("feature_bytes_per_batch"), feat, "{:.1f}x less") if other else "—",
@@ -76,6 +101,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ablation_table(rows: list[dict]) -> str:
+    """The ablation rows: what each changes, and its accuracy against the row it ablates (difference of means)."""
+    named = {r["name"]: r for r in rows}
+    lines = ["| row | ablation of | what changes | test accuracy (mean ± std) | the ablated row's | difference |",
+             "|---|---|---|---:|---:|---:|"]
+    for r in (r for r in rows if r.get("ablation_of")):
+        of = named.get(r["ablation_of"])
+        delta = "—" if r["test_accuracy"] is None or not of or of["test_accuracy"] is None else (
+            f"{gap(r, of):+.1f} points")
+        lines.append(f"| {r['name']} | {r['ablation_of']} | {r.get('ablation') or '—'} | {accuracy(r)} "
+                     f"| {accuracy(of)} | {delta} |")
+    return "\n".join(lines)
+
+
 def summary(results: dict[str, Any]) -> str:
     """The one table the main job prints: every row of every experiment, the headline columns."""
     lines = ["| row | representation | model | stored B/sample | input B/batch | loader samples/s | vs baseline "
@@ -83,97 +122,198 @@ def summary(results: dict[str, Any]) -> str:
     for experiment, rows in by_experiment(results["rows"]).items():
         base = baseline_of(rows) or {}
         for r in rows:
-            acc = r["test_accuracy"]
             lines.append(
                 f"| {experiment}/{r['name']} | {r['representation']} | {r.get('model') or 'loader only'} "
                 f"| {r['stored_bytes_per_sample']:,.0f} | {r['input_bytes_per_batch']:,} | {r['loader_samples_per_s']:,.0f} "
                 f"| {_ratio(r['loader_samples_per_s'], base.get('loader_samples_per_s'), '{:.2f}x')} "
                 f"| {_num(r['flops_per_sample'], ',.1f', 1e6)} | {_num(r['feature_bytes_per_batch'], ',.2f', MIB)} "
-                f"| {'—' if acc is None else f'{100 * acc:.1f}%'} |")
+                f"| {accuracy(r)} |")
     return "\n".join(lines)
 
 
-def targets(rows: list[dict]) -> list[str]:
-    """The seeds' trade-offs for this experiment's trained rows: each target met, or missed by how much."""
-    named = {r["name"]: r for r in rows if r["test_accuracy"] is not None}
-    out = []
-
-    def line(ok: bool, text: str) -> None:
-        out.append(f"- {'met' if ok else '**missed**'}: {text}")
-
-    if {"mel", "vq-bnn"} <= set(named):
-        mel, bnn = named["mel"], named["vq-bnn"]
-        share = bnn["test_accuracy"] / mel["test_accuracy"] if mel["test_accuracy"] else 0.0
-        line(share >= 0.94, f"VQ + BNN accuracy {100 * bnn['test_accuracy']:.1f}% is {share:.0%} of the mel "
-             f"baseline's {100 * mel['test_accuracy']:.1f}% (target >= 94%, seed 79/84 = 94%)")
-        less = mel["feature_bytes_per_batch"] / bnn["feature_bytes_per_batch"]
-        line(less >= 16, f"VQ + BNN feature memory {bnn['feature_bytes_per_batch'] / MIB:.2f} MiB vs mel "
-             f"{mel['feature_bytes_per_batch'] / MIB:.2f} MiB per batch: {less:.1f}x less (target >= 16x, seed 32x)")
-    if {"latents", "pixels-small"} <= set(named):
-        lat, small = named["latents"], named["pixels-small"]
-        gap = 100 * (lat["test_accuracy"] - small["test_accuracy"])
-        line(gap > 0, f"latents {100 * lat['test_accuracy']:.1f}% vs resampled pixels of the same input size "
-             f"{100 * small['test_accuracy']:.1f}%: {gap:+.1f} points (target > 0, seed +5)")
-    if {"dct", "pixels"} <= set(named):
-        dct, pix = named["dct"], named["pixels"]
-        gap = 100 * (dct["test_accuracy"] - pix["test_accuracy"])
-        line(gap >= -2, f"DCT-domain network {100 * dct['test_accuracy']:.1f}% vs pixel baseline "
-             f"{100 * pix['test_accuracy']:.1f}%: {gap:+.1f} points (target >= -2)")
-        line(dct["flops_per_sample"] < pix["flops_per_sample"],
-             f"DCT-domain network {dct['flops_per_sample'] / 1e6:.0f} vs {pix['flops_per_sample'] / 1e6:.0f} "
-             f"MFLOPs per sample ({pix['flops_per_sample'] / dct['flops_per_sample']:.2f}x fewer; target: fewer)")
-    return out
+Series = dict[str, list[tuple[float, float]]]
+Bands = dict[str, list[tuple[float, float, float]]]
 
 
-def markdown(results: dict[str, Any]) -> str:
-    cfg, parts = results.get("config", {}), []
-    quick = cfg.get("preset") == "quick"
+def curves(rows: list[dict]) -> tuple[Series, Bands]:
+    """Per trained row: (epoch, mean test accuracy %) over its seeds, and (epoch, min %, max %) with several."""
+    series: Series = {}
+    bands: Bands = {}
+    for r in rows:
+        runs = [run["curve"] for run in r.get("runs") or [] if run.get("curve")]
+        if r["test_accuracy"] is None or not runs:
+            continue
+        epochs = [[100 * c[i] for c in runs] for i in range(min(map(len, runs)))]
+        series[r["name"]] = [(i + 1, statistics.mean(v)) for i, v in enumerate(epochs)]
+        if len(runs) > 1:
+            bands[r["name"]] = [(i + 1, min(v), max(v)) for i, v in enumerate(epochs)]
+    return series, bands
+
+
+def chart_files(experiment: str, rows: list[dict]) -> list[tuple[str, str]]:
+    """(file name, caption) of each plot ``experiment`` gets: the accuracy plots only with a trained row."""
+    trained = any(r["test_accuracy"] is not None for r in rows)
+    have = {"accuracy-vs-stored": trained, "accuracy-vs-feature": trained, "curves": bool(curves(rows)[0]),
+            "samples-per-s": True}
+    return [(f"{experiment}-{kind}.png", caption) for kind, caption in CHARTS.items() if have[kind]]
+
+
+def draw(kind: str, title: str, rows: list[dict], path: str) -> None:
+    """One plot of :data:`CHARTS` for one experiment's rows."""
+    if kind == "samples-per-s":
+        bar_chart([{"representation": r["name"], "rate": r["loader_samples_per_s"]} for r in rows], path, title,
+                  value="rate", reference=None, suffix="")
+    elif kind == "curves":
+        series, bands = curves(rows)
+        line_chart(series, path, title, "epoch", "test accuracy (%)", bands=bands, ylinear=True)
+    else:
+        key, xlabel, scale = {"accuracy-vs-stored": ("stored_bytes_per_sample", "stored bytes per sample", 1),
+                              "accuracy-vs-feature": ("feature_bytes_per_batch", "feature memory per batch (MiB)",
+                                                      MIB)}[kind]
+        line_chart({r["name"]: [(r[key] / scale, 100 * r["test_accuracy"])] for r in rows
+                    if r["test_accuracy"] is not None}, path, title, xlabel, "test accuracy (%)", logx=True)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``6 min 36 s``, ``1 h 02 min``."""
+    s = round(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s % 60:02d} s" if m else f"{s} s"
+
+
+def encodec_of(results: dict[str, Any]) -> str:
+    """The EnCodec weights the run used: recorded, else the config's choice (``auto`` leaves it open)."""
+    recorded = (results.get("encodec") or {}).get("weights")
+    return str(recorded or results.get("config", {}).get("encodec_weights") or "auto")
+
+
+def encodec_line(results: dict[str, Any]) -> str:
+    if not any(r["codec"] == "encodec" for r in results["rows"]):
+        return "- EnCodec: not used (no encodec row in this run)."
+    w = encodec_of(results)
+    return "- EnCodec weights: " + {
+        "pretrained": "the pretrained checkpoint.",
+        "random": "RANDOM-initialised: the encodec rows measure the pipeline, not what real EnCodec codes are worth.",
+        "auto": "pretrained when the checkpoint was in the torch hub cache, else RANDOM-initialised; this "
+                "results.json does not record which (the run's log says).",
+    }.get(w, f"checkpoint {w}.")
+
+
+def vae_line(results: dict[str, Any]) -> str:
+    if not any(r["codec"] == "vae" for r in results["rows"]):
+        return "- VAE: not used (no latents row in this run)."
+    vae = vae_of(results)
+    random = (": the latents row measures the pipeline, not what real latents are worth"
+              if vae.get("source") == "random" else "")
+    return f"- {vae_text(vae)}{random}."
+
+
+def per_row(results: dict[str, Any], figure: Callable[[dict], Any]) -> str:
+    """``speech: mel 16, vq-bnn 32; images: ...``: ``figure(row)`` for each trained row."""
+    return "; ".join(f"{e}: " + ", ".join(f"{r['name']} {figure(r)}" for r in rows) for e, rows in
+                     by_experiment([r for r in results["rows"] if r["test_accuracy"] is not None]).items()) or "none"
+
+
+def baselines_line(results: dict[str, Any]) -> str:
+    base = [r for r in results["rows"] if r["baseline"] and r["flops_per_sample"] is not None]
+    figures = "; ".join(f"{r['name']} ({r['model']}) {r['flops_per_sample'] / 1e6:,.1f} MFLOPs per sample, "
+                        f"{r['feature_bytes_per_batch'] / MIB:,.2f} MiB feature memory per batch of "
+                        f"{r['batch_size']}" for r in base)
+    return ("- The published column quotes the seed deck's figure for a row; this run's baselines stand beside it"
+            + (f": {figures}" if figures else "") + ". The seed deck's models differ from these, so compare the "
+            "trade-offs between rows, not the absolute figures.")
+
+
+def machine_text(m: dict) -> str:
+    """:func:`~lossyload.lab.machine.format_machine`, tolerant of what an older results file lacks."""
+    if not m.get("cpu"):
+        return "not recorded"
+    full = {"cores": "?", "python": "?", "versions": {}, **m, "commit": m.get("commit") or "not recorded"}
+    return format_machine(full).rstrip("; ")
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    """How the run was made: time, command, machine, epochs, seeds, the VAE and EnCodec weights, the baselines."""
+    cfg = results.get("config", {})
+    devices = sorted({r["device"] for r in results["rows"]})
+    seconds = results.get("seconds")
+    return [f"- Run time: {duration(seconds)} in all (data, shards, loader passes and training)." if seconds
+            is not None else "- Run time: not recorded.",
+            f"- Command: `{results['command']}`." if results.get("command") else "- Command: not recorded.",
+            f"- Machine: {machine_text(results.get('machine') or {})}; device {', '.join(devices) or '?'}.",
+            f"- Epochs per trained row: {per_row(results, lambda r: r.get('epochs'))}.",
+            f"- Seeds per trained row (seed {cfg.get('seed', 0)} upward): {per_row(results, seeds)}.",
+            vae_line(results), encodec_line(results), baselines_line(results)]
+
+
+def section(experiment: str, rows: list[dict], results: dict[str, Any], images: str) -> list[str]:
+    """``## <experiment>``: the table, the ablations, the plots."""
+    first, quick = rows[0], results.get("config", {}).get("preset") == "quick"
+    main = [r for r in rows if not r.get("ablation_of")] or rows
+    parts = [f"## {experiment}", f"{first['train_samples']:,} training samples, {first['classes']} classes, batch "
+             f"{first['batch_size']}, device {first['device']}"
+             f"{' (quick preset: tiny data, figures are not meaningful)' if quick else ''}.",
+             table(main, caveats(results))]
+    if any(r.get("ablation_of") for r in rows):
+        parts += [f"### {experiment} ablations", ablation_table(rows)]
+    parts += [f"### {experiment} plots", "\n\n".join(
+        f"![{experiment}: {caption}]({images}{quote(name)})" for name, caption in chart_files(experiment, rows))]
+    return parts
+
+
+def markdown(results: dict[str, Any], images: str = "") -> str:
+    """The report page; ``images``: the prefix of its PNG links (a folder beside the page, or none)."""
+    preset = results.get("config", {}).get("preset", "?")
+    parts = [f"# Reference trainer report: {preset} preset",
+             "Test accuracy is the mean over a row's seeds ± their standard deviation (a single figure: one seed); "
+             "the targets are judged on the means. Regenerate this page from results.json with "
+             "`lossyload-train --report-only --out DIR`.", "## Targets", "\n".join(evaluate(results))]
     for experiment, rows in by_experiment(results["rows"]).items():
-        first, met = rows[0], targets(rows)
-        parts.append(f"### {experiment}\n\n{first['train_samples']:,} training samples, {first['classes']} classes, "
-                     f"batch {first['batch_size']}, device {first['device']}"
-                     f"{' (quick preset: tiny data, figures are not meaningful)' if quick else ''}.\n\n"
-                     + table(rows) + ("\n\n" + "\n".join(met) if met else ""))
-    notes = []
-    if str(cfg.get("vae", "")).startswith("random:") and any(r["codec"] == "vae" for r in results["rows"]):
-        notes.append(f"VAE {cfg['vae']}: RANDOM-initialised weights (no pretrained VAE was given): the latent row "
-                     "measures the pipeline, not what real latents are worth.")
-    if cfg.get("encodec_weights") in ("auto", "random") and any(r["codec"] == "encodec" for r in results["rows"]):
-        notes.append(f"EnCodec weights {cfg['encodec_weights']}: random-initialised unless the pretrained checkpoint "
-                     "was in the torch hub cache (the run's log says which).")
-    if "seconds" in results:
-        m = results.get("machine", {})
-        notes.append(f"Preset {cfg.get('preset')}: {results['seconds'] / 60:.1f} minutes in all (data, shards, loader "
-                     f"passes and training) on {m.get('cpu', '?')}, {m.get('cores', '?')} cores"
-                     + (f", commit {m['commit']}" if m.get("commit") else "")
-                     + (f"; command `{results['command']}`" if results.get("command") else "") + ".")
-    return "\n\n".join(parts + notes) + "\n"
+        parts += section(experiment, rows, results, images)
+    return "\n\n".join(parts + ["## Notes", "\n".join(notes(results))]) + "\n"
 
 
 def plots(results: dict[str, Any], out: str) -> list[str]:
-    """Per experiment: accuracy vs stored bytes, accuracy vs feature memory, loader samples/s per row."""
+    """Per experiment, the files of :func:`chart_files` drawn into ``out``; returns their paths."""
     paths = []
     for experiment, rows in by_experiment(results["rows"]).items():
-        short = {r["name"]: [r] for r in rows if r["test_accuracy"] is not None}
-        for key, xlabel, scale in (("stored_bytes_per_sample", "stored bytes per sample", 1),
-                                   ("feature_bytes_per_batch", "feature memory per batch (MiB)", MIB))[: 2 * bool(short)]:
-            path = os.path.join(out, f"{experiment}-accuracy-vs-{key.split('_')[0]}.png")
-            line_chart({n: [(r[key] / scale, 100 * r["test_accuracy"])] for n, (r,) in short.items()}, path,
-                       f"{experiment}: test accuracy vs {xlabel}", xlabel, "test accuracy (%)", logx=True)
-            paths.append(path)
-        path = os.path.join(out, f"{experiment}-samples-per-s.png")
-        bar_chart([{"representation": r["name"], "rate": r["loader_samples_per_s"]} for r in rows], path,
-                  f"{experiment}: loader samples/s per representation", value="rate", reference=None, suffix="")
-        paths.append(path)
+        for name, caption in chart_files(experiment, rows):
+            paths.append(os.path.join(out, name))
+            draw(name.removeprefix(f"{experiment}-").removesuffix(".png"), f"{experiment}: {caption}", rows, paths[-1])
     return paths
 
 
-def write(out: str) -> str:
-    """Regenerate ``report.md`` and the plots in ``out`` from its ``results.json``; returns the markdown."""
+def docs_folder(path: str) -> str:
+    """The folder of the page's images: ``docs/results.md`` -> ``docs/results``."""
+    if not path.endswith(".md") or not os.path.basename(path)[: -len(".md")]:
+        raise LossyloadError(f"{path}: --docs expects a .md path (its images go into a folder of the same name)")
+    return path[: -len(".md")]
+
+
+def write_docs(results: dict[str, Any], pngs: list[str], path: str) -> str:
+    """The page at ``path`` (``docs/results.md``) with its plots copied into the folder of the same name
+    (``docs/results/``) and linked relative to the page; returns the markdown."""
+    folder = docs_folder(path)
+    os.makedirs(folder, exist_ok=True)
+    for png in pngs:
+        dst = os.path.join(folder, os.path.basename(png))
+        if os.path.abspath(png) != os.path.abspath(dst):
+            shutil.copyfile(png, dst)
+    text = markdown(results, images=quote(os.path.basename(folder)) + "/")
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def write(out: str, docs: str | None = None) -> str:
+    """Regenerate ``report.md`` and the plots in ``out`` from its ``results.json`` (and the page at ``docs``
+    with its images, when given); returns the markdown of ``report.md``."""
     results = load(out)
-    text = markdown(results)
     folder = out if os.path.isdir(out) else os.path.dirname(out)
-    plots(results, folder)
+    pngs = plots(results, folder)
+    text = markdown(results)
     with open(os.path.join(folder, REPORT), "w") as f:
         f.write(text)
+    if docs:
+        write_docs(results, pngs, docs)
     return text

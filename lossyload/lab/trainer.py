@@ -23,7 +23,7 @@ from . import data, measure
 from . import rows as rw
 from .machine import describe
 from .models import create_model
-from .presets import Preset, preset
+from .presets import TARGET_ROWS, Preset, preset
 
 RESULTS = "results.json"
 
@@ -43,7 +43,8 @@ class TrainConfig:
     width_mult: float | None = None  # MobileNetV2 width (None: the preset's)
     workers: int = 1  # loader worker processes per loader (data builds and shard jobs use every core)
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
-    vae: str = "random:tiny"  # images: hub id (local cache), model directory, random:tiny, random:sd1
+    vae: str = "auto"  # images: auto (SD's VAE when cached, else fit one), fit, hub id, model folder, random:tiny
+    seeds: int | None = None  # runs of each row behind a target (None: the preset's); other rows run once
     encodec_weights: str = "auto"  # speech: auto (pretrained when cached), pretrained, random, checkpoint path
     seed: int = 0
     progress: bool = True
@@ -56,6 +57,13 @@ class TrainConfig:
             raise LossyloadError(f"unknown row(s) {sorted(set(self.rows) - set(rw.NAMES))}; known: {list(rw.NAMES)}")
         if self.rows is not None and set(self.rows) - set(p.rows):
             raise LossyloadError(f"row(s) {sorted(set(self.rows) - set(p.rows))} are not in preset {self.preset}")
+        chosen = set(self.rows or p.rows)
+        for r in rw.ROWS:
+            if r.name in chosen and r.teacher and self.model_of(r) and r.teacher not in chosen:
+                raise LossyloadError(f"row {r.name} distils from row {r.teacher}: run that row too "
+                                     f"(--rows ... {r.teacher})")
+        if self.seeds is not None and self.seeds < 1:
+            raise LossyloadError("seeds must be at least 1")
 
     @property
     def spec(self) -> Preset:
@@ -70,6 +78,11 @@ class TrainConfig:
     def epochs_for(self, row: rw.Row) -> int:
         base = self.epochs or self.spec.epochs[row.experiment]
         return base * (row.epochs_factor if self.spec.epochs_factors else 1)
+
+    def seeds_for(self, row: rw.Row) -> list[int]:
+        """The seeds ``row`` trains with: several for a row behind a target, else one."""
+        n = (self.seeds or self.spec.seeds) if row.name in TARGET_ROWS else 1
+        return [self.seed + i for i in range(n)]
 
     def batch_for(self, experiment: str) -> int:
         return self.batch_size or self.spec.batch[experiment]
@@ -98,69 +111,129 @@ def to_device(x: measure.Batch, device: torch.device) -> measure.Batch:
     return x.to(device, non_blocking=True)
 
 
-def loaders(row: rw.Row, urls: dict[str, str], cfg: TrainConfig) -> tuple[Any, Any]:
+def loaders(row: rw.Row, urls: dict[str, str], cfg: TrainConfig, seed: int) -> tuple[Any, Any]:
     sizes, batch = cfg.spec.sizes, cfg.batch_for(row.experiment)
     opts = rw.options(row, sizes)
-    train = make_loader(urls[f"train-{row.shards}"], batch_size=batch, codec=row.codec, options=opts, seed=cfg.seed,
+    train = make_loader(urls[f"train-{row.shards}"], batch_size=batch, codec=row.codec, options=opts, seed=seed,
                         transforms=rw.transforms(row, sizes, True), num_workers=cfg.workers)
     test = make_loader(urls[f"test-{row.shards}"], batch_size=batch, codec=row.codec, options=opts, train=False,
                        transforms=rw.transforms(row, sizes, False), drop_last=False)
     return train, test
 
 
-def build_model(row: rw.Row, name: str, classes: int, cfg: TrainConfig) -> nn.Module:
-    width = {"width_mult": cfg.width_mult or cfg.spec.width_mult} if name.startswith("mnv2-") else {}
-    torch.manual_seed(cfg.seed)
-    return create_model(name, classes=classes, **row.model_args, **width)
+def build_model(row: rw.Row, name: str, classes: int, cfg: TrainConfig, seed: int, **overrides: Any) -> nn.Module:
+    args = {**row.model_args, **overrides}
+    if name.startswith("mnv2-"):
+        args["width_mult"] = cfg.width_mult or cfg.spec.width_mult
+    torch.manual_seed(seed)
+    return create_model(name, classes=classes, **args)
 
 
-def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig) -> dict[str, Any]:
-    """Measure ``row``'s representation and, when it has a model in this preset, train it; the report's row."""
+def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
+            trained: dict[tuple[str, int], nn.Module]) -> dict[str, Any]:
+    """Measure ``row``'s representation and, when it has a model in this preset, train it once per seed; the
+    report's row. Trained models go into ``trained`` by (row name, seed) (teachers of later rows)."""
     device, batch, sizes = device_of(cfg), cfg.batch_for(row.experiment), cfg.spec.sizes
     url = urls[f"train-{row.shards}"]
     _, index = read_index(url)
-    train, test = loaders(row, urls, cfg)
+    train, _ = loaders(row, urls, cfg, cfg.seed)
     rate, (x, y) = measure.loader_rate(train, cfg.spec.passes)  # and the first batch, for the per-batch figures
     r: dict[str, Any] = {
         "experiment": row.experiment, "name": row.name, "representation": rw.label(row, sizes),
         "baseline": row.baseline, "published": row.published, "codec": row.codec, "model": cfg.model_of(row),
+        "ablation": row.ablation, "ablation_of": row.ablation_of, "note": None,
         "classes": len(index.labels), "train_samples": index.samples, "batch_size": batch,
         "stored_bytes_per_sample": index.bytes / max(index.samples, 1), "payload_bytes_per_sample": data.payload_bytes(url),
         "pcm16_bytes_per_sample": 2 * index.config["sample_rate"] * index.config["seconds"]
         if row.experiment == "speech" else None,
         "input_bytes_per_batch": measure.input_bytes(x), "loader_samples_per_s": rate, "device": str(device),
         **dict.fromkeys(("epochs", "params", "flops_per_sample", "feature_bytes_per_batch", "train_step_ms", "epoch_s",
-                         "test_accuracy", "peak_rss_mb", "peak_gpu_mb"))}
+                         "test_accuracy", "test_accuracy_std", "peak_rss_mb", "peak_gpu_mb")), "seeds": 0, "runs": []}
     if r["model"] is None:
         return r
-    model = build_model(row, r["model"], len(index.labels), cfg).to(device)
+    model = build_model(row, r["model"], len(index.labels), cfg, cfg.seed).to(device)
     x, y = to_device(x, device), y.to(device)
     r.update(params=measure.count_params(model), flops_per_sample=measure.forward_flops(model, x) / len(y),
              feature_bytes_per_batch=measure.feature_bytes(model, x, y), epochs=cfg.epochs_for(row))
+    if row.teacher:
+        r["note"] = f"distilled from row {row.teacher}"
     measure.reset_peak()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    r["train_step_ms"], r["epoch_s"] = fit(model, train, lr=cfg.lr, epochs=r["epochs"], device=device,
-                                           name=f"{row.experiment}/{row.name}", progress=cfg.progress)
-    r.update(test_accuracy=accuracy(model, test, device), peak_rss_mb=measure.peak_rss_mb(),
+    for seed in cfg.seeds_for(row):
+        train, test = loaders(row, urls, cfg, seed)
+        # the teacher trained with the same seed, else its first seed's model
+        teacher = (trained.get((row.teacher, seed)) or trained.get((row.teacher, cfg.seed))) if row.teacher else None
+        if row.teacher and teacher is None:
+            raise LossyloadError(f"row {row.name} distils from row {row.teacher}, which was not trained: run the "
+                                 "teacher row first")
+        run, trained[(row.name, seed)] = train_row(row, r["model"], len(index.labels), train, test,
+                                                   cfg, seed, teacher)
+        r["runs"].append(run)
+        print(f"  {row.experiment}/{row.name} seed {seed}: test accuracy {100 * run['test_accuracy']:.1f}%", flush=True)
+    accs = [run["test_accuracy"] for run in r["runs"]]
+    r.update(seeds=len(accs), test_accuracy=statistics.mean(accs),
+             test_accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None,
+             train_step_ms=statistics.mean(run["train_step_ms"] for run in r["runs"]),
+             epoch_s=statistics.mean(run["epoch_s"] for run in r["runs"]), peak_rss_mb=measure.peak_rss_mb(),
              peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else None)
     return r
 
 
-def fit(model: nn.Module, train: Any, *, lr: float, epochs: int, device: torch.device, name: str,
-        progress: bool = True) -> tuple[float, float]:
-    """AdamW with a one-cycle schedule; (mean train step ms, mean epoch seconds incl. loading)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+def train_row(row: rw.Row, name: str, classes: int, train: Any, test: Any, cfg: TrainConfig,
+              seed: int, teacher: nn.Module | None) -> tuple[dict[str, Any], nn.Module]:
+    """One training run of ``row`` with ``seed``: ``({"seed", "test_accuracy", "curve", "loss", "epoch_s",
+    "train_step_ms"}, the trained model)``. Two stages (``row.stages == 2``): binary activations with real
+    weights for half the epochs, then binary weights from there for the rest."""
+    device, epochs = device_of(cfg), cfg.epochs_for(row)
+    first = epochs // 2 if row.stages == 2 else 0
+    plan = [({"binary_weights": False}, first)] if first else []
+    plan.append(({}, epochs - first))
+    runs, model = [], None
+    for i, (overrides, n) in enumerate(plan):
+        nxt = build_model(row, name, classes, cfg, seed, **overrides).to(device)
+        if model is not None:
+            nxt.load_state_dict(model.state_dict())
+        model = nxt
+        label = f"{row.experiment}/{row.name} seed {seed}" + (f" stage {i + 1}/{len(plan)}" if len(plan) > 1 else "")
+        runs.append(fit(model, train, test, epochs=n, device=device, name=label, teacher=teacher,
+                        lr=row.optim.get("lr", cfg.lr), weight_decay=row.optim.get("weight_decay", 0.05),
+                        progress=cfg.progress))
+    curve = [a for run in runs for a in run["curve"]]
+    return {"seed": seed, "test_accuracy": curve[-1], "curve": curve, "loss": [v for run in runs for v in run["loss"]],
+            "epoch_s": statistics.mean(t for run in runs for t in run["epoch_times"]),
+            "train_step_ms": statistics.mean(run["step_ms"] for run in runs)}, model
+
+
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the teacher's class distribution to the student's (ReActNet's distributional loss)."""
+    return nn.functional.kl_div(logits.log_softmax(1), teacher_logits.log_softmax(1), log_target=True,
+                                reduction="batchmean")
+
+
+def fit(model: nn.Module, train: Any, test: Any, *, lr: float, weight_decay: float, epochs: int,
+        device: torch.device, name: str, teacher: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
+    """AdamW with a one-cycle schedule (warm-up, then cosine decay); with a ``teacher``, the loss is half cross
+    entropy, half :func:`distill_loss`. Returns the test accuracy after each epoch (``curve``), the mean
+    training loss per epoch, epoch seconds (loading included) and the mean train step in ms."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(train))
-    loss_fn, steps, epoch_times = nn.CrossEntropyLoss(), [], []
-    model.train()
+    if teacher is not None:
+        teacher.eval()
+    steps, out = [], {"curve": [], "loss": [], "epoch_times": []}
     for epoch in range(epochs):
-        t_epoch = time.perf_counter()
+        model.train()
+        t_epoch, losses = time.perf_counter(), []
         bar = tqdm(train, total=len(train), desc=f"{name} {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for x, y in bar:
             x, y = to_device(x, device), y.to(device)
             t0 = time.perf_counter()
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = 0.5 * loss + 0.5 * distill_loss(logits, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -168,10 +241,15 @@ def fit(model: nn.Module, train: Any, *, lr: float, epochs: int, device: torch.d
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             steps.append(time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        epoch_times.append(time.perf_counter() - t_epoch)
-        print(f"  {name}: epoch {epoch + 1}/{epochs} loss {loss.item():.3f} ({epoch_times[-1]:.1f} s)", flush=True)
-    return 1e3 * statistics.mean(steps), statistics.mean(epoch_times)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        out["epoch_times"].append(time.perf_counter() - t_epoch)
+        out["loss"].append(statistics.mean(losses) if losses else float("nan"))
+        out["curve"].append(accuracy(model, test, device))
+        print(f"  {name}: epoch {epoch + 1}/{epochs} loss {out['loss'][-1]:.3f} test {100 * out['curve'][-1]:.1f}% "
+              f"({out['epoch_times'][-1]:.1f} s)", flush=True)
+    out["step_ms"] = 1e3 * statistics.mean(steps) if steps else 0.0
+    return out
 
 
 def accuracy(model: nn.Module, test: Any, device: torch.device) -> float:
@@ -184,8 +262,9 @@ def accuracy(model: nn.Module, test: Any, device: torch.device) -> float:
     return correct / max(total, 1)
 
 
-def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> dict[str, str]:
-    """The data step for ``experiment``: its source folders, then the shard sets its rows read."""
+def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[dict[str, str], dict[str, Any]]:
+    """The data step for ``experiment``: its source folders, then the shard sets its rows read; and the VAE
+    the latent rows encode with (:func:`data.vae_model`)."""
     p, work = cfg.spec, cfg.workdir()
     workers = max(cfg.workers, os.cpu_count() or 1)  # data builds and shard jobs use every core
     if experiment == "speech":
@@ -193,8 +272,14 @@ def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> dict[st
     else:
         dirs = data.image_dirs(cfg.data, work, p.photos, progress=cfg.progress)
     encodec = data.encodec_weights(cfg.encodec_weights) if any(r.shards == "encodec" for r in rows) else ""
-    return data.shard_sets([r.shards for r in rows], dirs, work, sizes=p.sizes, vae=cfg.vae, encodec=encodec,
+    vae = {"model": ""}
+    if any(r.shards == "vae" for r in rows):
+        from ..fit_vae import FitVaeConfig
+
+        vae = data.vae_model(cfg.vae, dirs[0], work, FitVaeConfig(**p.vae_fit), progress=cfg.progress)
+    urls = data.shard_sets([r.shards for r in rows], dirs, work, sizes=p.sizes, vae=vae["model"], encodec=encodec,
                            workers=workers, progress=cfg.progress)
+    return urls, vae
 
 
 def run(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
@@ -206,17 +291,21 @@ def run(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
                "command": command, "machine": describe(), "rows": []}
     plan = {e: rows for e in cfg.experiments() if (rows := cfg.rows_of(e))}
     total = sum(len(rows) for rows in plan.values())
+    trained: dict[tuple[str, int], nn.Module] = {}  # (row, seed) -> model: the teachers of later rows
     for experiment, rows in plan.items():
         print(f"[{experiment}] data: bundled or given sources -> shard sets ({time.perf_counter() - t0:.0f} s)",
               flush=True)
-        urls = shards_for(experiment, rows, cfg)
+        urls, vae = shards_for(experiment, rows, cfg)
+        if vae.get("source"):
+            results["vae"] = vae
         for row in rows:
             done = len(results["rows"])
             print(f"[{done + 1}/{total}] {experiment}/{row.name} ({time.perf_counter() - t0:.0f} s elapsed)",
                   flush=True)
-            r = run_row(row, urls, cfg)
+            r = run_row(row, urls, cfg, trained)
             results["rows"].append(r)
-            acc = "loader only" if r["test_accuracy"] is None else f"accuracy {100 * r['test_accuracy']:.1f}%"
+            std = f" ± {100 * r['test_accuracy_std']:.1f}" if r["test_accuracy_std"] is not None else ""
+            acc = "loader only" if r["test_accuracy"] is None else f"accuracy {100 * r['test_accuracy']:.1f}%{std}"
             print(f"  {experiment}/{row.name}: {acc}, {r['loader_samples_per_s']:.0f} samples/s", flush=True)
             results["seconds"] = time.perf_counter() - t0
             write_results(results, cfg.out)

@@ -75,3 +75,35 @@ def test_line_chart(tmp_path: Path) -> None:
     assert rgb(chart.PALETTE[0]) in seen and rgb(chart.PALETTE[1]) in seen
     with pytest.raises(ValueError):
         chart.line_chart({}, str(tmp_path / "empty.png"), "t", "x", "y")
+
+
+def tinted(path: Path, colour: str) -> int:
+    """How many pixels are ``colour`` laid translucently over white (each channel the same fraction of the way)."""
+    c = rgb(colour)
+    n = 0
+    with Image.open(path) as img:
+        for count, px in img.getcolors(maxcolors=1 << 20):
+            f = [(255 - p) / (255 - q) for p, q in zip(px, c) if q != 255]
+            if f and 0.1 < min(f) and max(f) < 0.5 and max(f) - min(f) < 0.05:
+                n += count
+    return n
+
+
+def test_line_chart_bands_are_translucent_in_the_series_colour(tmp_path: Path) -> None:
+    series = {"a": [(1, 20.0), (2, 50.0), (3, 70.0)], "b": [(1, 10.0), (2, 30.0), (3, 40.0)]}
+    plain, banded = tmp_path / "plain.png", tmp_path / "banded.png"
+    chart.line_chart(series, str(plain), "curves", "epoch", "%", ylinear=True)
+    chart.line_chart(series, str(banded), "curves", "epoch", "%", ylinear=True,
+                     bands={"a": [(1, 10.0, 30.0), (2, 40.0, 60.0), (3, 60.0, 80.0)]})
+    assert tinted(banded, chart.PALETTE[0]) > 2000 and tinted(plain, chart.PALETTE[0]) < 50
+    assert tinted(banded, chart.PALETTE[1]) < 50  # "b" has no band
+    assert rgb(chart.PALETTE[0]) in colours(banded) and rgb(chart.PALETTE[1]) in colours(banded)
+
+
+def test_line_chart_linear_y_and_a_wrapped_legend(tmp_path: Path) -> None:
+    one, many = tmp_path / "one.png", tmp_path / "many.png"
+    chart.line_chart({"a": [(1, 2.0), (2, 90.0)]}, str(one), "t", "epoch", "%", ylinear=True)
+    chart.line_chart({f"a long series name {i}": [(1, 2.0 + i), (2, 90.0)] for i in range(8)}, str(many), "t",
+                     "epoch", "%", ylinear=True)
+    with Image.open(one) as a, Image.open(many) as b:
+        assert b.height > a.height and b.width == a.width  # the legend wraps into rows, the plot keeps its width

@@ -4,6 +4,7 @@ reuse of shard sets, and the config errors."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ import torch
 from lossyload.errors import LossyloadError
 from lossyload.lab import report
 from lossyload.lab.cli import main
-from lossyload.lab.presets import PRESETS, Preset
-from lossyload.lab.rows import NAMES, ROWS
+from lossyload.lab.presets import MAIN, PRESETS, Preset
+from lossyload.lab.rows import ROWS
 from lossyload.lab.trainer import TrainConfig, device_of
 
 B = 8  # the quick preset's batch
@@ -25,6 +26,7 @@ INPUT_BYTES = {
     "latents": B * 4 * 16 * 16 * 4,  # float32 latents, translated within the grid
     "dct": B * (64 * 8 * 8 + 128 * 4 * 4 + 3 * 64) * 2,  # int16 luma, chroma and quantization tables
     "dct-pre": B * (64 * 8 * 8 + 128 * 4 * 4 + 3 * 64) * 2, "dct-16-8": B * (16 * 8 * 8 + 16 * 4 * 4 + 3 * 64) * 2,
+    "dct-24": B * (16 * 8 * 8 + 8 * 4 * 4 + 3 * 64) * 2,
 }
 LOADER_ONLY = {"vq-codes", "encodec-codes", "pixels-pil", "dct-pre"}
 
@@ -49,7 +51,7 @@ def test_quick_run_measures_every_row_and_trains_those_with_a_model(quick_run) -
     out, rc, printed = quick_run
     assert rc == 0
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    assert list(rows) == list(NAMES)
+    assert list(rows) == list(MAIN)  # the quick preset runs every row but the ablations
     for name, r in rows.items():
         assert r["input_bytes_per_batch"] == INPUT_BYTES[name], name
         assert r["loader_samples_per_s"] > 0 and r["batch_size"] == B and r["payload_bytes_per_sample"] > 0, name
@@ -80,17 +82,21 @@ def test_quick_run_prints_one_table_and_writes_the_report(quick_run) -> None:
     out, _, printed = quick_run
     text = (out / report.REPORT).read_text()
     assert report.summary(report.load(str(out))) in printed and "quick preset" in text
-    assert text.count("### ") == 2 and text.count("- met") + text.count("- **missed**") == 5
+    assert [h for h in text.splitlines() if h.startswith("#")] == [
+        "# Reference trainer report: quick preset", "## Targets", "## speech", "### speech plots", "## images",
+        "### images plots", "## Notes"]
+    # the speech target and its two parts, the aim, the DCT row, the best DCT row, the latents
+    assert len(re.findall(r"^ *- (met|\*\*missed|not run|\*\*not measured)", text, re.M)) == 7
     assert "lossyload-train --preset quick" in text  # the command that made it
     assert sorted(p.name for p in out.glob("*.png")) == sorted(
-        f"{e}-{k}.png" for e in ("speech", "images") for k in ("accuracy-vs-stored", "accuracy-vs-feature", "samples-per-s"))
+        f"{e}-{k}.png" for e in ("speech", "images") for k in ("accuracy-vs-stored", "accuracy-vs-feature", "samples-per-s", "curves"))
     assert report.write(str(out)) == text  # regenerated from results.json alone
 
 
 def test_a_rerun_reuses_the_complete_shard_sets(quick_run, tmp_path: Path, capsys) -> None:
     out, _, _ = quick_run
     shards = sorted(p.name for p in (out / "shards").iterdir())
-    assert len(shards) == 7  # mel, vq, encodec; jpeg, coefficients, coefficients-16-8, vae
+    assert len(shards) == 8  # mel, vq, encodec; jpeg, coefficients, coefficients-16-8, coefficients-24, vae
     before = {p: p.stat().st_mtime_ns for p in (out / "shards").rglob("*.tar")}
     assert main(["--preset", "quick", "--out", str(tmp_path), "--work", str(out), "--no-progress",
                  "--encodec-weights", "random", "--rows", "vq-codes", "dct-pre"]) == 0
@@ -112,13 +118,13 @@ def test_unknown_experiment_row_or_preset_is_a_clear_error() -> None:
 
 
 def test_presets_cover_every_codec_and_train_a_comparison_per_modality() -> None:
-    codecs = {r.codec for r in ROWS}
     for name, p in PRESETS.items():
         cfg = TrainConfig(preset=name)
         chosen = [r for e in cfg.experiments() for r in cfg.rows_of(e)]
-        assert {r.codec for r in chosen} == codecs, name
+        experiments = {r.experiment for r in chosen}
+        assert {r.codec for r in chosen} == {r.codec for r in ROWS if r.experiment in experiments}, name
         assert {r.shards for r in chosen} >= {"jpeg", "coefficients", "coefficients-16-8", "vae"}, name
-        for experiment in ("speech", "images"):
+        for experiment in experiments:
             trained = [r for r in chosen if r.experiment == experiment and cfg.model_of(r)]
             assert any(r.baseline for r in trained) and any(not r.baseline for r in trained), (name, experiment)
     demo = TrainConfig(preset="demo")
@@ -126,11 +132,17 @@ def test_presets_cover_every_codec_and_train_a_comparison_per_modality() -> None
 
 
 def test_rows_select_a_subset() -> None:
-    cfg = TrainConfig(experiment="speech", rows=("mel", "vq-bnn"))
+    cfg = TrainConfig(experiment="speech", rows=("mel", "vq-bits-cnn", "vq-bnn"))
     from lossyload.lab.rows import rows_of
 
-    assert [r.name for r in rows_of("speech", cfg.rows)] == ["mel", "vq-bnn"]
+    assert [r.name for r in rows_of("speech", cfg.rows)] == ["mel", "vq-bits-cnn", "vq-bnn"]
     assert rows_of("images", cfg.rows) == []
+    with pytest.raises(LossyloadError, match="row vq-bnn distils from row vq-bits-cnn: run that row too"):
+        TrainConfig(experiment="speech", rows=("mel", "vq-bnn"))
+    full = TrainConfig(preset="full")
+    assert full.seeds_for(next(r for r in ROWS if r.name == "vq-bnn")) == [0, 1, 2]  # behind a target
+    assert full.seeds_for(next(r for r in ROWS if r.name == "vq-bnn-no-react")) == [0]  # an ablation: one run
+    assert TrainConfig(preset="full", seeds=1).seeds_for(next(r for r in ROWS if r.name == "mel")) == [0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown when no GPU is present")

@@ -2,8 +2,10 @@
 
 ``SmallNet`` on pixels: a stride-2 stem brings ``[3, S, S]`` to ``[C, S/8, S/8]``. On JPEG coefficients the
 8x8 DCT has already done that: luma ``[K_y, S/8, S/8]`` enters the trunk after a 1x1 projection, chroma
-``[2*K_c, S/16, S/16]`` joins after the first downsampling (late concatenation, as in "Faster Neural Networks
-Straight from JPEG", Gueguen et al. 2018). Inputs are normalised by a BatchNorm on the raw coefficients.
+``[2*K_c, S/16, S/16]`` either joins after the first downsampling (``chroma="late"``: late concatenation, as in
+"Faster Neural Networks Straight from JPEG", Gueguen et al. 2018) or is upsampled 2x to the luma grid and
+concatenated with it before the projection (``chroma="upsample"``, as in DCTNet, Xu et al. 2020, whose
+24-channel selection is ``keep=(16, 4)``). Inputs are normalised by a BatchNorm on the raw coefficients.
 """
 
 from __future__ import annotations
@@ -45,16 +47,24 @@ class PixelNet(nn.Module):
 
 
 class DctNet(nn.Module):
-    def __init__(self, classes: int, keep: tuple[int, int] = (64, 64), width: int = 48) -> None:
+    def __init__(self, classes: int, keep: tuple[int, int] = (64, 64), width: int = 48, chroma: str = "late") -> None:
         super().__init__()
+        if chroma not in ("late", "upsample"):
+            raise ValueError(f"chroma must be 'late' or 'upsample', got {chroma!r}")
         ky, kc = keep
-        self.y = nn.Sequential(nn.BatchNorm2d(ky), nn.Conv2d(ky, width, 1, bias=False), nn.BatchNorm2d(width),
+        self.chroma = chroma
+        cin = ky + 2 * kc if chroma == "upsample" else ky
+        self.y = nn.Sequential(nn.BatchNorm2d(cin), nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width),
                                nn.ReLU(inplace=True), _conv(width, width))
-        self.c = nn.Sequential(nn.BatchNorm2d(2 * kc), _conv(2 * kc, width // 2))
-        self.trunk = _Trunk(width, width // 2, classes)
+        self.c = nn.Sequential(nn.BatchNorm2d(2 * kc), _conv(2 * kc, width // 2)) if chroma == "late" else None
+        self.trunk = _Trunk(width, width // 2 if chroma == "late" else 0, classes)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.trunk(self.y(x["y"].float()), self.c(x["cbcr"].float()))
+        y, c = x["y"].float(), x["cbcr"].float()
+        if self.c is not None:
+            return self.trunk(self.y(y), self.c(c))
+        c = nn.functional.interpolate(c, size=y.shape[2:], mode="nearest")  # 2x: onto the luma grid
+        return self.trunk(self.y(torch.cat([y, c], 1)))
 
 
 class GridNet(nn.Module):
@@ -63,18 +73,25 @@ class GridNet(nn.Module):
     blocks did the downsampling; the full-precision 3x3 first layer is where the seed's BNN keeps floats).
     Images: 64 x 64 resampled pixels ``[3, 64, 64]`` or VAE latents ``[4, 64, 64]`` (the seed's two small rows:
     the same network, only the first layer's input channels differ). Three stride-2 stages and global
-    pooling: about 12 MFLOPs per sample at 64 x 64, small enough to train on a CPU."""
+    pooling: about 12 MFLOPs per sample at 64 x 64, small enough to train on a CPU. ``rows``: pool over time
+    (the last axis) only and classify the ``rows`` frequency rows' features together (a spectrogram is not
+    translation-invariant in frequency: a keyword is a pattern at given pitches), else global pooling."""
 
-    def __init__(self, channels: int, classes: int, *, stem_stride: int = 1, width: int = 16) -> None:
+    def __init__(self, channels: int, classes: int, *, stem_stride: int = 1, width: int = 16,
+                 rows: int | None = None) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.BatchNorm2d(channels), _conv(channels, width, stem_stride))
         self.body = nn.Sequential(_conv(width, 2 * width, 2), _conv(2 * width, 4 * width, 2), _conv(4 * width, 4 * width, 2))
-        self.fc = nn.Linear(4 * width, classes)
+        self.rows = rows
+        self.fc = nn.Linear(4 * width * (rows or 1), classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x[:, None]
-        return self.fc(self.body(self.stem(x.float())).mean((2, 3)))
+        x = self.body(self.stem(x.float()))
+        if self.rows is None:
+            return self.fc(x.mean((2, 3)))
+        return self.fc(x.mean(3).flatten(1))  # pooled over time only: each frequency row keeps its features
 
 
 class LatentNet1d(nn.Module):
@@ -100,8 +117,8 @@ def pixel_cnn(classes: int, *, width: int = 48) -> nn.Module:
 
 
 @register_model("dct-cnn")
-def dct_cnn(classes: int, *, keep: tuple[int, int] = (64, 64), width: int = 48) -> nn.Module:
-    return DctNet(classes, keep=tuple(keep), width=width)
+def dct_cnn(classes: int, *, keep: tuple[int, int] = (64, 64), width: int = 48, chroma: str = "late") -> nn.Module:
+    return DctNet(classes, keep=tuple(keep), width=width, chroma=chroma)
 
 
 @register_model("grid-cnn")
@@ -111,14 +128,15 @@ def grid_cnn(classes: int, *, in_channels: int, width: int = 16, stem_stride: in
 
 @register_model("mel-cnn")
 def mel_cnn(classes: int, *, width: int = 16) -> nn.Module:
-    """Keyword spotting on log-mel ``[1, 128, 128]``: GridNet with a stride-2 stem."""
-    return GridNet(1, classes, width=width, stem_stride=2)
+    """Keyword spotting on log-mel ``[1, 128, 128]``: GridNet with a stride-2 stem, pooled over time only."""
+    return GridNet(1, classes, width=width, stem_stride=2, rows=8)
 
 
 @register_model("vq-cnn")
 def vq_cnn(classes: int, *, in_channels: int = 4, width: int = 16) -> nn.Module:
-    """VQ codebook vectors or bit-planes ``[4, 64, 64]``: GridNet already on the 64 x 64 grid."""
-    return GridNet(in_channels, classes, width=width)
+    """VQ codebook vectors or bit-planes ``[4, 64, 64]``: GridNet already on the 64 x 64 grid, pooled over time
+    only."""
+    return GridNet(in_channels, classes, width=width, rows=8)
 
 
 @register_model("latent-cnn")

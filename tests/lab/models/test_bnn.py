@@ -28,11 +28,18 @@ def ste_sign(x: torch.Tensor) -> torch.Tensor:
 
 
 def reference_layer(x: torch.Tensor, layer: BinaryConv2d) -> torch.Tensor:
+    """Plain autograd: RSign's threshold, STE sign, (binary) conv, batch norm with batch statistics, RPReLU."""
+    if layer.threshold is not None:
+        x = x - layer.threshold.view(1, -1, 1, 1)
     w = layer.weight
     alpha = w.abs().mean((1, 2, 3), keepdim=True).detach()
-    w_eff = alpha * ste_sign(w) if layer.binary else w
+    w_eff = alpha * ste_sign(w) if layer.binary_weights else w
     y = F.conv2d(ste_sign(x), w_eff, stride=layer.stride, padding=1)
-    return F.batch_norm(y, None, None, layer.gamma, layer.beta, True, 0.0, layer.eps)
+    z = F.batch_norm(y, None, None, layer.gamma, layer.beta, True, 0.0, layer.eps)
+    if layer.act is None:
+        return z
+    g, slope, zeta = (v.view(1, -1, 1, 1) for v in layer.act)
+    return F.relu(z - g) - slope * F.relu(g - z) + zeta
 
 
 def reference_net(model: BinaryNet, x: torch.Tensor) -> torch.Tensor:
@@ -69,33 +76,37 @@ def test_forward_convolves_binary_activations_with_binary_weights(monkeypatch):
     model(x).sum().backward()
     layers = list(model.body)
     assert len(convs) == 2 * len(layers)  # the forward pass, then backward's recompute in reverse order
-    assert [layer.binary for layer in layers] == [False] + [True] * (len(layers) - 1)
+    assert [layer.binary_weights for layer in layers] == [False] + [True] * (len(layers) - 1)
     for (inp, weight), layer in [*zip(convs, layers), *zip(convs[len(layers):], reversed(layers))]:
         assert torch.equal(torch.unique(inp), torch.tensor([-1.0, 1.0]))
         w = layer.weight.detach()
-        if layer.binary:
+        if layer.binary_weights:
             alpha = w.abs().mean((1, 2, 3), keepdim=True)
             assert torch.equal(weight, alpha * torch.sign(w))
             assert torch.equal(torch.unique(weight / alpha), torch.tensor([-1.0, 1.0]))
         else:
             assert torch.equal(weight, w)
     binary_first = BinaryNet(4, 10, width=8, binary_first=True)
-    assert all(layer.binary for layer in binary_first.body)
+    assert all(layer.binary_weights for layer in binary_first.body)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("binary", [True, False])
-def test_layer_backward_matches_float_reference(stride, binary):
+@pytest.mark.parametrize("react", [False, True])
+def test_layer_backward_matches_float_reference(stride, binary, react):
     torch.manual_seed(1)
-    layer = BinaryConv2d(6, 5, stride, binary=binary)
+    layer = BinaryConv2d(6, 5, stride, binary_weights=binary, rsign=react, rprelu=react)
     with torch.no_grad():
-        layer.weight.mul_(1.5)  # some weights outside [-1, 1]: their STE gradient is zero
+        layer.weight.uniform_(-1.5, 1.5)  # some weights outside [-1, 1]: their STE gradient is zero
         layer.gamma.uniform_(0.5, 1.5)
         layer.beta.normal_(0, 0.3)
+        if react:
+            layer.threshold.normal_(0, 0.3)
+            layer.act.add_(torch.randn_like(layer.act) * 0.2)
     a = (torch.randn(3, 6, 9, 10) * 1.5).requires_grad_()  # real input: its sign is convolved, |a| > 1 gets no gradient
     g = torch.randn(3, 5, *layer(a).shape[2:])
 
-    params = (a, layer.weight, layer.gamma, layer.beta)
+    params = (a, layer.weight, layer.gamma, layer.beta, *((layer.threshold, layer.act) if react else ()))
     out = layer(a)
     mine = torch.autograd.grad(out, params, g)
     ref = reference_layer(a, layer)
@@ -122,9 +133,10 @@ def test_running_statistics_make_eval_deterministic():
     torch.testing.assert_close(one, layer(a)[:1])  # eval: a sample's output does not depend on its batch
 
 
-def test_network_backward_matches_float_reference():
+@pytest.mark.parametrize("react", [False, True])
+def test_network_backward_matches_float_reference(react):
     torch.manual_seed(2)
-    model = BinaryNet(4, 7, width=8)
+    model = BinaryNet(4, 7, width=8, rsign=react, rprelu=react)
     x = bit_planes(4, 4, 32, 32, seed=3)
     target = torch.randint(0, 7, (4,))
     F.cross_entropy(model(x), target).backward()

@@ -50,12 +50,12 @@ PRESETS = {
         sizes=Sizes(full=128, small=32, resolution=256, resize=None),
         photos=PhotosConfig(train_per_class=100, test_per_class=40),
         keywords=KeywordsConfig(max_voices=200),
-        epochs={"speech": 10, "images": 8}, passes=3),
+        epochs={"speech": 10, "images": 8}, passes=3, vae_fit={"seconds": 60.0}),
     "full": Preset(
         name="full", about="the seeds' trade-offs with error bars: every row and ablation on the whole bundled "
         "sets, small CNNs and the BNN, 3 seeds for the rows behind a target (about an hour on 2 CPU cores)",
         rows=NAMES, sizes=Sizes(full=160, small=64, resolution=512, resize=192), seeds=3,
-        epochs={"speech": 20, "images": 12}),
+        epochs={"speech": 15, "images": 12}),
     "mobilenet": Preset(
         name="mobilenet", about="the seed deck's image models: MobileNetV2 at 224 px on pixels, resampled pixels, "
         "latents and DCT coefficients (one seed; for a GPU: about 85 s per epoch on 2 CPU cores)",

@@ -54,3 +54,24 @@ def test_none_overrides_keep_the_defaults_and_unknown_names_fail() -> None:
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in b.parameters())
     with pytest.raises(LossyloadError, match="unknown model 'resnet'; known: bnn, dct-cnn"):
         create_model("resnet", classes=CLASSES)
+
+
+def test_dct_cnn_chroma_layouts_and_time_pooled_heads() -> None:
+    from lossyload.lab.measure import forward_flops
+
+    x = {"y": torch.randn(B, 16, 20, 20), "cbcr": torch.randn(B, 8, 10, 10)}  # DCTNet's 24 channels, 160 px
+    up = create_model("dct-cnn", classes=CLASSES, keep=(16, 4), chroma="upsample").eval()
+    late = create_model("dct-cnn", classes=CLASSES, keep=(16, 4), chroma="late").eval()
+    pixels = create_model("pixel-cnn", classes=CLASSES).eval()
+    for m in (up, late):
+        assert m(x).shape == (B, CLASSES)
+    assert up.y[0].num_features == 24 and late.y[0].num_features == 16  # the first BatchNorm sees luma (+ chroma)
+    assert forward_flops(up, x) < forward_flops(pixels, torch.randn(B, 3, 160, 160))
+    with pytest.raises(ValueError, match="chroma must be"):
+        create_model("dct-cnn", classes=CLASSES, chroma="early")
+    # spectrogram CNNs keep the frequency rows apart: flipping the frequency axis changes the logits
+    mel = create_model("mel-cnn", classes=CLASSES).eval()
+    spec = torch.randn(B, 128, 128)
+    with torch.no_grad():
+        assert not torch.allclose(mel(spec), mel(spec.flip(1)), atol=1e-4)
+        assert mel.fc.in_features == 64 * 8

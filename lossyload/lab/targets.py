@@ -11,6 +11,8 @@ figures behind it (both sides' mean ± std).
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,7 +154,10 @@ def vae_text(vae: dict) -> str:
                "given": "given", "random": "RANDOM-initialised weights"}
     source = sources.get(vae.get("source") or "", "source not recorded")
     psnr = f", reconstruction PSNR {vae['psnr_db']:.1f} dB" if vae.get("psnr_db") is not None else ""
-    return f"VAE {vae.get('model') or '?'} ({source}{psnr})"
+    model = vae.get("model") or "?"
+    if vae.get("source") == "fitted":  # a folder in the run's work directory: its name, not this machine's path
+        model = f"{os.path.basename(model.rstrip('/'))} (in the work folder)"
+    return f"VAE {model} ({source}{psnr})"
 
 
 def vae_of(results: dict[str, Any]) -> dict:

@@ -165,7 +165,7 @@ def test_latents_target_names_the_vae_and_refuses_a_random_one() -> None:
     text = report.markdown(results())
     assert ("- met: images: VAE latents at least as accurate as resampled pixels of the same tensor size: "
             "latents 73.0 ± 1.0% (3 seeds) vs pixels-small 70.0 ± 1.0% (3 seeds): +3.00 points (the seed deck: "
-            "44% vs 39%); VAE /w/vae-1 (fitted on the training images with lossyload fit-vae, reconstruction "
+            "44% vs 39%); VAE vae-1 (in the work folder) (fitted on the training images with lossyload fit-vae, reconstruction "
             "PSNR 27.3 dB)") in text
     random = report.markdown(results(vae_source="random"))
     assert "- **not measured (random VAE)**: images: VAE latents" in random
@@ -199,7 +199,7 @@ def test_notes_say_how_the_run_was_made() -> None:
     assert ("- Epochs per trained row: speech: mel 16, vq-bits-cnn 16, vq-bnn 32, vq-bnn-no-teacher 32; images: "
             "pixels 12,") in notes
     assert "- Seeds per trained row (seed 0 upward): speech: mel 3, vq-bits-cnn 1, vq-bnn 3," in notes
-    assert "- VAE /w/vae-1 (fitted on the training images with lossyload fit-vae, reconstruction PSNR 27.3 dB)." in notes
+    assert "- VAE vae-1 (in the work folder) (fitted on the training images with lossyload fit-vae, reconstruction PSNR 27.3 dB)." in notes
     assert "- EnCodec: not used (no encodec row in this run)." in notes
     assert "this run's baselines stand beside it: mel (m) 1.0 MFLOPs per sample, 96.00 MiB" in notes
     assert [report.duration(s) for s in (42, 396, 3725)] == ["42 s", "6 min 36 s", "1 h 02 min"]

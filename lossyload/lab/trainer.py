@@ -262,9 +262,9 @@ def accuracy(model: nn.Module, test: Any, device: torch.device) -> float:
     return correct / max(total, 1)
 
 
-def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[dict[str, str], dict[str, Any]]:
-    """The data step for ``experiment``: its source folders, then the shard sets its rows read; and the VAE
-    the latent rows encode with (:func:`data.vae_model`)."""
+def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[dict[str, str], dict[str, Any], str]:
+    """The data step for ``experiment``: its source folders, then the shard sets its rows read; the VAE the
+    latent rows encode with (:func:`data.vae_model`) and the EnCodec weights the EnCodec rows use ("" if none)."""
     p, work = cfg.spec, cfg.workdir()
     workers = max(cfg.workers, os.cpu_count() or 1)  # data builds and shard jobs use every core
     if experiment == "speech":
@@ -279,7 +279,7 @@ def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[d
         vae = data.vae_model(cfg.vae, dirs[0], work, FitVaeConfig(**p.vae_fit), progress=cfg.progress)
     urls = data.shard_sets([r.shards for r in rows], dirs, work, sizes=p.sizes, vae=vae["model"], encodec=encodec,
                            workers=workers, progress=cfg.progress)
-    return urls, vae
+    return urls, vae, encodec
 
 
 def run(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
@@ -295,9 +295,11 @@ def run(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
     for experiment, rows in plan.items():
         print(f"[{experiment}] data: bundled or given sources -> shard sets ({time.perf_counter() - t0:.0f} s)",
               flush=True)
-        urls, vae = shards_for(experiment, rows, cfg)
+        urls, vae, encodec = shards_for(experiment, rows, cfg)
         if vae.get("source"):
             results["vae"] = vae
+        if encodec:
+            results["encodec"] = {"weights": encodec}
         for row in rows:
             done = len(results["rows"])
             print(f"[{done + 1}/{total}] {experiment}/{row.name} ({time.perf_counter() - t0:.0f} s elapsed)",

@@ -50,7 +50,9 @@ def quick_run(tmp_path_factory) -> tuple[Path, int, str]:
 def test_quick_run_measures_every_row_and_trains_those_with_a_model(quick_run) -> None:
     out, rc, printed = quick_run
     assert rc == 0
-    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    results = json.loads((out / "results.json").read_text())
+    assert results["encodec"] == {"weights": "random"} and results["vae"]["source"] == "fitted"
+    rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == list(MAIN)  # the quick preset runs every row but the ablations
     for name, r in rows.items():
         assert r["input_bytes_per_batch"] == INPUT_BYTES[name], name

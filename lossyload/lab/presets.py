@@ -44,7 +44,7 @@ class Preset:
 PRESETS = {
     "demo": Preset(
         name="demo", about="the main job: every codec on a small build of the bundled sets, small CNNs, "
-        "a few epochs (about 7 minutes on 2 CPU cores)",
+        "a few epochs (about 7 minutes on 2 CPU cores, plus a 60 s VAE fit)",
         rows=tuple(r for r in MAIN if r != "dct-24"),
         loader_only=("vq-bnn",),  # the BNN needs the full preset's data and epochs
         sizes=Sizes(full=128, small=32, resolution=256, resize=None),
@@ -53,7 +53,7 @@ PRESETS = {
         epochs={"speech": 10, "images": 8}, passes=3, vae_fit={"seconds": 60.0}),
     "full": Preset(
         name="full", about="the seeds' trade-offs with error bars: every row and ablation on the whole bundled "
-        "sets, small CNNs and the BNN, 3 seeds for the rows behind a target (about an hour on 2 CPU cores)",
+        "sets, small CNNs and the BNN, 3 seeds for the rows behind a target (1 h 20 min on 2 CPU cores)",
         rows=NAMES, sizes=Sizes(full=160, small=64, resolution=512, resize=192), seeds=3,
         epochs={"speech": 15, "images": 12}),
     "mobilenet": Preset(

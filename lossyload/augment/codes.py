@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from lossyload.augment import bands
 from lossyload.augment.registry import register_augment
 
 __all__ = [
@@ -167,12 +168,7 @@ class _BandMask:
             raise ValueError("max_width and count must be >= 0")
 
     def __call__(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        widths, starts = [], []
-        for _ in range(self.count):
-            width = int(rng.integers(0, self.max_width + 1))
-            widths.append(width)
-            starts.append(int(rng.integers(0, max(codes.shape[self.axis] - width, 0) + 1)))
-        return self.apply(codes, {"start": np.array(starts, np.int64), "width": np.array(widths, np.int64)})
+        return self.apply(codes, bands.draw(rng, self.count, self.max_width, codes.shape[self.axis]))
 
     def apply(self, codes: np.ndarray, p: dict) -> np.ndarray:
         mask = mask_time if self.axis == 1 else mask_rows
@@ -182,15 +178,10 @@ class _BandMask:
         return codes
 
     def params(self, codes: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        width = rng.integers(0, self.max_width + 1, size=(len(codes), self.count))
-        start = rng.integers(0, np.maximum(codes.shape[self.axis + 1] - width, 0) + 1)
-        return {"start": start, "width": width}
+        return bands.draw_batch(rng, len(codes), self.count, self.max_width, codes.shape[self.axis + 1])
 
     def apply_batch(self, codes: np.ndarray, p: dict) -> np.ndarray:
-        pos = np.arange(codes.shape[self.axis + 1])[None, None, :]
-        start, width = np.asarray(p["start"])[..., None], np.asarray(p["width"])[..., None]
-        masked = ((pos >= start) & (pos < start + width)).any(axis=1)  # [B, rows or frames]
-        masked = masked[:, None, :] if self.axis == 1 else masked[:, :, None]
+        masked = bands.batch_mask(codes.shape[self.axis + 1], p, self.axis)
         return np.where(masked, np.int16(MASK), codes).astype(np.int16, copy=False)
 
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from lossyload.augment import bands
 from lossyload.augment.registry import register_augment
 
 __all__ = ["FreqMask", "TimeMask", "mel_freq_mask", "mel_time_mask"]
@@ -74,12 +75,7 @@ class _BandMask:
 
     def __call__(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(mel, 2, type(self).__name__)
-        widths, starts = [], []
-        for _ in range(self.count):
-            width = int(rng.integers(0, self.max_width + 1))
-            widths.append(width)
-            starts.append(int(rng.integers(0, max(mel.shape[self.axis] - width, 0) + 1)))
-        return self.apply(mel, {"start": np.array(starts, np.int64), "width": np.array(widths, np.int64)})
+        return self.apply(mel, bands.draw(rng, self.count, self.max_width, mel.shape[self.axis]))
 
     def apply(self, mel: np.ndarray, p: dict) -> np.ndarray:
         _check(mel, 2, type(self).__name__)
@@ -87,16 +83,11 @@ class _BandMask:
 
     def params(self, mels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         _check(mels, 3, type(self).__name__)
-        width = rng.integers(0, self.max_width + 1, size=(len(mels), self.count))
-        start = rng.integers(0, np.maximum(mels.shape[self.axis + 1] - width, 0) + 1)
-        return {"start": start, "width": width}
+        return bands.draw_batch(rng, len(mels), self.count, self.max_width, mels.shape[self.axis + 1])
 
     def apply_batch(self, mels: np.ndarray, p: dict) -> np.ndarray:
         _check(mels, 3, type(self).__name__)
-        pos = np.arange(mels.shape[self.axis + 1])[None, None, :]
-        start, width = np.asarray(p["start"])[..., None], np.asarray(p["width"])[..., None]
-        masked = ((pos >= start) & (pos < start + width)).any(axis=1)  # [B, mel bins or frames]
-        masked = masked[:, None, :] if self.axis == 1 else masked[:, :, None]
+        masked = bands.batch_mask(mels.shape[self.axis + 1], p, self.axis)
         if self.value is None:  # each sample's own mean, computed as the per-sample path does
             value = np.array([_fill(m, None) for m in mels], mels.dtype)[:, None, None]
         else:

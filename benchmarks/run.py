@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     chart_rows = [r for r in results if (r["storage"], r["workers"]) == (first.storage, first.workers)
                   and "limit" not in r["label"]]
     bar_chart(chart_rows, os.path.join(args.out, "run.png"), label="label", group="group",
-              title=f"loader samples/s vs the conventional pipeline ({first.storage}, {first.workers} workers)")
+              title=f"loader samples/s vs the conventional pipeline ({first.storage}, {first.workers} workers)",
+              xlabel="samples/s as a multiple of the modality's conventional pipeline (median of the reps)")
     return 0
 
 

@@ -180,11 +180,14 @@ def table(rows: list[dict]) -> str:
 def charts(rows: list[dict], out: str) -> list[str]:
     """The two panels of the scaling curve as PNGs under ``out``."""
     paths = [os.path.join(out, "scaling-rate.png"), os.path.join(out, "scaling-rss.png")]
-    line_chart({"samples/s": [(r["samples"], r["samples_per_s"]) for r in rows]}, paths[0],
-               "Loader samples/s as the dataset grows", "samples in the dataset (log scale)", "samples/s", logx=True)
+    line_chart({"samples/s (median)": [(r["samples"], r["samples_per_s"]) for r in rows]}, paths[0],
+               "Loader samples/s as the dataset grows", "samples in the dataset", "samples/s", logx=True, yzero=True,
+               bands={"samples/s (median)": [(r["samples"], *r["spread"]) for r in rows]},
+               band_label="band: min to max over the reps")
     line_chart({"peak RSS in the epoch": [(r["samples"], r["epoch_peak_rss_mb"]) for r in rows],
                 "RSS before the epoch": [(r["samples"], r["rss_before_mb"]) for r in rows]}, paths[1],
-               "Loader process memory as the dataset grows", "samples in the dataset (log scale)", "MB", logx=True)
+               "Loader process memory as the dataset grows", "samples in the dataset", "RSS (MB)", logx=True,
+               yzero=True)
     return paths
 
 

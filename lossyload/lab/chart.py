@@ -1,31 +1,43 @@
-"""PNG charts of the trainer's and the benchmarks' results, drawn with Pillow (no plotting library needed).
+"""PNG charts of the trainer's and the benchmarks' results, drawn with matplotlib (the ``lab`` extra).
+
+Each figure is built with matplotlib's object API on an Agg canvas attached explicitly: no pyplot, no
+``matplotlib.use``, no change to ``rcParams``, so drawing a chart leaves the caller's matplotlib state as it
+was. matplotlib is imported inside the functions that draw; importing this module needs only the core.
 
 :func:`bar_chart` draws one horizontal bar per row (a dict with a label, ``"representation"``, a value,
-``"ratio"`` by default, and optionally a group), on a log axis when the values span more than 20x, with a
-reference line at 1.0; :func:`line_chart` draws x/y series (the scaling curve, accuracy per epoch), each
-optionally with a shaded band (the spread over seeds).
+``"ratio"`` by default, and optionally a group), each bar labelled with its value, on a log axis when the values
+span more than :data:`LOG_SPAN`, with a reference line (1.0 by default). :func:`line_chart` draws x/y series
+(accuracy per epoch, accuracy against bytes, the scaling curve), each optionally with its spread over seeds: a
+shaded band along a curve, an error bar at a single point. The limits come from pure functions of the data
+(:func:`fitted_limits`, :func:`percent_limits`, :func:`epoch_limits`, :func:`epoch_ticks`, :func:`bar_limits`,
+:func:`use_log`); :func:`bar_figure` and :func:`line_figure` return the figure unsaved, for tests.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import textwrap
+from typing import TYPE_CHECKING, Iterable
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont
+from ..errors import require
 
-PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
-INK, GRID, REF = "#222222", "#DDDDDD", "#B00020"
-BAND_ALPHA = 56  # opacity (of 255) of a series' band
-LOG_SPAN = 20.0  # a value axis is logarithmic when max/min exceeds this
-Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-
-def font(size: int) -> Font:
-    """Pillow's bundled font at ``size`` pixels (Pillow >= 10.1); the fixed-size bitmap font before that."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:
-        return ImageFont.load_default()
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
+           "#64B5CD"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+REF = "#B00020"  # the reference line
+BAND_ALPHA = 0.22  # opacity of a series' band
+LOG_SPAN = 5.0  # an axis is logarithmic when max/min exceeds this
+DPI = 100
+LINE_SIZE = (10.0, 5.2)  # inches: 1000 x 520 pixels
+BAR_WIDTH = 10.0  # inches; the height grows with the rows (bar_height)
+LABEL_WIDTH = 24  # characters per line of a row or series name
+LABEL_LINES = 2  # lines of a name before it is cut with an ellipsis
+TITLE_WIDTH = 80
+DODGE = 7.0  # points (1/72 inch) between single points that share an x, spread apart so all show
 
 
 def fmt(v: float, tick: bool = False) -> str:
@@ -38,191 +50,267 @@ def fmt(v: float, tick: bool = False) -> str:
     return text.removesuffix(".0") if tick else text
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """Round tick values (steps of 1, 2 or 5 x 10^k) covering ``[lo, hi]``."""
-    raw = (hi - lo) / max(n, 1) or 1.0
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.floor(lo / step) * step
-    return [round(first + i * step, 10) for i in range(int(math.ceil((hi - first) / step)) + 1)]
+def wrap(text: str, width: int = LABEL_WIDTH, lines: int = LABEL_LINES) -> str:
+    """``text`` wrapped to ``width`` characters a line, at most ``lines`` lines (the last cut with ``…``)."""
+    parts = textwrap.wrap(str(text), width) or [""]
+    if len(parts) > lines:
+        parts = parts[: lines - 1] + [textwrap.shorten(" ".join(parts[lines - 1:]), width, placeholder=" …")]
+        if parts[-1] == "…" or len(parts[-1]) > width:  # one word longer than the line
+            parts[-1] = parts[-1][: width - 1] + "…"
+    return "\n".join(parts)
 
 
-@dataclass(frozen=True)
-class Axis:
-    """A value axis mapping ``[lo, hi]`` (log10 if ``log``) onto pixels ``[p0, p1]``."""
-
-    lo: float
-    hi: float
-    p0: int
-    p1: int
-    log: bool = False
-
-    @classmethod
-    def fit(cls, values: list[float], p0: int, p1: int, include: float | None = None, zero: bool = True) -> Axis:
-        vals = [v for v in values if math.isfinite(v)] + ([include] if include is not None else [])
-        lo, hi = min(vals), max(vals)
-        if lo > 0 and hi / lo > LOG_SPAN:
-            return cls(log_round(lo / 1.5, up=False), log_round(hi * 1.3, up=True), p0, p1, log=True)
-        lo = min(lo, 0.0) if zero else lo
-        ticks = nice_ticks(lo, hi * 1.05 if hi > 0 else hi + 1)
-        return cls(ticks[0], ticks[-1] if ticks[-1] > ticks[0] else ticks[0] + 1, p0, p1)
-
-    def __call__(self, v: float) -> int:
-        f = (lambda x: math.log10(max(x, 1e-300))) if self.log else (lambda x: x)
-        return round(self.p0 + (f(v) - f(self.lo)) / (f(self.hi) - f(self.lo)) * (self.p1 - self.p0))
-
-    def ticks(self) -> list[float]:
-        if not self.log:
-            return [t for t in nice_ticks(self.lo, self.hi) if self.lo <= t <= self.hi]
-        decades = range(math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi)) + 1)
-        mults = (1, 2, 5) if self.hi / self.lo <= 1000 else (1,)
-        return [t for d in decades for m in mults if self.lo <= (t := m * 10.0 ** d) <= self.hi * (1 + 1e-9)]
+def _finite(values: Iterable[float]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def log_round(v: float, up: bool) -> float:
-    """The nearest 1, 2 or 5 x 10^k at or above (``up``) or below ``v``."""
-    d = math.floor(math.log10(v))
-    cands = [m * 10.0 ** k for k in (d - 1, d, d + 1) for m in (1, 2, 5)]
-    return min(c for c in cands if c >= v * (1 - 1e-9)) if up else max(c for c in cands if c <= v * (1 + 1e-9))
+def use_log(values: Iterable[float], span: float = LOG_SPAN) -> bool:
+    """Whether ``values`` (all positive) span more than ``span`` times, so a log axis reads better."""
+    vals = _finite(values)
+    return bool(vals) and min(vals) > 0 and max(vals) / min(vals) > span
 
 
-def text_width(draw: ImageDraw.ImageDraw, text: str, f: Font) -> int:
-    return int(math.ceil(draw.textlength(text, font=f)))
-
-
-def legend(draw: ImageDraw.ImageDraw, items: list[tuple[str, str]], x: int, y: int, f: Font) -> None:
-    """Colour swatches and names in one row from ``(x, y)``."""
-    for name, colour in items:
-        draw.rectangle([x, y + 3, x + 14, y + 17], fill=colour)
-        draw.text((x + 20, y), name, fill=INK, font=f)
-        x += 20 + text_width(draw, name, f) + 24
-
-
-def legend_rows(draw: ImageDraw.ImageDraw, items: list[tuple[str, str]], width: int,
-                f: Font) -> list[list[tuple[str, str]]]:
-    """``items`` split into legend rows no wider than ``width`` pixels (as :func:`legend` lays them out)."""
-    rows: list[list[tuple[str, str]]] = [[]]
-    x = 0
-    for name, colour in items:
-        w = 20 + text_width(draw, name, f) + 24
-        if rows[-1] and x + w > width:
-            rows.append([])
-            x = 0
-        rows[-1].append((name, colour))
-        x += w
-    return rows
-
-
-def shade(img: Image.Image, xy: list[tuple[int, int]], colour: str) -> Image.Image:
-    """``img`` with the polygon ``xy`` (a rectangle around one point when it has two) laid over it translucently."""
-    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    fill = ImageColor.getrgb(colour)[:3] + (BAND_ALPHA,)
-    if len(xy) > 2:
-        draw.polygon(xy, fill=fill)
+def fitted_limits(values: Iterable[float], *, margin: float = 0.06, min_pad: float = 0.0, log: bool = False,
+                  floor: float | None = None, ceil: float | None = None) -> tuple[float, float]:
+    """``(lo, hi)``: the data's range widened by ``margin`` of its span on each side (at least ``min_pad``;
+    on a ``log`` axis the span and the pad are in decades), then clipped to ``[floor, ceil]``."""
+    vals = _finite(values)
+    if not vals:
+        raise ValueError("no finite values to fit an axis to")
+    if log:
+        if min(vals) <= 0:
+            raise ValueError(f"a log axis needs positive values, got {min(vals)}")
+        lo, hi = math.log10(min(vals)), math.log10(max(vals))
+        pad = margin * (hi - lo) if hi > lo else 0.1
+        lo, hi = 10 ** (lo - pad), 10 ** (hi + pad)
     else:
-        (x, y0), (_, y1) = xy
-        draw.rectangle([x - 5, min(y0, y1), x + 5, max(y0, y1)], fill=fill)
-    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+        lo, hi = min(vals), max(vals)
+        pad = max(margin * (hi - lo), min_pad) or (abs(hi) * margin or 1.0)
+        lo, hi = lo - pad, hi + pad
+    return (lo if floor is None else max(lo, floor)), (hi if ceil is None else min(hi, ceil))
+
+
+def percent_limits(values: Iterable[float]) -> tuple[float, float]:
+    """The limits of an accuracy axis in %: the data with a margin (at least 1 point), never beyond 0-100."""
+    return fitted_limits(values, margin=0.06, min_pad=1.0, floor=0.0, ceil=100.0)
+
+
+def epoch_limits(epochs: Iterable[float]) -> tuple[float, float]:
+    """An epoch axis from the first epoch to the last one drawn (half an epoch either side of a single one)."""
+    vals = _finite(epochs)
+    if not vals:
+        raise ValueError("no epochs to fit an axis to")
+    lo, hi = min(vals), max(vals)
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def epoch_ticks(lo: float, hi: float, most: int = 10) -> list[int]:
+    """Whole epochs to label on an axis from ``lo`` to ``hi``: both ends, and the multiples of the smallest
+    step of 1, 2 or 5 x 10^k that keeps them to about ``most``, less any within half a step of an end."""
+    first, last = math.ceil(lo), math.floor(hi)
+    if last < first:
+        return []
+    step = next(m * 10**k for k in range(12) for m in (1, 2, 5) if (last - first) / (m * 10**k) <= most)
+    inner = [t for t in range(first + 1, last) if t % step == 0 and min(t - first, last - t) >= step / 2]
+    return sorted({first, last, *inner})
+
+
+def dodge(xs: list[float | None], step: float = DODGE) -> list[float]:
+    """Horizontal offsets in points for single points at ``xs`` (None: a curve, never moved): points sharing
+    an x spread ``step`` apart around it, in order, so their markers and error bars do not hide each other."""
+    same: dict[float, list[int]] = {}
+    for i, x in enumerate(xs):
+        if x is not None:
+            same.setdefault(x, []).append(i)
+    out = [0.0] * len(xs)
+    for idx in same.values():
+        for k, i in enumerate(idx):
+            out[i] = (k - (len(idx) - 1) / 2) * step
+    return out
+
+
+def bar_limits(values: Iterable[float], log: bool) -> tuple[float, float]:
+    """A bar axis: from 0 (linear) or below the smallest bar (log) to room for the value printed past the longest."""
+    vals = _finite(values)
+    if not vals:
+        raise ValueError("no finite values to fit an axis to")
+    if log:
+        lo, hi = math.log10(min(vals)), math.log10(max(vals))
+        return 10 ** (lo - 0.1 * (hi - lo) - 0.05), 10 ** (hi + 0.18 * (hi - lo) + 0.05)
+    lo, hi = min(min(vals), 0.0), max(max(vals), 0.0)
+    if hi == lo:
+        return 0.0, 1.0
+    return lo - (0.12 * (hi - lo) if lo < 0 else 0.0), hi + 0.15 * (hi - lo)
+
+
+def bar_height(rows: int) -> float:
+    """The bar chart's height in inches for ``rows`` bars."""
+    return 1.4 + 0.42 * rows
+
+
+def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """A figure on its own Agg canvas (matplotlib imported here, not with the module), and its one axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained", facecolor="white")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_facecolor("white")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_axisbelow(True)
+    return fig, ax
+
+
+def _ticks(ax: Axes, axis: str, log: bool, suffix: str = "") -> None:
+    """Round, short tick labels (``2``, ``500``, ``2.5k``) on ``axis`` (``"x"`` or ``"y"``, its limits set); on a
+    log axis at 1, 2, 3, 5 x 10^k, fewer as the decades grow."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    if log:
+        lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+        decades = math.log10(hi / lo)
+        subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+        a.set_major_locator(LogLocator(base=10, subs=subs))
+        a.set_minor_formatter(NullFormatter())
+    a.set_major_formatter(FuncFormatter(lambda v, _: fmt(v, tick=True) + suffix))
+
+
+def _scale_label(text: str, log: bool) -> str:
+    """``text`` saying its axis is logarithmic: ``bytes (log scale)``, ``memory (MiB, log scale)``."""
+    if not log or "log scale" in text:
+        return text
+    return f"{text[:-1]}, log scale)" if text.endswith(")") else f"{text} (log scale)"
+
+
+def save(fig: Figure, path: str) -> None:
+    """Write ``fig`` as a PNG of exactly its size at :data:`DPI`."""
+    fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+
+
+def bar_figure(rows: list[dict], title: str, value: str = "ratio", label: str = "representation",
+               group: str | None = None, reference: float | None = 1.0,
+               reference_label: str = "conventional pipeline", suffix: str = "x", *,
+               xlabel: str | None = None) -> Figure:
+    """The figure :func:`bar_chart` writes."""
+    rows = [r for r in rows if r.get(value) is not None]
+    if not rows:
+        raise ValueError(f"no rows with a {value!r} value")
+    require("matplotlib", "lab")
+    from matplotlib.patches import Patch
+
+    values = [float(r[value]) for r in rows]
+    groups = list(dict.fromkeys(str(r.get(group, "")) for r in rows)) if group else [""]
+    colours = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
+    fig, ax = _figure((BAR_WIDTH, bar_height(len(rows))))
+    log = use_log(values + ([reference] if reference is not None else []))
+    ys = list(range(len(rows)))
+    ax.barh(ys, values, height=0.7, color=[colours[str(r.get(group, "")) if group else ""] for r in rows])
+    ax.set_yticks(ys, [wrap(r[label], 32) for r in rows])
+    ax.invert_yaxis()  # the first row on top
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlim(*bar_limits(values + ([reference] if reference is not None else []), log))
+    _ticks(ax, "x", log, suffix)
+    ax.grid(axis="x", color="#DDDDDD")
+    for y, v in zip(ys, values):
+        ax.annotate(fmt(v) + suffix, (v, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=9)
+    handles = [Patch(color=colours[g], label=wrap(g or "?")) for g in groups] if group else []
+    if reference is not None:
+        handles.append(ax.axvline(reference, color=REF, linewidth=2,
+                                  label=wrap(f"{reference_label} ({fmt(reference, tick=True)}{suffix})", 40)))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    ax.set_xlabel(_scale_label(xlabel or value, log))
+    ax.set_title(wrap(title, TITLE_WIDTH, 2), loc="left")
+    return fig
 
 
 def bar_chart(rows: list[dict], path: str, title: str, value: str = "ratio", label: str = "representation",
               group: str | None = None, reference: float | None = 1.0,
-              reference_label: str = "conventional pipeline", suffix: str = "x") -> None:
-    """Horizontal bars of ``row[value]`` labelled ``row[label]``, coloured by ``row[group]``, written to ``path``."""
-    rows = [r for r in rows if r.get(value) is not None]
-    if not rows:
-        raise ValueError(f"no rows with a {value!r} value")
-    f, fb = font(15), font(20)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    groups = list(dict.fromkeys(str(r.get(group, "")) for r in rows)) if group else [""]
-    colours = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
-    left = 20 + max(text_width(probe, str(r[label]), f) for r in rows) + 12
-    plot_w, bar_h, top = 640, 26, 80
-    width, height = left + plot_w + 90, top + len(rows) * (bar_h + 8) + 80 + (30 if group else 0)
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    values = [float(r[value]) for r in rows]
-    axis = Axis.fit(values, left, left + plot_w, include=reference)
-    bottom = top + len(rows) * (bar_h + 8)
-    draw.text((20, 20), title, fill=INK, font=fb)
-    for t in axis.ticks():
-        x = axis(t)
-        draw.line([x, top - 6, x, bottom], fill=GRID)
-        draw.text((x, bottom + 6), fmt(t, tick=True) + suffix, fill=INK, font=f, anchor="ma")
-    for i, (r, v) in enumerate(zip(rows, values)):
-        y = top + i * (bar_h + 8)
-        draw.text((left - 12, y + bar_h // 2), str(r[label]), fill=INK, font=f, anchor="rm")
-        x1 = max(axis(v), axis.p0 + 1)
-        draw.rectangle([axis.p0, y, x1, y + bar_h], fill=colours[str(r.get(group, "")) if group else ""])
-        draw.text((x1 + 6, y + bar_h // 2), fmt(v) + suffix, fill=INK, font=f, anchor="lm")
-    draw.line([axis.p0, top - 6, axis.p0, bottom], fill=INK)
-    if reference is not None:
-        x = axis(reference)
-        draw.line([x, top - 10, x, bottom], fill=REF, width=2)
-        draw.text((x + 4, top - 12), reference_label, fill=REF, font=f, anchor="lb")
-    caption = f"{value}{' (log scale)' if axis.log else ''}"
-    draw.text((axis.p0 + plot_w // 2, bottom + 30), caption, fill=INK, font=f, anchor="ma")
-    if group:
-        legend(draw, [(g or "?", colours[g]) for g in groups], left, bottom + 56, f)
-    img.save(path)
+              reference_label: str = "conventional pipeline", suffix: str = "x", *, xlabel: str | None = None) -> None:
+    """Horizontal bars of ``row[value]`` labelled ``row[label]``, coloured by ``row[group]``, written to ``path``;
+    ``xlabel``: the value axis' label with its unit (default: ``value``)."""
+    save(bar_figure(rows, title, value, label, group, reference, reference_label, suffix, xlabel=xlabel), path)
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], path: str, title: str, xlabel: str, ylabel: str,
-               logx: bool = False, bands: dict[str, list[tuple[float, float, float]]] | None = None,
-               ylinear: bool = False) -> None:
-    """Each series as markers joined by lines, with a legend (wrapped into rows), to ``path``. ``bands``: per
-    series name, ``(x, low, high)`` points shaded in its colour behind the line; ``ylinear``: a linear y axis
-    from 0 (for values >= 0) even when they span more than ``LOG_SPAN``."""
+def line_figure(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str, *,
+                logx: bool = False, logy: bool = False, yzero: bool = False, percent: bool = False,
+                epochs: bool = False, bands: dict[str, list[tuple[float, float, float]]] | None = None,
+                band_label: str = "band: min to max over seeds", dashed: Iterable[str] = (),
+                dashed_label: str = "dashed: an ablation") -> Figure:
+    """The figure :func:`line_chart` writes."""
     pts = [p for s in series.values() for p in s]
     if not pts:
         raise ValueError("no points to draw")
-    bands = bands or {}
-    f, fb = font(15), font(20)
-    colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(series)}
-    left, plot_w, plot_h = 90, 640, 360
-    keys = legend_rows(ImageDraw.Draw(Image.new("RGB", (1, 1))), list(colours.items()), plot_w, f)
-    top = 66 + 24 * len(keys)
-    img = Image.new("RGB", (left + plot_w + 40, top + plot_h + 70), "white")
-    draw = ImageDraw.Draw(img)
-    xs = [p[0] for p in pts]
-    xaxis = Axis.fit(xs, left, left + plot_w, zero=False) if logx else Axis.fit(xs, left, left + plot_w)
-    if logx and not xaxis.log and min(xs) > 0:
-        xaxis = Axis(min(xs) / 1.2, max(xs) * 1.2, left, left + plot_w, log=True)
-    ys = [p[1] for p in pts] + [v for b in bands.values() for _, lo, hi in b for v in (lo, hi)]
-    yaxis = Axis.fit(ys, top + plot_h, top, include=0.0 if ylinear and min(ys) >= 0 else None)
-    draw.text((20, 20), title, fill=INK, font=fb)
-    for i, row in enumerate(keys):
-        legend(draw, row, left, 54 + 24 * i, f)
-    for t in yaxis.ticks():
-        draw.line([left, yaxis(t), left + plot_w, yaxis(t)], fill=GRID)
-        draw.text((left - 8, yaxis(t)), fmt(t, tick=True), fill=INK, font=f, anchor="rm")
-    data = sorted(set(xs))
-    spaced = all(b / a >= 1.5 for a, b in zip(data, data[1:]))
-    xt = data if xaxis.log and spaced and len(data) <= 8 else xaxis.ticks()  # the measured sizes, when legible
-    for t in xt:
-        draw.text((xaxis(t), top + plot_h + 6), fmt(t, tick=xt is not data), fill=INK, font=f, anchor="ma")
-    for name, band in bands.items():
-        band = sorted(band)
-        upper = [(xaxis(x), yaxis(hi)) for x, _, hi in band]
-        img = shade(img, upper + [(xaxis(x), yaxis(lo)) for x, lo, _ in reversed(band)], colours.get(name, INK))
-    draw = ImageDraw.Draw(img)
-    draw.line([left, top, left, top + plot_h, left + plot_w, top + plot_h], fill=INK)
-    for name, s in series.items():
-        c, xy = colours[name], [(xaxis(x), yaxis(y)) for x, y in sorted(s)]
-        if len(xy) > 1:
-            draw.line(xy, fill=c, width=3, joint="curve")
-        for x, y in xy:
-            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=c)
-    draw.text((left + plot_w // 2, top + plot_h + 32), xlabel, fill=INK, font=f, anchor="ma")
-    draw_vertical(img, ylabel, (22, top + plot_h // 2), f)
-    img.save(path)
+    require("matplotlib", "lab")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import offset_copy
+
+    bands, dashed = bands or {}, set(dashed)
+    fig, ax = _figure(LINE_SIZE)
+    xs = [x for x, _ in pts]
+    ys = [y for _, y in pts] + [v for b in bands.values() for _, lo, hi in b for v in (lo, hi)]
+    shifts = dodge([s[0][0] if len(s) == 1 else None for s in series.values()])
+    for i, (name, s) in enumerate(series.items()):
+        colour, s = PALETTE[i % len(PALETTE)], sorted(s)
+        point = len(s) == 1  # hollow, so that points at the same place all show
+        at = offset_copy(ax.transData, fig=fig, x=shifts[i], y=0.0, units="points")
+        ax.plot([x for x, _ in s], [y for _, y in s], color=colour, marker=MARKERS[i % len(MARKERS)],
+                markersize=10 if point else 6, markerfacecolor="none" if point else colour,
+                markeredgewidth=2 if point else 1, linewidth=2,
+                linestyle="none" if point else "--" if name in dashed else "-",
+                label=wrap(name), clip_on=False, zorder=3, transform=at)
+        band = sorted(bands.get(name) or [])
+        if len(band) > 1:
+            ax.fill_between([x for x, _, _ in band], [lo for _, lo, _ in band], [hi for _, _, hi in band],
+                            color=colour, alpha=BAND_ALPHA, linewidth=0, zorder=2)
+        elif band:
+            (x, lo, hi), = band
+            ax.errorbar([x], [(lo + hi) / 2], yerr=[[(hi - lo) / 2], [(hi - lo) / 2]], color=colour, capsize=5,
+                        linewidth=1.5, fmt="none", zorder=2, clip_on=False, transform=at)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlim(*(epoch_limits(xs) if epochs else fitted_limits(xs, log=logx)))
+    ax.set_ylim(*(percent_limits(ys) if percent else
+                  fitted_limits(ys + ([0.0] if yzero else []), log=logy, floor=0.0 if yzero else None)))
+    if epochs:
+        ax.set_xticks(epoch_ticks(*ax.get_xlim()))
+    else:
+        _ticks(ax, "x", logx)
+    _ticks(ax, "y", logy)
+    ax.grid(color="#E4E4E4")
+    handles, _ = ax.get_legend_handles_labels()
+    if any(len(b) > 1 for b in bands.values()):
+        handles.append(Patch(color="#777777", alpha=0.35, label=wrap(band_label)))
+    elif bands:
+        handles.append(Line2D([], [], color="#777777", marker="|", markersize=12, markeredgewidth=1.5,
+                              linestyle="none", label=wrap(band_label)))  # stands for the error bars
+    if dashed & set(series):
+        handles.append(Line2D([], [], color="#777777", linestyle="--", linewidth=2, label=wrap(dashed_label)))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    ax.set_xlabel(_scale_label(xlabel, logx))
+    ax.set_ylabel(_scale_label(ylabel, logy))
+    ax.set_title(wrap(title, TITLE_WIDTH, 2), loc="left")
+    return fig
 
 
-def draw_vertical(img: Image.Image, text: str, centre: tuple[int, int], f: Font) -> None:
-    """Paste ``text`` rotated 90 degrees counter-clockwise, centred on ``centre``."""
-    w = text_width(ImageDraw.Draw(img), text, f) + 4
-    label = Image.new("RGB", (w, 22), "white")
-    ImageDraw.Draw(label).text((2, 2), text, fill=INK, font=f)
-    label = label.rotate(90, expand=True)
-    img.paste(label, (centre[0] - label.width // 2, max(0, centre[1] - label.height // 2)))
+def line_chart(series: dict[str, list[tuple[float, float]]], path: str, title: str, xlabel: str, ylabel: str, *,
+               logx: bool = False, logy: bool = False, yzero: bool = False, percent: bool = False,
+               epochs: bool = False, bands: dict[str, list[tuple[float, float, float]]] | None = None,
+               band_label: str = "band: min to max over seeds", dashed: Iterable[str] = (),
+               dashed_label: str = "dashed: an ablation") -> None:
+    """Each series as markers joined by lines, with a legend beside the plot, written to ``path``.
+
+    ``bands``: per series name, ``(x, low, high)`` points: a band shaded in its colour behind the line, or an
+    error bar at a single point; ``band_label`` says what the band spans, in the legend. ``percent``: the y
+    values are percentages, fitted with :func:`percent_limits`; ``epochs``: the x values are epochs, the axis
+    :func:`epoch_limits` with whole-number ticks; ``yzero``: the y axis reaches down to 0; ``logx``/``logy``: log
+    axes; ``dashed``: series drawn dashed, which ``dashed_label`` explains in the legend."""
+    save(line_figure(series, title, xlabel, ylabel, logx=logx, logy=logy, yzero=yzero, percent=percent,
+                     epochs=epochs, bands=bands, band_label=band_label, dashed=dashed, dashed_label=dashed_label),
+         path)

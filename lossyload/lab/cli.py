@@ -9,7 +9,7 @@ import shlex
 import sys
 import time
 
-from ..errors import LossyloadError
+from ..errors import LossyloadError, require
 from . import report
 from .presets import PRESETS
 from .rows import EXPERIMENTS, NAMES
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
     try:
         if args.docs:
             report.docs_folder(args.docs)  # a bad page path fails before training, not after
+        require("matplotlib", "lab")  # the plots' library: missing, it fails before training, not after
         if not args.report_only:
             import torch
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from ..errors import LossyloadError
-from .chart import bar_chart, line_chart
+from .chart import bar_chart, line_chart, use_log
 from .machine import format_machine
 from .targets import MIB, accuracy, evaluate, gap, seeds, vae_of, vae_text
 
@@ -158,20 +158,32 @@ def chart_files(experiment: str, rows: list[dict]) -> list[tuple[str, str]]:
     return [(f"{experiment}-{kind}.png", caption) for kind, caption in CHARTS.items() if have[kind]]
 
 
+def seed_range(row: dict) -> tuple[float, float] | None:
+    """The lowest and highest final test accuracy over a row's seeds, in %; None with fewer than two seeds."""
+    accs = [100 * run["test_accuracy"] for run in row.get("runs") or [] if run.get("test_accuracy") is not None]
+    return (min(accs), max(accs)) if len(accs) > 1 else None
+
+
 def draw(kind: str, title: str, rows: list[dict], path: str) -> None:
     """One plot of :data:`CHARTS` for one experiment's rows."""
+    ablations = {r["name"] for r in rows if r.get("ablation_of")}
     if kind == "samples-per-s":
         bar_chart([{"representation": r["name"], "rate": r["loader_samples_per_s"]} for r in rows], path, title,
-                  value="rate", reference=None, suffix="")
+                  value="rate", reference=None, suffix="", xlabel="loader samples/s")
     elif kind == "curves":
         series, bands = curves(rows)
-        line_chart(series, path, title, "epoch", "test accuracy (%)", bands=bands, ylinear=True)
+        line_chart(series, path, title, "epoch", "test accuracy (%)", bands=bands, percent=True, epochs=True,
+                   band_label="band: min to max over seeds", dashed=ablations)
     else:
         key, xlabel, scale = {"accuracy-vs-stored": ("stored_bytes_per_sample", "stored bytes per sample", 1),
                               "accuracy-vs-feature": ("feature_bytes_per_batch", "feature memory per batch (MiB)",
                                                       MIB)}[kind]
-        line_chart({r["name"]: [(r[key] / scale, 100 * r["test_accuracy"])] for r in rows
-                    if r["test_accuracy"] is not None}, path, title, xlabel, "test accuracy (%)", logx=True)
+        trained = [r for r in rows if r["test_accuracy"] is not None]
+        xs = {r["name"]: r[key] / scale for r in trained}
+        bars = {r["name"]: [(xs[r["name"]], *span)] for r in trained if (span := seed_range(r))}
+        line_chart({r["name"]: [(xs[r["name"]], 100 * r["test_accuracy"])] for r in trained}, path, title, xlabel,
+                   "test accuracy (%), mean over seeds", logx=use_log(xs.values()), percent=True, bands=bars,
+                   band_label="bar: min to max over seeds")
 
 
 def duration(seconds: float) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,12 @@ def test_plots_are_pngs_per_experiment_linked_from_the_page(tmp_path: Path) -> N
     assert report.curves(speech_rows())[1]["mel"][-1] == pytest.approx((3, 82.0, 86.0))  # min, max over seeds
 
 
+def test_seed_range_is_the_spread_of_the_final_accuracies_plotted_as_bars() -> None:
+    rows = {r["name"]: r for r in speech_rows()}
+    assert report.seed_range(rows["mel"]) == pytest.approx((82.0, 86.0))  # min, max over its 3 seeds, in %
+    assert report.seed_range(rows["vq-bits-cnn"]) is None and report.seed_range(rows["vq-codes"]) is None
+
+
 def test_loader_only_experiment_gets_only_the_rate_plot(tmp_path: Path) -> None:
     content = results(speech=[row("speech", "vq-codes", None)], images=[])
     report.write(str(write(tmp_path, content)))
@@ -262,6 +270,17 @@ def test_docs_writes_the_page_with_its_images_beside_it(tmp_path: Path) -> None:
     assert all((page.parent / link).is_file() for link in links)
     assert sorted(p.name for p in (page.parent / "results").iterdir()) == sorted(p.name for p in out.glob("*.png"))
     assert text.replace("](results/", "](") == (out / report.REPORT).read_text()
+
+
+def test_without_matplotlib_the_cli_stops_before_training_naming_the_extra(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from lossyload.lab.cli import main\n"
+            f"sys.exit(main(['--rows', 'mel', '--out', {str(tmp_path)!r}, '--work', {str(tmp_path / 'w')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2
+    assert "'matplotlib' is not installed: pip install 'lossyload[lab]'" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made: no data, no shards, no results
 
 
 def test_docs_needs_a_markdown_path(tmp_path: Path, capsys) -> None:

@@ -1,8 +1,8 @@
 """Offline ``photos`` dataset: a small, honest "photo-of-origin" image-classification task.
 
 Each class is one photograph bundled with scikit-image or scikit-learn; a sample is a random crop of it and
-its label names the photo. Each photo is cut into tiles and some tiles per photo are test-only, so test crops
-come from regions never trained on. The full description is ``TASK`` (also written to README.txt).
+its label names the photo. Each photo is cut into tiles and some tiles per photo are test-only (and others
+validation-only), so test and validation crops come from regions never trained on. The full description is ``TASK`` (also written to README.txt).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from lossyload.errors import MissingDependencyError, require
 TASK = """\
 Task "photo-of-origin": each class is ONE photograph shipped inside scikit-image or scikit-learn; a sample
 is a random crop of it and its label names the photograph. Each photo is cut into a grid x grid tile grid
-and test_tiles seed-chosen tiles per photo are test-only: every crop lies inside a single tile of its own
-split, so a model is scored on regions of each photo it never saw (colour and texture statistics, not
+and test_tiles seed-chosen tiles per photo are test-only, val_tiles others validation-only: every crop lies
+inside a single tile of its own split, so a model is scored on regions of each photo it never saw (colour and texture statistics, not
 memorised pixels). Crop: square-ish box (60-100% of the tile's short side, aspect 3:4..4:3), bicubic resize
 to a random short side in short_side, random horizontal flip, brightness and contrast jitter of +-10%.
 Caveats: the photos differ in resolution and some were JPEGs already, so sharpness and compression traces
@@ -40,8 +40,10 @@ Every random choice comes from a numpy Generator seeded by (seed, split, class i
 the same config gives byte-identical files (given the same Pillow, libjpeg and zlib builds).
 """
 FORMAT_VERSION = 1
-SPLITS = ("train", "test")
-_TILE_STREAM = 2  # seed-stream tag of the test-tile choice; sample streams use the split index 0/1
+SPLITS = ("train", "validation", "test")
+_STREAMS = {"train": 0, "test": 1, "validation": 3}  # seed-stream tag of each split's samples
+_TILE_STREAM = 2  # seed-stream tag of the test-tile choice
+_VAL_TILE_STREAM = 4  # seed-stream tag of the validation-tile choice (among the tiles left for training)
 STORAGE_MIX: tuple[tuple[str, float], ...] = (
     ("jpeg-420", 0.85),  # baseline JPEG, 4:2:0
     ("jpeg-progressive", 0.05),  # progressive JPEG, 4:2:0
@@ -90,20 +92,25 @@ class PhotosConfig:
 
     train_per_class: int = 200
     test_per_class: int = 50
+    val_per_class: int = 0  # validation samples (early stopping), from val_tiles tiles apart from test's
     seed: int = 0
     short_side: tuple[int, int] = (128, 192)
     grid: int = 4
     test_tiles: int = 4
+    val_tiles: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "short_side", tuple(self.short_side))
         lo, hi = self.short_side
-        if min(self.train_per_class, self.test_per_class, self.seed) < 0:
+        if min(self.train_per_class, self.test_per_class, self.val_per_class, self.seed) < 0:
             raise ValueError("PhotosConfig: counts and seed must be >= 0")
         if not 8 <= lo <= hi:
             raise ValueError(f"PhotosConfig: short_side must satisfy 8 <= min <= max, got {self.short_side}")
         if self.grid < 2 or not 1 <= self.test_tiles < self.grid * self.grid:
             raise ValueError(f"PhotosConfig: need grid >= 2 and 1 <= test_tiles < grid**2, got {self}")
+        if not 0 <= self.val_tiles < self.grid * self.grid - self.test_tiles or (self.val_per_class and not self.val_tiles):
+            raise ValueError(f"PhotosConfig: need 0 <= val_tiles < grid**2 - test_tiles, and val_tiles >= 1 for "
+                             f"validation samples, got {self}")
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "short_side": list(self.short_side)}
@@ -147,6 +154,25 @@ def held_out_tiles(config: PhotosConfig, class_index: int) -> tuple[int, ...]:
     return tuple(sorted(int(t) for t in chosen))
 
 
+@functools.lru_cache(maxsize=256)
+def validation_tiles(config: PhotosConfig, class_index: int) -> tuple[int, ...]:
+    """The sorted tile indices of class ``class_index`` reserved for the validation split (none of the test's)."""
+    test = held_out_tiles(config, class_index)
+    rest = [t for t in range(config.grid * config.grid) if t not in test]
+    rng = np.random.default_rng([config.seed, _VAL_TILE_STREAM, class_index])
+    return tuple(sorted(int(t) for t in rng.choice(rest, size=config.val_tiles, replace=False)))
+
+
+def split_tiles(config: PhotosConfig, split: str, class_index: int) -> tuple[int, ...]:
+    """The tiles of class ``class_index`` whose crops make ``split``."""
+    test, val = held_out_tiles(config, class_index), validation_tiles(config, class_index)
+    if split == "test":
+        return test
+    if split == "validation":
+        return val
+    return tuple(t for t in range(config.grid**2) if t not in test and t not in val)
+
+
 def _crop_box(rng: np.random.Generator, tile: Box) -> Box:
     left, top, right, bottom = tile
     tw, th = right - left, bottom - top
@@ -167,9 +193,8 @@ def _out_size(rng: np.random.Generator, box: Box, short_side: tuple[int, int]) -
 
 def plan_sample(config: PhotosConfig, split: str, class_index: int, index: int) -> SamplePlan:
     """Draw sample ``index`` of class ``class_index`` in ``split``; pure and deterministic."""
-    rng = np.random.default_rng([config.seed, SPLITS.index(split), class_index, index])
-    source, held_out = SOURCES[class_index], held_out_tiles(config, class_index)
-    tiles = held_out if split == "test" else [t for t in range(config.grid**2) if t not in held_out]
+    rng = np.random.default_rng([config.seed, _STREAMS[split], class_index, index])
+    source, tiles = SOURCES[class_index], split_tiles(config, split, class_index)
     tile = tiles[int(rng.integers(len(tiles)))]
     box = _crop_box(rng, tile_boxes(source.size, config.grid)[tile])
     return SamplePlan(
@@ -182,10 +207,10 @@ def plan_sample(config: PhotosConfig, split: str, class_index: int, index: int) 
 
 
 def plan_samples(config: PhotosConfig, split: str) -> list[SamplePlan]:
-    """All samples of ``split`` ("train" or "test"), class by class."""
+    """All samples of ``split`` ("train", "validation" or "test"), class by class."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    count = config.train_per_class if split == "train" else config.test_per_class
+    count = {"train": config.train_per_class, "validation": config.val_per_class, "test": config.test_per_class}[split]
     return [plan_sample(config, split, c, i) for c in range(len(SOURCES)) for i in range(count)]
 
 
@@ -236,9 +261,11 @@ def _summary(config: PhotosConfig, plans: dict[str, list[SamplePlan]], nbytes: i
         "task": "photo-of-origin",
         "classes": list(CLASSES),
         "counts": {split: len(p) for split, p in plans.items()},
-        "per_class": {"train": config.train_per_class, "test": config.test_per_class},
+        "per_class": {"train": config.train_per_class, "validation": config.val_per_class,
+                      "test": config.test_per_class},
         "storage": {split: dict(sorted(Counter(s.storage for s in p).items())) for split, p in plans.items()},
         "test_tiles": {name: list(held_out_tiles(config, c)) for c, name in enumerate(CLASSES)},
+        "validation_tiles": {name: list(validation_tiles(config, c)) for c, name in enumerate(CLASSES)},
         "bytes": nbytes,
     }
 
@@ -255,10 +282,12 @@ def _readme(config: PhotosConfig, summary: dict[str, Any]) -> str:
         f"storage mix drawn per sample: {json.dumps(dict(STORAGE_MIX))}, JPEG quality {list(JPEG_QUALITY)}",
         f"storage counts: {json.dumps(summary['storage'])}",
         "",
-        "classes: source, origin and licence as stated by scikit-image / scikit-learn, test tiles (T):",
+        "classes: source, origin and licence as stated by scikit-image / scikit-learn, test tiles (T), "
+        "validation tiles (V):",
     ]
     for c, s in enumerate(SOURCES):
-        cells = "".join("T" if t in held_out_tiles(config, c) else "." for t in range(g * g))
+        cells = "".join("T" if t in held_out_tiles(config, c) else "V" if t in validation_tiles(config, c) else "."
+                        for t in range(g * g))
         rows = " / ".join(cells[r * g:(r + 1) * g] for r in range(g))
         lines.append(f"  {s.name}: {s.loader} {s.size[0]}x{s.size[1]}; {s.origin}; tiles {rows}")
     return "\n".join(lines) + "\n"
@@ -272,6 +301,7 @@ def _cached_summary(dest: Path, config: PhotosConfig) -> dict[str, Any] | None:
     if record.get("version") != FORMAT_VERSION or record.get("config") != config.to_json():
         return None
     found = {split: sum(1 for p in (dest / split).glob("*/*") if p.is_file()) for split in SPLITS}
+    found = {split: n for split, n in found.items() if split in record["summary"]["counts"]}
     return record["summary"] if found == record["summary"]["counts"] else None
 
 
@@ -304,7 +334,8 @@ def _write_all(dest: Path, plans: list[SamplePlan], progress: bool) -> int:
 
 def build_photos(dest: str | os.PathLike[str], config: PhotosConfig = PhotosConfig(), *,
                  progress: bool = True) -> dict[str, Any]:
-    """Write the ImageFolder tree ``dest/{train,test}/<class>/`` plus README.txt; return the summary.
+    """Write the ImageFolder tree ``dest/{train,validation,test}/<class>/`` plus README.txt; return the summary
+    (no ``validation/`` when ``val_per_class`` is 0).
 
     A complete build of the same config (``dest/photos.json``, written last) is reused as is.
     """
@@ -313,8 +344,8 @@ def build_photos(dest: str | os.PathLike[str], config: PhotosConfig = PhotosConf
     if cached is not None:
         return cached
     _prepare(dest)
-    plans = {split: plan_samples(config, split) for split in SPLITS}
-    nbytes = _write_all(dest, [p for split in SPLITS for p in plans[split]], progress)
+    plans = {split: plan_samples(config, split) for split in SPLITS if split != "validation" or config.val_per_class}
+    nbytes = _write_all(dest, [p for split in plans for p in plans[split]], progress)
     summary = _summary(config, plans, nbytes)
     (dest / "README.txt").write_text(_readme(config, summary))
     record = {"version": FORMAT_VERSION, "config": config.to_json(), "summary": summary}
@@ -326,8 +357,9 @@ def build_photos(dest: str | os.PathLike[str], config: PhotosConfig = PhotosConf
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``lossyload make-photos DEST``."""
     defaults = PhotosConfig()
-    parser.add_argument("dest", help="output folder (ImageFolder layout: DEST/train, DEST/test)")
+    parser.add_argument("dest", help="output folder (ImageFolder layout: DEST/train, DEST/validation, DEST/test)")
     parser.add_argument("--train-per-class", type=int, default=defaults.train_per_class)
+    parser.add_argument("--val-per-class", type=int, default=defaults.val_per_class)
     parser.add_argument("--test-per-class", type=int, default=defaults.test_per_class)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -337,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the set described by ``args`` (see :func:`add_arguments`); print a one-line summary."""
     try:
         config = PhotosConfig(train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-                              seed=args.seed)
+                              val_per_class=args.val_per_class, seed=args.seed)
         summary = build_photos(args.dest, config, progress=not args.quiet)
     except (FileExistsError, ValueError) as exc:
         print(f"make-photos: {exc}", file=sys.stderr)

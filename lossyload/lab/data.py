@@ -75,31 +75,40 @@ def vae_model(choice: str, train_dir: str, work: str, fit, *, progress: bool) ->
     return {"model": os.path.abspath(out), "source": "fitted", "psnr_db": summary["psnr_db"], "fit": summary}
 
 
-def image_dirs(data: str | None, work: str, photos, *, progress: bool) -> tuple[str, str]:
-    """(train, test) folders of ImageFolder root ``data``; ``None``: the bundled photo set built with
-    ``photos`` (a :class:`~lossyload.datasets.photos.PhotosConfig`) under ``work``."""
+def _splits(data: str, tests: tuple[str, ...], what: str) -> dict[str, str]:
+    """``{"train", "val" (when there is one), "test"}`` folders of ``data``: test is the first of ``tests`` that
+    exists; validation is ``validation/``, else ``val/`` when it is not the test split."""
+    test = next((d for d in tests if os.path.isdir(os.path.join(data, d))), None)
+    if not os.path.isdir(os.path.join(data, "train")) or test is None:
+        raise LossyloadError(f"{data}: expected {what}")
+    val = next((d for d in ("validation", "val") if d != test and os.path.isdir(os.path.join(data, d))), None)
+    dirs = {"train": "train", **({"val": val} if val else {}), "test": test}
+    return {split: os.path.join(data, d) for split, d in dirs.items()}
+
+
+def image_dirs(data: str | None, work: str, photos, *, progress: bool) -> dict[str, str]:
+    """``{"train", "val", "test"}`` folders of ImageFolder root ``data`` (train/, test/ or val/, and validation/
+    or val/ for early stopping where there is one); ``None``: the bundled photo set built with ``photos`` (a
+    :class:`~lossyload.datasets.photos.PhotosConfig`) under ``work``."""
     if data is None:
         from ..datasets.photos import build_photos
 
         data = os.path.join(work, f"photos-{key(photos.to_json())}")
         build_photos(data, photos, progress=progress)
-    test = next((os.path.join(data, d) for d in ("val", "test") if os.path.isdir(os.path.join(data, d))), None)
-    if not os.path.isdir(os.path.join(data, "train")) or test is None:
-        raise LossyloadError(f"{data}: expected ImageFolder subfolders train/ and val/ (or test/)")
-    return os.path.join(data, "train"), test
+    return _splits(data, ("test", "val"), "ImageFolder subfolders train/ and test/ (or val/), and validation/ "
+                   "(or val/ beside test/) for early stopping")
 
 
-def speech_dirs(data: str | None, work: str, keywords, *, workers: int, progress: bool) -> tuple[str, str]:
-    """(train, test) class folders of ``data``; ``None``: the bundled keyword set built with ``keywords`` (a
-    :class:`~lossyload.datasets.keywords.KeywordsConfig`) under ``work``."""
+def speech_dirs(data: str | None, work: str, keywords, *, workers: int, progress: bool) -> dict[str, str]:
+    """``{"train", "val", "test"}`` class folders of ``data`` (validation/ where there is one); ``None``: the
+    bundled keyword set built with ``keywords`` (a :class:`~lossyload.datasets.keywords.KeywordsConfig`) under
+    ``work``."""
     if data is None:
         from ..datasets.keywords import build_keywords
 
         data = os.path.join(work, f"keywords-{key(keywords.to_json())}")
         build_keywords(data, keywords, workers=workers, progress=progress)
-    if not all(os.path.isdir(os.path.join(data, s)) for s in ("train", "test")):
-        raise LossyloadError(f"{data}: expected class-folder subfolders train/ and test/")
-    return os.path.join(data, "train"), os.path.join(data, "test")
+    return _splits(data, ("test",), "class-folder subfolders train/ and test/ (and validation/ for early stopping)")
 
 
 def shard_spec(name: str, *, sizes, vae: str, encodec: str) -> tuple[str, dict[str, Any]]:
@@ -119,17 +128,17 @@ def shard_spec(name: str, *, sizes, vae: str, encodec: str) -> tuple[str, dict[s
     return specs[name]
 
 
-def shard_sets(names: list[str], dirs: tuple[str, str], work: str, *, sizes, vae: str, encodec: str,
+def shard_sets(names: list[str], dirs: dict[str, str], work: str, *, sizes, vae: str, encodec: str,
                workers: int, progress: bool) -> dict[str, str]:
-    """``{"train-<set>": url, "test-<set>": url}`` for each shard set in ``names``, made from the (train, test)
-    folders ``dirs`` (or reused when complete)."""
+    """``{"<split>-<set>": url}`` for each shard set in ``names`` and each split of ``dirs`` (``{"train", "val",
+    "test"}`` folders, train first), made from those folders (or reused when complete)."""
     urls: dict[str, str] = {}
     for name in dict.fromkeys(names):
         codec, config = shard_spec(name, sizes=sizes, vae=vae, encodec=encodec)
-        folder = os.path.join(work, "shards", f"{name}-{key(codec, config, os.path.abspath(dirs[0]))}")
-        for split, src in zip(("train", "test"), dirs):
+        folder = os.path.join(work, "shards", f"{name}-{key(codec, config, os.path.abspath(dirs['train']))}")
+        for split, src in dirs.items():
             dest = urls[f"{split}-{name}"] = os.path.join(folder, split)
-            if split == "test" and codec_class(codec).fit_fields:  # the training split's fitted config
+            if split != "train" and codec_class(codec).fit_fields:  # the training split's fitted config
                 config = config_from_dataset(urls[f"train-{name}"], codec)
             summary = run_job(ShardJob(src=src, dest=dest, codec=codec, config=config, maxcount=1000,
                                        workers=workers, progress=progress, shuffle=True))

@@ -57,6 +57,23 @@ def _ratio(v: float | None, base: float | None, fmt: str) -> str:
     return "—" if not v or not base else fmt.format(v / base)
 
 
+def _span(values: list[int]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def epochs_cell(r: dict) -> str:
+    """Epochs a row trained, over its seeds: ``ran (best validation epoch) / cap, why it stopped``, e.g.
+    ``17-19 (best 14-16) / 40, plateau``; the bare count for results without that record."""
+    runs = [run for run in r.get("runs") or [] if "best_epoch" in run]
+    if not runs:
+        return _num(r.get("epochs"), "d") if isinstance(r.get("epochs"), int) or r.get("epochs") is None else (
+            f"{r['epochs']:.0f}")
+    stops = ", ".join(sorted({run["stopped"] for run in runs}))
+    return (f"{_span([run['epochs'] for run in runs])} (best {_span([run['best_epoch'] for run in runs])}) / "
+            f"{r.get('epochs_cap') or '?'}, {stops}")
+
+
 def caveats(results: dict[str, Any]) -> dict[str, str]:
     """Row name -> what its label must say about the weights it ran with (a random VAE or EnCodec)."""
     vae, weights = vae_of(results).get("source"), encodec_of(results)
@@ -75,7 +92,7 @@ def table(rows: list[dict], caveat: dict[str, str] | None = None) -> str:
     model (loader figures only) or the figure does not apply. Accuracy is the mean ± std over seeds."""
     base, caveat = baseline_of(rows) or {}, caveat or {}
     speech = any(r.get("pcm16_bytes_per_sample") for r in rows)
-    head = ("| row | representation (model) | epochs | test accuracy (mean ± std) | vs baseline | parameters "
+    head = ("| row | representation (model) | epochs run (best) / cap | test accuracy (mean ± std) | vs baseline | parameters "
             f"| MFLOPs/sample | feature memory MiB/batch ({rows[0]['batch_size']}) | vs baseline | input bytes/batch "
             "| stored bytes/sample | payload bytes/sample" + (" | payload vs 16-bit PCM" if speech else "")
             + " | loader samples/s | vs baseline | train step ms | epoch s | peak RSS MB | published |")
@@ -85,7 +102,7 @@ def table(rows: list[dict], caveat: dict[str, str] | None = None) -> str:
         acc, feat = r["test_accuracy"], r["feature_bytes_per_batch"]
         label = r["representation"] + (f" ({r['model']})" if r.get("model") else "") + (
             f" **{caveat[r['name']]}**" if r["name"] in caveat else "")
-        cells = [r["name"], label, _num(r["epochs"], "d"), accuracy(r),
+        cells = [r["name"], label, epochs_cell(r), accuracy(r),
                  _ratio(acc, base.get("test_accuracy"), "{:.0%}") if other else "—",
                  _num(r["params"], ","), _num(r["flops_per_sample"], ",.1f", 1e6), _num(feat, ",.2f", MIB),
                  _ratio(base.get("feature_bytes_per_batch"), feat, "{:.1f}x less") if other else "—",
@@ -253,7 +270,10 @@ def notes(results: dict[str, Any]) -> list[str]:
             is not None else "- Run time: not recorded.",
             f"- Command: `{results['command']}`." if results.get("command") else "- Command: not recorded.",
             f"- Machine: {machine_text(results.get('machine') or {})}; device {', '.join(devices) or '?'}.",
-            f"- Epochs per trained row: {per_row(results, lambda r: r.get('epochs'))}.",
+            "- Epochs: every trained row runs until its validation accuracy plateaus (patience "
+            f"{cfg.get('patience') or results.get('patience', '?')} epochs, then a learning-rate drop from the best "
+            "weights, at most twice; then stop) or its cap; its test accuracy is that of its best validation epoch. "
+            f"Epochs run (best) / cap per trained row: {per_row(results, epochs_cell)}.",
             f"- Seeds per trained row (seed {cfg.get('seed', 0)} upward): {per_row(results, seeds)}.",
             vae_line(results), encodec_line(results), baselines_line(results)]
 

@@ -56,7 +56,7 @@ class Row:
     model_args: dict = field(default_factory=dict)
     baseline: bool = False  # the conventional decode-to-float row its experiment compares against
     published: str = ""  # the seed deck's figure for this row, quoted in the report
-    epochs_factor: int = 1  # this row trains factor x the experiment's epochs (BNNs converge slowly)
+    epochs_factor: int = 1  # this row's epoch cap is factor x the experiment's (split among its stages)
     optim: dict = field(default_factory=dict)  # AdamW overrides: lr, weight_decay
     stages: int = 1  # 2: binary activations with real weights first, then binary weights (BNN rows)
     teacher: str | None = None  # distil from this row's trained model (same input, same seed)
@@ -76,7 +76,7 @@ ROWS = (
         codec="vq", options={"output": "bits"}, model="vq-cnn"),
     Row(experiment="speech", name="vq-bnn", label="VQ bit-planes 4x64x64 int8, binarized network", shards="vq",
         codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, published="79% · 3.74 MiB",
-        optim=_BNN_OPTIM, stages=2, teacher="vq-bits-cnn"),
+        optim=_BNN_OPTIM, epochs_factor=2, stages=2, teacher="vq-bits-cnn"),
     Row(experiment="speech", name="vq-cnn", label="VQ codebook vectors 4x64x64 float32", shards="vq", codec="vq",
         options={"output": "vectors"}, model="vq-cnn"),
     Row(experiment="speech", name="encodec-codes", label="EnCodec RVQ codes 8x75 int16", shards="encodec",
@@ -85,13 +85,13 @@ ROWS = (
         codec="encodec", options={"output": "latent"}, model="latent-cnn"),
     # speech ablations: what each step of the BNN recipe is worth
     Row(experiment="speech", name="vq-bnn-no-teacher", label="VQ bit-planes, binarized network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, optim=_BNN_OPTIM,
+        codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, optim=_BNN_OPTIM, epochs_factor=2,
         stages=2, ablation="no distillation", ablation_of="vq-bnn"),
     Row(experiment="speech", name="vq-bnn-one-stage", label="VQ bit-planes, binarized network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, optim=_BNN_OPTIM,
+        codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, optim=_BNN_OPTIM, epochs_factor=2,
         teacher="vq-bits-cnn", ablation="one stage: binary weights from the start", ablation_of="vq-bnn"),
     Row(experiment="speech", name="vq-bnn-no-react", label="VQ bit-planes, binarized network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="bnn", model_args={"width": 16, "rows": 8}, optim=_BNN_OPTIM,
+        codec="vq", options={"output": "bits"}, model="bnn", model_args={"width": 16, "rows": 8}, optim=_BNN_OPTIM, epochs_factor=2,
         stages=2, teacher="vq-bits-cnn", ablation="plain sign at 0 and no activation (no RSign/RPReLU)",
         ablation_of="vq-bnn"),
     Row(experiment="images", name="pixels-pil", label="JPEG -> pixels {full}x{full}x3, PIL/torchvision",

@@ -24,6 +24,7 @@ from . import rows as rw
 from .machine import describe
 from .models import create_model
 from .presets import TARGET_ROWS, Preset, preset
+from .schedule import Plateau, StopRule, warmup_lr
 
 RESULTS = "results.json"
 
@@ -37,11 +38,12 @@ class TrainConfig:
     audio_data: str | None = None  # speech: train/ and test/ class folders of clips; None: the bundled keywords
     out: str = "runs/train"  # results.json, report.md, plots
     work: str | None = None  # bundled data and shard sets (default: ``out``)
-    epochs: int | None = None  # None: the preset's per experiment
+    epochs: int | None = None  # the epoch cap (None: the preset's per experiment); runs stop at their plateau
+    patience: int | None = None  # epochs without a better validation accuracy before a drop/stop (None: preset's)
     batch_size: int | None = None  # None: the preset's per experiment
     lr: float = 3e-3
     width_mult: float | None = None  # MobileNetV2 width (None: the preset's)
-    workers: int = 1  # loader worker processes per loader (data builds and shard jobs use every core)
+    workers: int = 0  # loader worker processes per loader (data builds and shard jobs use every core)
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     vae: str = "auto"  # images: auto (SD's VAE when cached, else fit one), fit, hub id, model folder, random:tiny
     seeds: int | None = None  # runs of each row behind a target (None: the preset's); other rows run once
@@ -76,8 +78,15 @@ class TrainConfig:
         return rw.rows_of(experiment, self.rows or self.spec.rows)
 
     def epochs_for(self, row: rw.Row) -> int:
+        """The row's epoch cap (all stages together)."""
         base = self.epochs or self.spec.epochs[row.experiment]
         return base * (row.epochs_factor if self.spec.epochs_factors else 1)
+
+    def rule_for(self, row: rw.Row) -> StopRule:
+        """When each training stage of ``row`` stops: its share of the cap, the preset's patience."""
+        cap = max(1, self.epochs_for(row) // row.stages)
+        return StopRule(max_epochs=cap, patience=self.patience or self.spec.patience, drops=self.spec.lr_drops,
+                        min_epochs=min(cap, self.spec.min_epochs))
 
     def seeds_for(self, row: rw.Row) -> list[int]:
         """The seeds ``row`` trains with: several for a row behind a target, else one."""
@@ -111,14 +120,18 @@ def to_device(x: measure.Batch, device: torch.device) -> measure.Batch:
     return x.to(device, non_blocking=True)
 
 
-def loaders(row: rw.Row, urls: dict[str, str], cfg: TrainConfig, seed: int) -> tuple[Any, Any]:
+def loaders(row: rw.Row, urls: dict[str, str], cfg: TrainConfig, seed: int) -> tuple[Any, Any | None, Any]:
+    """(train, validation or None, test) loaders of ``row``."""
     sizes, batch = cfg.spec.sizes, cfg.batch_for(row.experiment)
     opts = rw.options(row, sizes)
     train = make_loader(urls[f"train-{row.shards}"], batch_size=batch, codec=row.codec, options=opts, seed=seed,
                         transforms=rw.transforms(row, sizes, True), num_workers=cfg.workers)
-    test = make_loader(urls[f"test-{row.shards}"], batch_size=batch, codec=row.codec, options=opts, train=False,
-                       transforms=rw.transforms(row, sizes, False), drop_last=False)
-    return train, test
+
+    def evaluation(split: str) -> Any:
+        return make_loader(urls[f"{split}-{row.shards}"], batch_size=batch, codec=row.codec, options=opts,
+                           train=False, transforms=rw.transforms(row, sizes, False), drop_last=False)
+
+    return train, evaluation("val") if f"val-{row.shards}" in urls else None, evaluation("test")
 
 
 def build_model(row: rw.Row, name: str, classes: int, cfg: TrainConfig, seed: int, **overrides: Any) -> nn.Module:
@@ -136,7 +149,7 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
     device, batch, sizes = device_of(cfg), cfg.batch_for(row.experiment), cfg.spec.sizes
     url = urls[f"train-{row.shards}"]
     _, index = read_index(url)
-    train, _ = loaders(row, urls, cfg, cfg.seed)
+    train, _, _ = loaders(row, urls, cfg, cfg.seed)
     rate, (x, y) = measure.loader_rate(train, cfg.spec.passes)  # and the first batch, for the per-batch figures
     r: dict[str, Any] = {
         "experiment": row.experiment, "name": row.name, "representation": rw.label(row, sizes),
@@ -147,32 +160,35 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
         "pcm16_bytes_per_sample": 2 * index.config["sample_rate"] * index.config["seconds"]
         if row.experiment == "speech" else None,
         "input_bytes_per_batch": measure.input_bytes(x), "loader_samples_per_s": rate, "device": str(device),
-        **dict.fromkeys(("epochs", "params", "flops_per_sample", "feature_bytes_per_batch", "train_step_ms", "epoch_s",
+        **dict.fromkeys(("epochs", "epochs_cap", "validation", "params", "flops_per_sample", "feature_bytes_per_batch", "train_step_ms", "epoch_s",
                          "test_accuracy", "test_accuracy_std", "peak_rss_mb", "peak_gpu_mb")), "seeds": 0, "runs": []}
     if r["model"] is None:
         return r
     model = build_model(row, r["model"], len(index.labels), cfg, cfg.seed).to(device)
     x, y = to_device(x, device), y.to(device)
     r.update(params=measure.count_params(model), flops_per_sample=measure.forward_flops(model, x) / len(y),
-             feature_bytes_per_batch=measure.feature_bytes(model, x, y), epochs=cfg.epochs_for(row))
+             feature_bytes_per_batch=measure.feature_bytes(model, x, y), epochs_cap=cfg.epochs_for(row),
+             validation=f"val-{row.shards}" in urls)
     if row.teacher:
         r["note"] = f"distilled from row {row.teacher}"
     measure.reset_peak()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for seed in cfg.seeds_for(row):
-        train, test = loaders(row, urls, cfg, seed)
+        train, val, test = loaders(row, urls, cfg, seed)
         # the teacher trained with the same seed, else its first seed's model
         teacher = (trained.get((row.teacher, seed)) or trained.get((row.teacher, cfg.seed))) if row.teacher else None
         if row.teacher and teacher is None:
             raise LossyloadError(f"row {row.name} distils from row {row.teacher}, which was not trained: run the "
                                  "teacher row first")
-        run, trained[(row.name, seed)] = train_row(row, r["model"], len(index.labels), train, test,
+        run, trained[(row.name, seed)] = train_row(row, r["model"], len(index.labels), (train, val, test),
                                                    cfg, seed, teacher)
         r["runs"].append(run)
-        print(f"  {row.experiment}/{row.name} seed {seed}: test accuracy {100 * run['test_accuracy']:.1f}%", flush=True)
+        print(f"  {row.experiment}/{row.name} seed {seed}: test accuracy {100 * run['test_accuracy']:.1f}% "
+              f"(best validation epoch {run['best_epoch']} of {run['epochs']}, stopped: {run['stopped']})", flush=True)
     accs = [run["test_accuracy"] for run in r["runs"]]
     r.update(seeds=len(accs), test_accuracy=statistics.mean(accs),
+             epochs=statistics.mean(run["epochs"] for run in r["runs"]),
              test_accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None,
              train_step_ms=statistics.mean(run["train_step_ms"] for run in r["runs"]),
              epoch_s=statistics.mean(run["epoch_s"] for run in r["runs"]), peak_rss_mb=measure.peak_rss_mb(),
@@ -180,27 +196,33 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
     return r
 
 
-def train_row(row: rw.Row, name: str, classes: int, train: Any, test: Any, cfg: TrainConfig,
+def train_row(row: rw.Row, name: str, classes: int, data: tuple[Any, Any | None, Any], cfg: TrainConfig,
               seed: int, teacher: nn.Module | None) -> tuple[dict[str, Any], nn.Module]:
-    """One training run of ``row`` with ``seed``: ``({"seed", "test_accuracy", "curve", "loss", "epoch_s",
-    "train_step_ms"}, the trained model)``. Two stages (``row.stages == 2``): binary activations with real
-    weights for half the epochs, then binary weights from there for the rest."""
-    device, epochs = device_of(cfg), cfg.epochs_for(row)
-    first = epochs // 2 if row.stages == 2 else 0
-    plan = [({"binary_weights": False}, first)] if first else []
-    plan.append(({}, epochs - first))
+    """One training run of ``row`` with ``seed`` on (train, validation, test) loaders, each stage to its plateau
+    (:meth:`TrainConfig.rule_for`): ``({"seed", "test_accuracy", "curve", "val_curve", "loss", "epochs",
+    "best_epoch", "stopped", "stages", "epoch_s", "train_step_ms"}, the trained model)``. Two stages
+    (``row.stages == 2``): binary activations with real weights first, then binary weights from its best
+    weights; the run's accuracy is the last stage's best validation epoch's."""
+    device, rule = device_of(cfg), cfg.rule_for(row)
+    plan = [{"binary_weights": False}, {}] if row.stages == 2 else [{}]
     runs, model = [], None
-    for i, (overrides, n) in enumerate(plan):
+    for i, overrides in enumerate(plan):
         nxt = build_model(row, name, classes, cfg, seed, **overrides).to(device)
         if model is not None:
             nxt.load_state_dict(model.state_dict())
         model = nxt
         label = f"{row.experiment}/{row.name} seed {seed}" + (f" stage {i + 1}/{len(plan)}" if len(plan) > 1 else "")
-        runs.append(fit(model, train, test, epochs=n, device=device, name=label, teacher=teacher,
+        runs.append(fit(model, *data, rule=rule, device=device, name=label, teacher=teacher,
                         lr=row.optim.get("lr", cfg.lr), weight_decay=row.optim.get("weight_decay", 0.05),
                         progress=cfg.progress))
     curve = [a for run in runs for a in run["curve"]]
-    return {"seed": seed, "test_accuracy": curve[-1], "curve": curve, "loss": [v for run in runs for v in run["loss"]],
+    last = runs[-1]
+    return {"seed": seed, "test_accuracy": last["test_accuracy"], "curve": curve,
+            "val_curve": [a for run in runs for a in run["val_curve"]],
+            "loss": [v for run in runs for v in run["loss"]], "epochs": len(curve),
+            "best_epoch": len(curve) - len(last["curve"]) + last["best_epoch"], "stopped": last["stopped"],
+            "stages": [{k: run[k] for k in ("best_epoch", "stopped", "lr_drops")} | {"epochs": len(run["curve"])}
+                       for run in runs],
             "epoch_s": statistics.mean(t for run in runs for t in run["epoch_times"]),
             "train_step_ms": statistics.mean(run["step_ms"] for run in runs)}, model
 
@@ -211,21 +233,30 @@ def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Te
                                 reduction="batchmean")
 
 
-def fit(model: nn.Module, train: Any, test: Any, *, lr: float, weight_decay: float, epochs: int,
-        device: torch.device, name: str, teacher: nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
-    """AdamW with a one-cycle schedule (warm-up, then cosine decay); with a ``teacher``, the loss is half cross
-    entropy, half :func:`distill_loss`. Returns the test accuracy after each epoch (``curve``), the mean
-    training loss per epoch, epoch seconds (loading included) and the mean train step in ms."""
+def fit(model: nn.Module, train: Any, val: Any | None, test: Any, *, lr: float, weight_decay: float,
+        rule: StopRule, device: torch.device, name: str, teacher: nn.Module | None = None,
+        progress: bool = True) -> dict[str, Any]:
+    """AdamW until the validation accuracy's plateau (:mod:`lossyload.lab.schedule`; without ``val``: ``rule``'s
+    cap with a one-cycle schedule); with a ``teacher``, the loss is half cross entropy, half
+    :func:`distill_loss`. The model ends with its best validation epoch's weights. Returns the test (and
+    validation) accuracy after each epoch (``curve``, ``val_curve``), the mean training loss per epoch, epoch
+    seconds (loading included), the mean train step in ms, ``best_epoch``, ``stopped`` and ``lr_drops``."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(train))
+    cycle = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=rule.max_epochs * len(train)) if val is None \
+        else None
+    plateau, best_state, step = Plateau(rule), None, 0
     if teacher is not None:
         teacher.eval()
-    steps, out = [], {"curve": [], "loss": [], "epoch_times": []}
-    for epoch in range(epochs):
+    steps, out = [], {"curve": [], "val_curve": [], "loss": [], "epoch_times": [], "lrs": []}
+    while plateau.stopped is None:
+        epoch = plateau.epochs
         model.train()
         t_epoch, losses = time.perf_counter(), []
-        bar = tqdm(train, total=len(train), desc=f"{name} {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(train, total=len(train), desc=f"{name} {epoch + 1}", disable=not progress, leave=False)
         for x, y in bar:
+            if cycle is None:
+                for group in opt.param_groups:
+                    group["lr"] = warmup_lr(lr * rule.factor ** plateau.dropped, step, len(train))
             x, y = to_device(x, device), y.to(device)
             t0 = time.perf_counter()
             logits = model(x)
@@ -237,18 +268,32 @@ def fit(model: nn.Module, train: Any, test: Any, *, lr: float, weight_decay: flo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if cycle is not None:
+                cycle.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             steps.append(time.perf_counter() - t0)
             losses.append(loss.item())
+            step += 1
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         out["epoch_times"].append(time.perf_counter() - t_epoch)
         out["loss"].append(statistics.mean(losses) if losses else float("nan"))
+        out["lrs"].append(opt.param_groups[0]["lr"])
         out["curve"].append(accuracy(model, test, device))
-        print(f"  {name}: epoch {epoch + 1}/{epochs} loss {out['loss'][-1]:.3f} test {100 * out['curve'][-1]:.1f}% "
-              f"({out['epoch_times'][-1]:.1f} s)", flush=True)
-    out["step_ms"] = 1e3 * statistics.mean(steps) if steps else 0.0
+        score = accuracy(model, val, device) if val is not None else out["curve"][-1]
+        out["val_curve"].append(score if val is not None else None)
+        action = plateau.update(score if val is not None else float(plateau.epochs))  # no val: the last epoch
+        if action == "best":
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif action == "drop" and best_state is not None:
+            model.load_state_dict(best_state)
+        shown = f"val {100 * score:.1f}% " if val is not None else ""
+        print(f"  {name}: epoch {epoch + 1} loss {out['loss'][-1]:.3f} {shown}test {100 * out['curve'][-1]:.1f}% "
+              f"({out['epoch_times'][-1]:.1f} s){' lr drop' if action == 'drop' else ''}", flush=True)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    out.update(step_ms=1e3 * statistics.mean(steps) if steps else 0.0, best_epoch=plateau.best_epoch,
+               stopped=plateau.stopped, lr_drops=plateau.dropped, test_accuracy=out["curve"][plateau.best_epoch - 1])
     return out
 
 
@@ -276,7 +321,7 @@ def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[d
     if any(r.shards == "vae" for r in rows):
         from ..fit_vae import FitVaeConfig
 
-        vae = data.vae_model(cfg.vae, dirs[0], work, FitVaeConfig(**p.vae_fit), progress=cfg.progress)
+        vae = data.vae_model(cfg.vae, dirs["train"], work, FitVaeConfig(**p.vae_fit), progress=cfg.progress)
     urls = data.shard_sets([r.shards for r in rows], dirs, work, sizes=p.sizes, vae=vae["model"], encodec=encodec,
                            workers=workers, progress=cfg.progress)
     return urls, vae, encodec

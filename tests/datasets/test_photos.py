@@ -12,7 +12,7 @@ from PIL import Image
 from PIL.JpegImagePlugin import get_sampling
 
 from lossyload.datasets import CLASSES, PhotosConfig, SamplePlan, add_arguments, build_photos, plan_samples, run
-from lossyload.datasets.photos import SOURCES, STORAGE_MIX, held_out_tiles, tile_boxes
+from lossyload.datasets.photos import SOURCES, STORAGE_MIX, held_out_tiles, tile_boxes, validation_tiles
 
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
@@ -63,6 +63,30 @@ def test_split_is_by_tile(seed: int) -> None:
         for plan in train_plans:
             if plan.label == source.name:
                 assert plan.tile not in held_out and _inside(plan.box, tiles[plan.tile])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_validation_tiles_are_apart_from_test_and_train(seed: int) -> None:
+    config = PhotosConfig(train_per_class=40, test_per_class=10, val_per_class=10, seed=seed)
+    plans = {split: plan_samples(config, split) for split in ("train", "validation", "test")}
+    for c, source in enumerate(SOURCES):
+        val, test = validation_tiles(config, c), held_out_tiles(config, c)
+        assert len(set(val)) == config.val_tiles and not set(val) & set(test)
+        tiles = tile_boxes(source.size, config.grid)
+        for split, mine in (("train", set(range(16)) - set(val) - set(test)), ("validation", set(val)),
+                            ("test", set(test))):
+            for plan in (p for p in plans[split] if p.label == source.name):
+                assert plan.tile in mine and _inside(plan.box, tiles[plan.tile]), (split, plan)
+    assert held_out_tiles(config, 0) == held_out_tiles(PhotosConfig(seed=seed), 0)  # test tiles as without one
+    assert len(plans["validation"]) == 10 * len(SOURCES)
+
+
+def test_a_build_with_a_validation_split_writes_its_folder(tmp_path: Path) -> None:
+    summary = build_photos(tmp_path, PhotosConfig(train_per_class=2, test_per_class=1, val_per_class=1),
+                           progress=False)
+    assert summary["counts"] == {"train": 2 * len(CLASSES), "validation": len(CLASSES), "test": len(CLASSES)}
+    assert len(list(tmp_path.glob("validation/*/*"))) == len(CLASSES)
+    assert "V" in (tmp_path / "README.txt").read_text()
 
 
 def test_test_tiles_depend_on_seed() -> None:
@@ -157,7 +181,8 @@ def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"train_per_class": -1}, {"seed": -1}, {"short_side": (200, 100)}, {"test_tiles": 16}, {"grid": 1}],
+    [{"train_per_class": -1}, {"seed": -1}, {"short_side": (200, 100)}, {"test_tiles": 16}, {"grid": 1},
+     {"val_per_class": -1}, {"val_tiles": 12}, {"val_per_class": 5, "val_tiles": 0}],
 )
 def test_config_is_validated(kwargs: dict) -> None:
     with pytest.raises(ValueError):

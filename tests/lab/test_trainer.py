@@ -63,6 +63,11 @@ def test_quick_run_measures_every_row_and_trains_those_with_a_model(quick_run) -
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["params"] > 0 and r["flops_per_sample"] > 0, name
         assert r["feature_bytes_per_batch"] > 0 and r["train_step_ms"] > 0 and r["epoch_s"] > 0, name
         assert r["peak_rss_mb"] > 100, name
+        assert r["validation"] and r["epochs_cap"] >= 1, name  # every bundled set has a validation split
+        for run in r["runs"]:  # each run stops at its plateau or its cap and keeps its best validation epoch
+            assert run["stopped"] in ("plateau", "cap") and 1 <= run["best_epoch"] <= run["epochs"], name
+            assert run["test_accuracy"] == run["curve"][run["best_epoch"] - 1], name
+            assert len(run["val_curve"]) == len(run["curve"]) == run["epochs"], name
     assert [n for n, r in rows.items() if r["baseline"]] == ["mel", "pixels"]
     # the pixel, resampled-pixel and DCT rows read the same JPEG shards; latents and VQ codes are stored smaller
     assert rows["pixels"]["stored_bytes_per_sample"] == rows["dct"]["stored_bytes_per_sample"] \

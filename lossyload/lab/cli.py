@@ -32,7 +32,11 @@ def add_arguments(p: argparse.ArgumentParser, *, preset: str = "full", out: str 
                    "imported Speech Commands (lossyload make-keywords --speech-commands); default: the bundled set")
     p.add_argument("--out", default=out, help=f"results folder (default {out})")
     p.add_argument("--work", help="folder for the bundled data and shard sets (default: --out)")
-    p.add_argument("--epochs", type=int, help="default: the preset's")
+    p.add_argument("--epochs", type=int, help="the epoch cap per experiment (a row's cap is this times its "
+                   "epochs_factor; runs stop earlier at their validation plateau); default: the preset's")
+    p.add_argument("--patience", type=int, help="epochs without a better validation accuracy before the learning "
+                   "rate drops (from the best weights) or, after the preset's drops, the run stops; default: the "
+                   "preset's")
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--width-mult", type=float, help="MobileNetV2 width of the image rows (default: the preset's)")
@@ -68,7 +72,8 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
             torch.set_num_threads(max(1, os.cpu_count() or 1))
             cfg = TrainConfig(preset="quick" if args.quick else args.preset, experiment=args.experiment,
                               rows=tuple(args.rows) if args.rows else None, data=args.data, audio_data=args.audio_data,
-                              out=args.out, work=args.work, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              out=args.out, work=args.work, epochs=args.epochs, patience=args.patience,
+                              batch_size=args.batch_size, lr=args.lr,
                               width_mult=args.width_mult, workers=args.workers, device=args.device, vae=args.vae,
                               encodec_weights=args.encodec_weights, seed=args.seed, seeds=args.seeds,
                               progress=not args.no_progress)

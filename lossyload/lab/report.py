@@ -21,7 +21,7 @@ REPORT = "report.md"
 CHARTS = {  # file suffix -> caption; each experiment gets those its rows have data for (chart_files)
     "accuracy-vs-stored": "test accuracy vs stored bytes per sample",
     "accuracy-vs-feature": "test accuracy vs feature memory per batch",
-    "curves": "test accuracy after each epoch (mean over seeds; band: min to max)",
+    "curves": "test accuracy after each epoch (mean over the seeds that trained it; band: min to max)",
     "samples-per-s": "loader samples/s per row",
 }
 
@@ -153,17 +153,18 @@ Bands = dict[str, list[tuple[float, float, float]]]
 
 
 def curves(rows: list[dict]) -> tuple[Series, Bands]:
-    """Per trained row: (epoch, mean test accuracy %) over its seeds, and (epoch, min %, max %) with several."""
+    """Per trained row: (epoch, mean test accuracy %) over the seeds that trained that epoch (runs stop at their
+    own plateau), and (epoch, min %, max %) where several did."""
     series: Series = {}
     bands: Bands = {}
     for r in rows:
         runs = [run["curve"] for run in r.get("runs") or [] if run.get("curve")]
         if r["test_accuracy"] is None or not runs:
             continue
-        epochs = [[100 * c[i] for c in runs] for i in range(min(map(len, runs)))]
+        epochs = [[100 * c[i] for c in runs if i < len(c)] for i in range(max(map(len, runs)))]
         series[r["name"]] = [(i + 1, statistics.mean(v)) for i, v in enumerate(epochs)]
         if len(runs) > 1:
-            bands[r["name"]] = [(i + 1, min(v), max(v)) for i, v in enumerate(epochs)]
+            bands[r["name"]] = [(i + 1, min(v), max(v)) for i, v in enumerate(epochs) if len(v) > 1]
     return series, bands
 
 
@@ -261,6 +262,17 @@ def machine_text(m: dict) -> str:
     return format_machine(full).rstrip("; ")
 
 
+def stop_line(results: dict[str, Any]) -> str:
+    """How the runs stopped (``results["stop_rule"]``; older results trained fixed epochs)."""
+    rule = results.get("stop_rule")
+    if not rule:
+        return "- Epochs: a fixed number per row (this run predates the validation-plateau rule)."
+    return (f"- Epochs: each trained row runs until its validation accuracy plateaus (no new best for "
+            f"{rule['patience']} epochs: the learning rate drops x{rule['factor']:g} from the best weights, at most "
+            f"{rule['lr_drops']} times, then the run stops) or reaches its cap; its test accuracy is that of its best "
+            "validation epoch.")
+
+
 def notes(results: dict[str, Any]) -> list[str]:
     """How the run was made: time, command, machine, epochs, seeds, the VAE and EnCodec weights, the baselines."""
     cfg = results.get("config", {})
@@ -270,10 +282,7 @@ def notes(results: dict[str, Any]) -> list[str]:
             is not None else "- Run time: not recorded.",
             f"- Command: `{results['command']}`." if results.get("command") else "- Command: not recorded.",
             f"- Machine: {machine_text(results.get('machine') or {})}; device {', '.join(devices) or '?'}.",
-            "- Epochs: every trained row runs until its validation accuracy plateaus (patience "
-            f"{cfg.get('patience') or results.get('patience', '?')} epochs, then a learning-rate drop from the best "
-            "weights, at most twice; then stop) or its cap; its test accuracy is that of its best validation epoch. "
-            f"Epochs run (best) / cap per trained row: {per_row(results, epochs_cell)}.",
+            stop_line(results) + f" Epochs run (best) / cap per trained row: {per_row(results, epochs_cell)}.",
             f"- Seeds per trained row (seed {cfg.get('seed', 0)} upward): {per_row(results, seeds)}.",
             vae_line(results), encodec_line(results), baselines_line(results)]
 

@@ -333,7 +333,9 @@ def run(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
     os.makedirs(cfg.out, exist_ok=True)
     t0 = time.perf_counter()
     results = {"config": {**dataclasses.asdict(cfg), "sizes": dataclasses.asdict(cfg.spec.sizes)},
-               "command": command, "machine": describe(), "rows": []}
+               "command": command, "machine": describe(), "rows": [],
+               "stop_rule": {"patience": cfg.patience or cfg.spec.patience, "lr_drops": cfg.spec.lr_drops,
+                             "factor": StopRule(max_epochs=1).factor}}
     plan = {e: rows for e in cfg.experiments() if (rows := cfg.rows_of(e))}
     total = sum(len(rows) for rows in plan.values())
     trained: dict[tuple[str, int], nn.Module] = {}  # (row, seed) -> model: the teachers of later rows

@@ -198,13 +198,27 @@ def test_notes_say_how_the_run_was_made() -> None:
     assert "- Run time: 1 h 02 min in all" in notes  # 3725 s
     assert "- Command: `lossyload-train --seeds 3`." in notes
     assert "- Machine: Test CPU, 2 cores, Python 3.12, commit abc1234; torch 2.5; device cpu." in notes
-    assert ("- Epochs per trained row: speech: mel 16, vq-bits-cnn 16, vq-bnn 32, vq-bnn-no-teacher 32; images: "
-            "pixels 12,") in notes
+    assert "- Epochs: a fixed number per row (this run predates the validation-plateau rule)." in notes
+    assert ("Epochs run (best) / cap per trained row: speech: mel 16, vq-bits-cnn 16, vq-bnn 32, vq-bnn-no-teacher 32; "
+            "images: pixels 12,") in notes
     assert "- Seeds per trained row (seed 0 upward): speech: mel 3, vq-bits-cnn 1, vq-bnn 3," in notes
     assert "- VAE vae-1 (in the work folder) (fitted on the training images with lossyload fit-vae, reconstruction PSNR 27.3 dB)." in notes
     assert "- EnCodec: not used (no encodec row in this run)." in notes
     assert "this run's baselines stand beside it: mel (m) 1.0 MFLOPs per sample, 96.00 MiB" in notes
     assert [report.duration(s) for s in (42, 396, 3725)] == ["42 s", "6 min 36 s", "1 h 02 min"]
+
+
+def test_runs_to_the_plateau_report_epochs_run_best_and_why_they_stopped() -> None:
+    r = row("speech", "vq-bnn", [0.8, 0.82])
+    r.update(epochs_cap=40, runs=[{"epochs": 17, "best_epoch": 14, "stopped": "plateau", "curve": [0.5] * 17},
+                                  {"epochs": 40, "best_epoch": 40, "stopped": "cap", "curve": [0.6] * 40}])
+    assert report.epochs_cell(r) == "17-40 (best 14-40) / 40, cap, plateau"
+    series, bands = report.curves([r])
+    assert len(series["vq-bnn"]) == 40 and series["vq-bnn"][20] == (21, 60.0)  # the seeds still training
+    assert len(bands["vq-bnn"]) == 17  # a band where two seeds trained that epoch
+    text = report.markdown({**results(), "stop_rule": {"patience": 3, "lr_drops": 2, "factor": 0.2}})
+    assert ("- Epochs: each trained row runs until its validation accuracy plateaus (no new best for 3 epochs: the "
+            "learning rate drops x0.2 from the best weights, at most 2 times, then the run stops)") in text
 
 
 def test_random_encodec_weights_are_labelled() -> None:

@@ -11,6 +11,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from ..cache import Traffic
@@ -22,6 +23,7 @@ from .watch import watching
 
 log = logging.getLogger("lossyload")
 STATE_VERSION = 1
+MIX_SAMPLES = 256  # a shuffling loader's first samples, whose labels are checked once for class order
 
 
 class LossyLoader:
@@ -54,6 +56,7 @@ class LossyLoader:
         # per worker: batches delivered, and the samples of its stream (read, shuffled) they consumed
         self._done = [[0, 0] for _ in range(max(1, num_workers))]
         self._resuming = False  # set by load_state_dict: the next iteration continues the saved epoch
+        self._first_labels: list[int] | None = []  # of the first samples delivered, until checked (then None)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -151,7 +154,11 @@ class LossyLoader:
                 self.skipped.extend(report["skipped"])
                 self.padded += report["padded"]
                 self.traffic.add(report.get("traffic"))
+                if self._first_labels is not None:
+                    self._check_mix(y)
                 yield (x, y, report["keys"]) if self.return_keys else (x, y)
+        if self._first_labels:  # an epoch shorter than MIX_SAMPLES
+            self._check_mix(None)
         stuck = {w: len(q) for w, q in waiting.items() if q}
         if stuck or order:
             raise LossyloadError(f"epoch {self.epoch}: worker batches out of plan (undelivered {stuck}, "
@@ -162,6 +169,37 @@ class LossyLoader:
                         self.epoch, len(self.skipped), dict(reasons), self.padded)
         self.set_epoch(self.epoch + 1)
         ds.resume = {}
+
+
+    def _check_mix(self, y: Any) -> None:
+        """Once per loader: warn when the first samples of a shuffling loader are dominated by one label while
+        the index lists several (shards written in class order: a shuffle buffer mixes only nearby samples)."""
+        if y is not None and self.dataset.shuffle:
+            self._first_labels.extend(torch.as_tensor(y).reshape(-1).tolist())  # type: ignore[union-attr]
+            if len(self._first_labels) < MIX_SAMPLES:  # type: ignore[arg-type]
+                return
+        labels, self._first_labels = self._first_labels, None
+        if labels and (found := dominated(labels, self.dataset.labels)):
+            log.warning("%s: %s; the shards are probably in class order (written with --keep-order?): reshard "
+                        "in the default shuffled order, or training sees class-sorted batches", self.dataset.root,
+                        found)
+
+
+def dominated(labels: list[int], names: list[str], group: int = 64) -> str | None:
+    """What is wrong when one label holds more of each ``group`` of ``labels`` (a loader's first samples) than
+    a shuffled set of ``names`` classes plausibly gives it: on average over half of a group, and over twice
+    its even share (95% for two classes); None when the mix looks right, or with fewer than ``group`` samples."""
+    groups = [labels[i:i + group] for i in range(0, len(labels) - group + 1, group)]
+    if len(names) < 2 or not groups:
+        return None
+    tops = [Counter(g).most_common(1)[0] for g in groups]
+    share = sum(n for _, n in tops) / (group * len(groups))
+    if share <= max(0.5, min(2 / len(names), 0.95)):
+        return None
+    top = Counter(label for label, _ in tops).most_common(1)[0][0]
+    name = names[top] if 0 <= top < len(names) else str(top)
+    return (f"in each {group} of the first {group * len(groups)} samples one label holds {share:.0%} on average "
+            f"(most often {name!r}), of {len(names)} labels in the index")
 
 
 def _guarded(dl: DataLoader, loader: LossyLoader) -> Iterator[Any]:

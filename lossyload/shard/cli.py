@@ -70,9 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distributed sharding: number of ranks; each writes DEST/part-R-of-N and the last to finish "
                    "writes the merged index (default: $WORLD_SIZE from torchrun, else 1)")
     p.add_argument("--merge", metavar="DEST", help="only merge the complete parts at DEST into DEST/index.json")
-    p.add_argument("--shuffle", action="store_true",
-                   help="class folders: write items in a seeded shuffled order, so that every shard mixes the "
-                   "classes (a loader's shuffle buffer only mixes nearby samples: use it for training sets)")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--keep-order", dest="shuffle", action="store_false",
+                       help="write samples in the source's order (folder order, tar order, row order) instead of "
+                       "the default seeded shuffled order, in which every shard mixes the classes (a loader's "
+                       "shuffle buffer only mixes nearby samples: keep the order only for evaluation sets or "
+                       "sources already shuffled)")
+    order.add_argument("--shuffle", dest="shuffle", action="store_true", default=True,
+                       help="the seeded shuffled order (the default; kept for older command lines)")
     p.add_argument("--no-progress", action="store_true")
     return p
 

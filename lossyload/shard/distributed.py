@@ -5,7 +5,9 @@ Rank ``r`` of ``N`` writes ``DEST/part-r-of-N/`` (a complete, resumable dataset 
 single-process job would make it) and, when it finds every part complete, writes the merged
 ``DEST/index.json``; the merge is deterministic, so ranks finishing together write the same bytes. Ranks
 need not run at the same time (a SLURM array works); ``lossyload-shard --merge DEST --world-size N`` merges
-explicitly. Samples come out in the same order as a single-process run over the same source.
+explicitly. Samples come out in the same order as a single-process run over the same source (for a tar
+source in the default shuffled order, each rank interleaves the tars of its own share: there the order
+depends on the world size).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class ShardJob:
     rank: int = 0  # distributed sharding: this process encodes share `rank` of `world_size` into its own part
     world_size: int = 1
     columns: TableColumns | None = None  # table sources (Parquet, datasets, manifests): which columns to read
-    shuffle: bool = False  # folder sources: items in a seeded shuffled order (classes mixed across shards)
+    shuffle: bool = True  # items in a seeded shuffled order, so classes mix in every shard (False: source order)
 
     def __post_init__(self) -> None:
         if self.maxcount < 1 or self.maxsize < 1 or self.workers < 1:

@@ -2,9 +2,11 @@
 ``datasets`` folder, CSV/JSONL manifest: :mod:`.tables`).
 
 A source is a label list plus a deterministic, ordered sequence of :class:`Item`; the shard job resumes by
-item position, so the order must not depend on anything but the source's content (and, for a folder, the
-job's ``shuffle``: a seeded shuffled order, since a class-sorted stream cannot be mixed by a loader's shuffle
-buffer). Tars and tables keep the order they have.
+item position, so the order must not depend on anything but the source's content and the job's ``shuffle``.
+Shuffled (the job's default), since a class-sorted stream cannot be mixed by a loader's shuffle buffer: a
+folder's or manifest's items in a seeded random order; a table's rows read as :data:`~.items.RUNS` runs at
+once in a seeded random interleaving; tars in a seeded order, a rank's share read :data:`~.items.RUNS` tars
+at once, interleaved. Unshuffled, every source keeps the order it has.
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ from typing import Any
 from ..errors import LossyloadError
 from ..fs import filesystem, open_url
 from . import tables
-from .items import IMAGE_EXTS, MEDIA_EXTS, Item, Source, safe_key, span  # noqa: F401  (also imported from here)
+from .items import IMAGE_EXTS, MEDIA_EXTS, ORDER_SEED, RUNS, SHUFFLED, Item, Source, interleave, safe_key, span  # noqa: F401
 from .items import fingerprint as _fingerprint
-
-FOLDER_ORDER_SEED = 0x5EED  # the fixed seed of an image or audio folder's item order
 
 
 def image_folder(root: str, part: tuple[int, int] = (0, 1), shuffle: bool = False) -> Source:
@@ -51,24 +51,37 @@ def image_folder(root: str, part: tuple[int, int] = (0, 1), shuffle: bool = Fals
         items.append(Item(key=key, label=label, name=path, path=path))
     listing = [f"{it.key}\t{it.label}\t{os.path.getsize(it.path)}" for it in items]  # type: ignore[arg-type]
     if shuffle:
-        random.Random(FOLDER_ORDER_SEED).shuffle(items)
-        listing.append("order: shuffled")  # a resume must not mix the two orders
+        random.Random(ORDER_SEED).shuffle(items)
+        listing.append(SHUFFLED)  # a resume must not mix the two orders
     lo, hi = span(len(items), part)
     return Source(labels=classes, items=iter(items[lo:hi]), total=hi - lo, fingerprint=_fingerprint(listing))
 
 
-def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1)) -> Source:
+def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1),
+                    shuffle: bool = False) -> Source:
     """Existing WebDataset tars: the sample is the first member with an image or audio extension, the label the
     integer ``cls`` member. Labels are the class numbers seen (as strings), known once reading ends. A part
-    (rank, world size) of the source is a contiguous share of the tars."""
+    (rank, world size) of the source is a contiguous share of the tars. With ``shuffle`` the tars come in a
+    seeded order and a part's share is read as up to :data:`~.items.RUNS` runs of tars at once, each next
+    sample from a run drawn at random (seeded): so the order depends on the world size."""
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
     labels: list[str] = []
-    lo, hi = span(len(urls), part)
+    order = list(urls)
+    if shuffle:
+        random.Random(ORDER_SEED).shuffle(order)
+    lo, hi = span(len(order), part)
+    mine = order[lo:hi]
+    seen: set[str] = set()
 
     def items() -> Iterator[Item]:
-        seen: set[str] = set()
-        for url in urls[lo:hi]:
+        if not shuffle:
+            return read(mine)
+        n = min(RUNS, len(mine))
+        return interleave([read(mine[slice(*span(len(mine), (k, n)))]) for k in range(n)], seed=part[0])
+
+    def read(tars: list[str]) -> Iterator[Item]:
+        for url in tars:
             try:
                 f = open_url(url, "rb", storage_options)
             except OSError as exc:  # a source that cannot be read at all stops the job, naming it
@@ -97,7 +110,8 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: 
                         seen.add(safe)
                     yield Item(key=safe, label=label, name=f"{url}:{key}", data=data, error=error)
 
-    return Source(labels=labels, items=items(), total=None, fingerprint=_fingerprint(list(urls)))
+    return Source(labels=labels, items=items(), total=None,
+                  fingerprint=_fingerprint(list(urls) + ([SHUFFLED] if shuffle else [])))
 
 
 def open_source(src: str | list[str], storage_options: dict | None = None, part: tuple[int, int] = (0, 1),
@@ -105,20 +119,20 @@ def open_source(src: str | list[str], storage_options: dict | None = None, part:
     """A class-folder directory (images or audio), a ``.tar`` URL, a brace pattern or a list of tar URLs, or
     a table source (Parquet, ``datasets`` ``save_to_disk`` folder, CSV/JSONL manifest: see :mod:`.tables`,
     whose :class:`~.tables.TableColumns` ``columns`` names the columns to read); ``part=(rank, world_size)``
-    selects one rank's contiguous share (items of a folder or table, files of tars); ``shuffle``: a folder's
-    items in a seeded shuffled order."""
+    selects one rank's contiguous share (items of a folder or table, files of tars); ``shuffle``: the items
+    in a seeded shuffled order (see the module's description)."""
     if isinstance(src, list):
-        return webdataset_tars(src, storage_options, part)
+        return webdataset_tars(src, storage_options, part, shuffle)
     if kind := tables.detect(src, storage_options):
-        return tables.open_table(src, kind, storage_options, part, columns)
+        return tables.open_table(src, kind, storage_options, part, columns, shuffle)
     if src.endswith(".tar") or "{" in src:
         import braceexpand
 
-        return webdataset_tars(list(braceexpand.braceexpand(src)), storage_options, part)
+        return webdataset_tars(list(braceexpand.braceexpand(src)), storage_options, part, shuffle)
     fs, path = filesystem(src, storage_options)
     if fs.isdir(path) and any(p.endswith(".tar") for p in fs.ls(path, detail=False)) and not any(
         fs.isdir(p) for p in fs.ls(path, detail=False)
     ):
         tars = sorted(fs.unstrip_protocol(p) for p in fs.ls(path, detail=False) if p.endswith(".tar"))
-        return webdataset_tars(tars, storage_options, part)
+        return webdataset_tars(tars, storage_options, part, shuffle)
     return image_folder(src, part, shuffle)

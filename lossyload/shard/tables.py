@@ -7,6 +7,10 @@ bytes are null), as ``datasets`` stores its ``Image`` and ``Audio`` features; an
 labels are mapped to indices in sorted order and recorded in the index; integer labels are indices, named by
 the ``datasets`` ``ClassLabel`` names when the files carry them (else ``"0"``, ``"1"``, ...). A row without
 bytes or label is skipped and listed by its file and row number, as an undecodable row is.
+
+Shuffled (``shuffle``), a manifest's rows come in a seeded random order; a Parquet or Arrow table, whose rows
+are read in row groups, is read as :data:`~.items.RUNS` contiguous runs of rows at once, in a seeded random
+interleaving that is a pure function of the row count (so a rank's share is its slice of the one order).
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import csv
 import io
 import json
 import posixpath
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import LossyloadError, require
 from ..fs import filesystem, is_local
-from .items import Item, Source, safe_key, span
+from .items import ORDER_SEED, RUNS, SHUFFLED, Item, Source, interleave, run_picks, safe_key, span
 from .items import fingerprint as _fingerprint
 
 MANIFESTS = (".csv", ".jsonl", ".ndjson")
@@ -68,11 +75,11 @@ def detect(src: str, storage_options: dict | None = None) -> str | None:
 
 
 def open_table(src: str, kind: str, storage_options: dict | None = None, part: tuple[int, int] = (0, 1),
-               columns: TableColumns | None = None) -> Source:
+               columns: TableColumns | None = None, shuffle: bool = False) -> Source:
     """The :class:`Source` of a table source of ``kind`` (see :func:`detect`)."""
     columns = columns or TableColumns()
     if kind == "manifest":
-        return manifest(src, storage_options, part, columns)
+        return manifest(src, storage_options, part, columns, shuffle)
     fs, path = filesystem(src, storage_options)
     files = _table_files(fs, path, kind, src)
     pa = require("pyarrow", "tables")
@@ -85,16 +92,23 @@ def open_table(src: str, kind: str, storage_options: dict | None = None, part: t
     lo, hi = span(total, part)
     listing = [f"{f.path}\t{f.size}" for f in files] + [f"columns\t{media}\t{label}", json.dumps(labels)]
 
-    def items() -> Iterator[Item]:
+    def between(a: int, b: int) -> Iterator[Item]:  # rows [a, b) of the source, in file order
         start = 0
         for f, n in zip(files, counts):
-            if start + n > lo and start < hi:
-                rows = _rows(fs, f, [media, label], start, lo, hi)
+            if start + n > a and start < b:
+                rows = _rows(fs, f, [media, label], start, a, b)
                 for row, (value, lab) in rows:
                     yield _table_item(src, fs, f, row, value, lab, index_of, raw_path=path)
             start += n
 
-    return Source(labels=labels, items=items(), total=hi - lo, fingerprint=_fingerprint(listing))
+    if not shuffle:
+        return Source(labels=labels, items=between(lo, hi), total=hi - lo, fingerprint=_fingerprint(listing))
+    runs = [span(total, (k, RUNS)) for k in range(RUNS)]
+    picks = run_picks([b - a for a, b in runs])
+    before, mine = (np.bincount(picks[s], minlength=RUNS) for s in (slice(0, lo), slice(lo, hi)))
+    reads = [between(a + int(m), a + int(m) + int(n)) for (a, _), m, n in zip(runs, before, mine)]
+    return Source(labels=labels, items=interleave(reads, picks[lo:hi]), total=hi - lo,
+                  fingerprint=_fingerprint(listing + [SHUFFLED]))
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -264,9 +278,10 @@ def _table_item(src: str, fs, f: _File, row: int, value: Any, lab: Any, index_of
 
 
 def manifest(src: str, storage_options: dict | None = None, part: tuple[int, int] = (0, 1),
-             columns: TableColumns | None = None) -> Source:
+             columns: TableColumns | None = None, shuffle: bool = False) -> Source:
     """A CSV (with a header row) or JSON Lines file of ``path,label`` rows; relative paths are relative to the
-    manifest's folder, and may be fsspec URLs (read with ``storage_options``)."""
+    manifest's folder, and may be fsspec URLs (read with ``storage_options``). ``shuffle``: the rows in a
+    seeded random order."""
     columns = columns or TableColumns()
     fs, path = filesystem(src, storage_options)
     try:
@@ -283,15 +298,19 @@ def manifest(src: str, storage_options: dict | None = None, part: tuple[int, int
     raw = [r.get(columns.label) or None for r in rows]
     labels, index_of = _label_map(raw, None)
     base = src.rsplit("/", 1)[0] if "/" in src else "."
+    order = list(range(len(rows)))
+    if shuffle:
+        random.Random(ORDER_SEED).shuffle(order)
     lo, hi = span(len(rows), part)
     listing = [f"{r.get(media)}\t{r.get(columns.label)}" for r in rows] + [json.dumps(labels)]
 
     def items() -> Iterator[Item]:
         seen: set[str] = set()
-        for n in range(lo, hi):
+        for n in order[lo:hi]:
             yield _manifest_item(rows[n], raw[n], n, src, base, media, index_of, seen, storage_options)
 
-    return Source(labels=labels, items=items(), total=hi - lo, fingerprint=_fingerprint(listing))
+    return Source(labels=labels, items=items(), total=hi - lo,
+                  fingerprint=_fingerprint(listing + ([SHUFFLED] if shuffle else [])))
 
 
 def _manifest_rows(text: str, src: str) -> list[dict]:

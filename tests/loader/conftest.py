@@ -40,7 +40,8 @@ def make_image_folder(root: Path, n: int, seed: int = 0) -> Path:
 def build(tmp_path_factory: pytest.TempPathFactory, name: str, n: int, **config) -> Path:
     src = make_image_folder(tmp_path_factory.mktemp(f"{name}-src"), n)
     dest = tmp_path_factory.mktemp(name) / "ds"
-    run_job(ShardJob(src=str(src), dest=str(dest), maxcount=MAXCOUNT, progress=False, config=config))
+    # in folder order, so that a label is the sample's global index in shard order
+    run_job(ShardJob(src=str(src), dest=str(dest), maxcount=MAXCOUNT, progress=False, config=config, shuffle=False))
     return dest
 
 

@@ -41,7 +41,8 @@ def source(tmp_path_factory) -> Path:
 
 
 def shard(src: Path, dest: str, storage_options: dict | None = None) -> str:
-    run_job(ShardJob(src=str(src), dest=dest, maxcount=MAXCOUNT, progress=False, storage_options=storage_options))
+    run_job(ShardJob(src=str(src), dest=dest, maxcount=MAXCOUNT, progress=False, storage_options=storage_options,
+                     shuffle=False))  # folder order: a label is its sample's position
     return dest
 
 

@@ -15,7 +15,10 @@ import torch
 
 from lossyload import LossyLoader, World, make_loader
 from lossyload.loader import plan
+from lossyload.loader.loader import dominated
+from lossyload.shard.job import ShardJob, run_job
 
+from ..conftest import make_image_folder
 from .conftest import N_SAMPLES, planned_labels
 
 BS = 4
@@ -216,3 +219,40 @@ def test_more_workers_than_batches(jpeg_ds: Path):
         assert len(ld) == len(batches) == 1 and len(batches[0]) == 27
         got += batches[0]
     assert set(got) == set(range(N_SAMPLES)) and len(got) == 54
+
+
+# ------------------------------------------------------------------------------------------- class order
+def test_class_sorted_shards_are_warned_about_once(tmp_path: Path, caplog) -> None:
+    """4 classes x 40 images: shards written with keep-order hold one class each, and a shuffle buffer smaller
+    than a class cannot mix them: the loader says so once (not every epoch); the default shuffled shards and
+    an unshuffled (eval) pass draw no warning."""
+    src = make_image_folder(tmp_path / "src", {c: 40 for c in "abcd"}, size=(16, 16))
+    for name, shuffle in (("kept", False), ("mixed", True)):
+        run_job(ShardJob(src=str(src), dest=str(tmp_path / name), maxcount=40, progress=False, shuffle=shuffle))
+
+    def warned(name: str, **kw) -> list[str]:
+        caplog.clear()
+        ld = make_loader(str(tmp_path / name), batch_size=16, shuffle_buffer=16, options={"crop": 16}, **kw)
+        with caplog.at_level("WARNING", logger="lossyload"):
+            for _ in range(2):
+                list(ld)
+        return [r.getMessage() for r in caplog.records if "class order" in r.getMessage()]
+
+    (message,) = warned("kept")
+    assert message.startswith(f"{tmp_path / 'kept'}: in each 64 of the first 128 samples one label holds")
+    assert "of 4 labels in the index" in message
+    assert warned("mixed") == []
+    assert warned("kept", train=False) == []
+
+
+def test_dominated_compares_with_the_labels_in_the_index() -> None:
+    four, two = list("abcd"), ["a", "b"]
+    assert dominated([0] * 64, ["a"]) is None  # one label: nothing to mix
+    assert dominated([0] * 63, four) is None  # fewer samples than a group: no judgement
+    assert dominated([i % 4 for i in range(256)], four) is None
+    assert dominated([0, 1] * 64, two) is None
+    assert dominated([0] * 60 + [1] * 4, two) is None  # 94%: two classes are allowed a lot
+    assert "(most often 'a')" in dominated([0] * 62 + [1] * 2, two)
+    found = dominated(([2] * 40 + [0, 1, 3] * 8) * 2, four)  # 40 of each 64 (62%) for label 2
+    assert found == "in each 64 of the first 128 samples one label holds 62% on average (most often 'c'), of 4 " \
+                    "labels in the index"

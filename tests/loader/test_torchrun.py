@@ -24,7 +24,8 @@ N = 48  # 2 ranks x 6 batches x 4: every sample is read exactly once per epoch
 def s3_dataset(s3_server, tmp_path_factory) -> tuple[str, dict]:
     src = make_image_folder(tmp_path_factory.mktemp("torchrun-src"), N)
     url = s3_server.bucket("torchrun-data") + "/ds"
-    run_job(ShardJob(src=str(src), dest=url, maxcount=7, progress=False, storage_options=s3_server.storage_options))
+    run_job(ShardJob(src=str(src), dest=url, maxcount=7, progress=False, storage_options=s3_server.storage_options,
+                     shuffle=False))  # folder order: a label is its sample's position
     return url, s3_server.storage_options
 
 

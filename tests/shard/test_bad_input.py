@@ -118,7 +118,7 @@ def test_rgb_codec_and_coefficient_storage_skip_the_same_files(src: Path, tmp_pa
 def test_on_error_raise_stops_at_the_first_bad_file(src: Path, tmp_path: Path, capsys) -> None:
     first_bad = src / "a" / "corrupt.jpg"  # items are in sorted order: a/baseline, a/cmyk, a/corrupt, ...
     job = ShardJob(src=str(src), dest=str(tmp_path / "out"), config={"max_pixels": MAX_PIXELS}, on_error="raise",
-                   progress=False)
+                   progress=False, shuffle=False)
     with pytest.raises(EncodeError) as info:
         run_job(job)
     assert info.value.source == str(first_bad) and "not an image" in info.value.reason
@@ -127,7 +127,7 @@ def test_on_error_raise_stops_at_the_first_bad_file(src: Path, tmp_path: Path, c
     assert "index.json" not in left and not any(n.endswith(".partial") for n in left)
 
     rc = shard_main([str(src), str(tmp_path / "cli"), "--set", f"max_pixels={MAX_PIXELS}", "--on-error", "raise",
-                     "--no-progress"])
+                     "--no-progress", "--keep-order"])
     assert rc == 2
     assert f"lossyload-shard: error: {first_bad}: not an image" in capsys.readouterr().err
     assert not (tmp_path / "cli" / "index.json").exists()

@@ -55,3 +55,13 @@ def test_unknown_codec_is_an_argparse_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         main([str(tmp_path), str(tmp_path / "out"), "--codec", "webp"])
     assert info.value.code == 2
+
+
+def test_order_flags() -> None:
+    """The seeded shuffled order is the default; --keep-order writes the source's order; --shuffle, the former
+    opt-in, is still accepted and means the default."""
+    parse = build_parser().parse_args
+    assert parse(["src", "dest"]).shuffle and parse(["src", "dest", "--shuffle"]).shuffle
+    assert not parse(["src", "dest", "--keep-order"]).shuffle
+    with pytest.raises(SystemExit):
+        parse(["src", "dest", "--keep-order", "--shuffle"])

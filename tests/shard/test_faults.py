@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -325,5 +326,6 @@ def test_an_unreadable_source_tar_is_a_clear_error(tmp_path: Path, capsys) -> No
     missing = tmp_path / "src-{000..001}.tar"
     assert shard_main([str(missing), str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path}/src-000.tar: source tar cannot be read" in err and "Traceback" not in err
+    assert re.search(rf"{re.escape(str(tmp_path))}/src-00[01]\.tar: source tar cannot be read", err), err
+    assert "Traceback" not in err
     assert not (tmp_path / "out" / "index.json").exists()

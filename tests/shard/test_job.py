@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from ..conftest import (dataset_files, jpeg_bytes, make_image_folder, make_wds_t
 
 
 def shard(src: Path, dest: Path, **kw) -> job_module.ShardSummary:
+    kw.setdefault("shuffle", False)  # source order, which these tests check (the default shuffled order: test_cli)
     return run_job(ShardJob(src=str(src), dest=str(dest), progress=False, **kw))
 
 
@@ -383,7 +385,7 @@ def test_webdataset_tars_as_source(tmp_path: Path) -> None:
     brace = str(tmp_path / "in" / "part-{000..001}.tar")
     folder = str(tmp_path / "in")
     for src, dest, prefix in [(brace, "a", ""), (folder, "b", "file://")]:  # a folder of tars is listed as URLs
-        summary = run_job(ShardJob(src=src, dest=str(tmp_path / dest), progress=False))
+        summary = run_job(ShardJob(src=src, dest=str(tmp_path / dest), progress=False, shuffle=False))
         assert summary.samples == 4
         members = read_tar(tmp_path / dest / "shard-000000.tar")
         assert [n for n, _ in members] == ["s/000.jpg", "s/000.cls", "s/001.jpg", "s/001.cls", "d_v2/003.jpg",
@@ -425,3 +427,23 @@ def test_resume_redoes_a_shard_whose_hash_changed(small_folder: Path, tmp_path: 
     run_job(job)
     shard(small_folder, tmp_path / "ref", maxcount=5)
     assert dataset_files(dest) == dataset_files(tmp_path / "ref")
+
+
+def test_default_order_is_shuffled_and_an_interrupted_run_keeps_its_order(small_folder: Path, tmp_path: Path) -> None:
+    """ShardJob writes a seeded shuffled order unless ``shuffle=False``; an interrupted run resumes only in its
+    own order (the source fingerprint records it), and the default order is the same on every run."""
+    def keys(dest: Path) -> list[str]:
+        return [n.rsplit(".", 1)[0] for p in sorted(dest.glob("shard-*.tar")) for n, _ in read_tar(p)][::2]
+
+    run_job(ShardJob(src=str(small_folder), dest=str(tmp_path / "kept"), maxcount=5, progress=False, shuffle=False))
+    job = ShardJob(src=str(small_folder), dest=str(tmp_path / "out"), maxcount=5, progress=False)
+    assert job.shuffle
+    run_until_killed(job, _kill_on_nth_add(8))
+    with pytest.raises(LossyloadError, match="interrupted run with other settings or another source content"):
+        run_job(replace(job, shuffle=False))
+    assert run_job(job).resumed_shards == 1
+    run_job(ShardJob(src=str(small_folder), dest=str(tmp_path / "again"), maxcount=5, progress=False))
+    kept, shuffled = keys(tmp_path / "kept"), keys(tmp_path / "out")
+    assert kept[:7] == [f"cat/img_{i:03d}" for i in range(7)]  # folder order
+    assert sorted(shuffled) == sorted(kept) and shuffled != kept and shuffled == keys(tmp_path / "again")
+    assert {k.split("/")[0] for k in shuffled[:5]} == {"cat", "dog"}  # the first shard mixes the classes

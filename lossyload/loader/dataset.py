@@ -131,28 +131,38 @@ class LossyDataset(IterableDataset):
         stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
         seen = padded = 0
-        for k, built, pulled in self._batches(stream, world, first_batch, consumed, stop - start, bs, policy):
-            x, y = _tensors(built)
-            if not self.batch_size:
-                x, y = _unbatch((x, y))
-            if self.report:  # what happened since the previous batch, for the loader in the main process
-                keys = built.keys if self.batch_size else built.keys[0]
-                report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
-                          "skipped": [str(s) for s in policy.skips[seen:]], "padded": self.padded - padded,
-                          "traffic": self.traffic.take()}
-                seen, padded = len(policy.skips), self.padded
-                yield x, y, report
+        for k, built, pulled, met, last in self._batches(stream, world, first_batch, consumed, stop - start, bs,
+                                                         policy):
+            if built is None:  # this worker's share ran out before batch k (skips, one process)
+                x = y = None
             else:
+                x, y = _tensors(built)
+                if not self.batch_size:
+                    x, y = _unbatch((x, y))
+            if self.report:  # what happened since the previous batch, for the loader in the main process
+                keys = [] if built is None else built.keys if self.batch_size else built.keys[0]
+                report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
+                          "skipped": [str(s) for s in policy.skips[seen:met]], "padded": self.padded - padded,
+                          "traffic": self.traffic.take(), "last": last}
+                seen, padded = met, self.padded
+                yield x, y, report
+            elif built is not None:
                 yield x, y
 
     def _batches(self, stream: Iterator[RawSample], world: plan.World, first_batch: int, consumed: int,
-                 planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, Built, int]]:
-        """``(batch number, finished batch, stream samples consumed so far)`` from ``first_batch`` on. Batch
-        ``k``'s augmentations draw from a generator seeded by (seed, epoch, rank, worker, k), so a resumed epoch
-        repeats them exactly. If skips leave the worker short of its plan, samples of its first batch are
-        repeated so every rank still yields the planned number of batches (counted in ``padded``). Resuming
+                 planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, Built | None, int, int, bool]]:
+        """``(batch number, finished batch, stream samples consumed so far, skips met so far, last)`` from
+        ``first_batch`` on.
+        Batch ``k``'s augmentations draw from a generator seeded by (seed, epoch, rank, worker, k), so a resumed
+        epoch repeats them exactly. If skips leave the worker short of its plan: across ranks, samples of its
+        first batch are repeated so every rank still yields the planned number of batches (counted in
+        ``padded``); in one process (world size 1) nothing is repeated: the worker stops early, its final
+        batch partial (dropped with ``drop_last``) and marked ``last`` (each batch is held until the next is
+        built, to know; the last one counts what the attempt consumed and met), or ``(k, None, consumed, met,
+        True)`` when nothing was left for batch ``k``. Resuming
         (``first_batch > 0``) rebuilds that first batch, then passes over the rest of the ``consumed`` stream
         samples without decoding them."""
+        short = policy.mode == "skip" and world.world_size == 1  # a skip shortens the epoch, never repeats
         head = self.transforms[0] if self.transforms else None
         # A leading crop that can say its window is fused into decoding (same result, less work).
         fused = head if hasattr(head, "window") and hasattr(self.codec, "decode_window") else None
@@ -161,7 +171,7 @@ class LossyDataset(IterableDataset):
         spare: Built | None = None  # the first batch: what short batches are padded with
         pulled = 0  # samples taken from the stream
 
-        def build(k: int) -> Built:
+        def build(k: int) -> Built | None:
             nonlocal pulled
             want = min(bs, planned - k * bs)
             rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k])
@@ -178,9 +188,11 @@ class LossyDataset(IterableDataset):
                         if len(samples) == want:
                             break
                 cur = _collate(samples) if samples else None
-            if cur is None and spare is None:
+            if cur is None and spare is None and not (short and k):
                 first = f"; first: {self.skips[0]}" if self.skips else ""
                 raise ShardError(f"no sample of this worker's share could be read ({len(self.skips)} skipped{first})")
+            if short:
+                return None if cur is None or (self.drop_last and len(cur) < want) else cur
             out, added = batch.pad(cur, spare, want)
             self.padded += added
             return out
@@ -191,11 +203,22 @@ class LossyDataset(IterableDataset):
                 pulled += 1
             del policy.skips[:]  # every skip met so far was reported before the stop (read-ahead included)
             self.padded = 0
+        held = None  # short: the batch built last, yielded once the next one shows whether it was the last
         for k in range(first_batch, -(-planned // bs)):
             cur = build(k)
             if k == 0:
                 spare = cur
-            yield k, cur, pulled
+            if not short:
+                yield k, cur, pulled, len(policy.skips), False  # type: ignore[misc]
+                continue
+            if cur is None:  # the held batch was the last: it reports what the attempt consumed and met
+                yield (held[0] if held else k), (held[1] if held else None), pulled, len(policy.skips), True
+                return
+            if held is not None:
+                yield *held, False
+            held = (k, cur, pulled, len(policy.skips))
+        if held is not None:
+            yield *held, False
 
     def _fast_batch(self, stream: Iterator[RawSample], want: int, rng: np.random.Generator,
                     policy: ErrorPolicy) -> tuple[Built | None, list, int]:

@@ -29,8 +29,9 @@ MIX_SAMPLES = 256  # a shuffling loader's first samples, whose labels are checke
 class LossyLoader:
     """Iterate ``(x, labels)`` batches (``(x, labels, keys)`` with ``return_keys``); batching happens inside
     the workers. Each full pass advances the epoch (or call ``set_epoch``). Skipped samples of the epoch are in
-    ``skipped`` (``"url [key]: reason"``), the number of decoded samples repeated in their place in
-    ``padded``; both are logged as a warning when the epoch ends. ``traffic`` counts the epoch's shard bytes
+    ``skipped`` (``"url [key]: reason"``); across ranks, the number of decoded samples repeated in their place
+    (to keep every rank's batch count equal) in ``padded``; in one process nothing is repeated and the epoch
+    ends early, ``shortfall`` batches short of ``len(loader)``; all are logged as a warning when it ends. ``traffic`` counts the epoch's shard bytes
     fetched from the remote store and read from the node-local cache (:class:`lossyload.cache.Traffic`).
 
     ``state_dict()`` at any point between batches, then ``load_state_dict()`` on a loader over the same data
@@ -52,9 +53,11 @@ class LossyLoader:
         self.epoch = 0
         self.skipped: list[str] = []
         self.padded = 0
+        self.shortfall = 0  # batches fewer than len(self) in the last epoch (skips in one process)
         self.traffic = Traffic()
         # per worker: batches delivered, and the samples of its stream (read, shuffled) they consumed
         self._done = [[0, 0] for _ in range(max(1, num_workers))]
+        self._ended: set[int] = set()  # workers whose share ran out before their plan (skips, one process)
         self._resuming = False  # set by load_state_dict: the next iteration continues the saved epoch
         self._first_labels: list[int] | None = []  # of the first samples delivered, until checked (then None)
 
@@ -63,7 +66,7 @@ class LossyLoader:
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self._done = [[0, 0] for _ in self._done]
+            self._done, self._ended = [[0, 0] for _ in self._done], set()
         self.epoch = epoch
 
     # -- resume -------------------------------------------------------------------------------------------
@@ -71,7 +74,8 @@ class LossyLoader:
         """Where this loader stands: the epoch and, per worker, the batches delivered so far (JSON-friendly).
         After an epoch's last batch, the state is that of the next epoch's start."""
         epoch, done, skipped, padded = self.epoch, [list(d) for d in self._done], list(self.skipped), self.padded
-        if self._done_counts() == self._planned_counts():  # after the last batch: the next epoch's start
+        if all(d == n or w in self._ended  # after the last batch: the next epoch's start
+               for w, (d, n) in enumerate(zip(self._done_counts(), self._planned_counts()))):
             epoch += 1
         if epoch != self.epoch or not any(self._done_counts()):  # nothing of `epoch` delivered yet (``skipped``
             done, skipped, padded = [[0, 0] for _ in self._done], [], 0  # would be the last epoch's)
@@ -133,6 +137,7 @@ class LossyLoader:
         if not self._resuming:  # a fresh pass over the epoch (also after a loop left early)
             self._done = [[0, 0] for _ in self._done]
             self.skipped, self.padded = [], 0
+        self._ended, self.shortfall = set(), 0
         self.traffic = Traffic()
         self._resuming = False
         ds.resume = {w: (b, c) for w, (b, c) in enumerate(self._done) if b}
@@ -145,15 +150,20 @@ class LossyLoader:
             items = _guarded(dl, self)
         waiting: dict[int, deque] = {w: deque() for w in range(len(self._done))}
         for item in items:
-            if self.pin_memory and self.worker_type == "thread":
+            if self.pin_memory and self.worker_type == "thread" and item[0] is not None:
                 item = (_pinned(item[0]), item[1].pin_memory(), item[2])
             waiting[item[2]["worker"]].append(item)
             while order and waiting[order[0]]:  # deliver in the uninterrupted order
                 x, y, report = waiting[order.popleft()].popleft()
-                self._done[report["worker"]] = [report["batch"] + 1, report["consumed"]]
                 self.skipped.extend(report["skipped"])
                 self.padded += report["padded"]
                 self.traffic.add(report.get("traffic"))
+                if report.get("last"):  # the worker's share ran out early: its later turns are gone
+                    self._ended.add(report["worker"])
+                    order = deque(w for w in order if w != report["worker"])
+                if x is None:  # nothing was left for this turn
+                    continue
+                self._done[report["worker"]] = [report["batch"] + 1, report["consumed"]]
                 if self._first_labels is not None:
                     self._check_mix(y)
                 yield (x, y, report["keys"]) if self.return_keys else (x, y)
@@ -163,10 +173,16 @@ class LossyLoader:
         if stuck or order:
             raise LossyloadError(f"epoch {self.epoch}: worker batches out of plan (undelivered {stuck}, "
                                  f"{len(order)} expected batches missing)")
+        self.shortfall = len(self) - sum(self._done_counts())
         if self.skipped:
             reasons = Counter(s.rsplit("]: ", 1)[-1].split(":")[0] for s in self.skipped)
-            log.warning("epoch %d: skipped %d samples %s; %d repeated to keep batches equal across ranks",
-                        self.epoch, len(self.skipped), dict(reasons), self.padded)
+            if self.padded:
+                log.warning("epoch %d: skipped %d samples %s; %d repeated to keep batches equal across ranks",
+                            self.epoch, len(self.skipped), dict(reasons), self.padded)
+            else:
+                log.warning("epoch %d: skipped %d samples %s; none repeated (one process): the epoch had %d "
+                            "batches, %d fewer than len(loader)", self.epoch, len(self.skipped), dict(reasons),
+                            len(self) - self.shortfall, self.shortfall)
         self.set_epoch(self.epoch + 1)
         ds.resume = {}
 

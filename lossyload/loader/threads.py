@@ -54,12 +54,16 @@ def thread_batches(ds: LossyDataset, workers: int, depth: int, order: Iterable[i
                                 name=f"lossyload-worker-{w}") for w in range(workers)]
     for t in threads:
         t.start()
+    finished: set[int] = set()  # workers whose share ran out before their turns did (skips, one process)
     try:
         for w in order:
+            if w in finished:
+                continue
             item = queues[w].get()
             if isinstance(item, _Failed):
                 raise item.error
             if item is _DONE:
+                finished.add(w)
                 continue
             yield item
     finally:

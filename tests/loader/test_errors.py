@@ -1,5 +1,5 @@
-"""The loader's error policy on damaged shard sets: every sample it does not deliver is counted and named,
-and padding keeps every rank's batch count equal."""
+"""The loader's error policy on damaged shard sets: every sample it does not deliver is counted and named;
+across ranks padding keeps every rank's batch count equal, in one process the epoch ends early instead."""
 
 from __future__ import annotations
 
@@ -74,21 +74,63 @@ def test_damaged_shard_loses_a_bounded_tail(corrupt_ds: Path):
     assert set(range(17, 21)) <= lost <= set(range(16, 21))  # 14, 15 come before the damage
 
 
-def test_skip_accounting_in_process(corrupt_ds: Path):
-    """num_workers=0: delivered + skipped == planned, and the padding equals the skips."""
+@pytest.mark.parametrize("num_workers,worker_type,drop_last", [(0, "process", False), (2, "process", False),
+                                                            (2, "thread", False), (2, "thread", True)])
+def test_skip_in_one_process_never_repeats(corrupt_ds: Path, num_workers, worker_type, drop_last):
+    """World size 1: every readable sample once, none repeated; the epoch ends early by the batches the skips
+    cost (``shortfall``), and delivered + skipped == planned."""
     lost = _lost(corrupt_ds)
-    ((ld, batches),) = run(corrupt_ds, seed=3).values()
+    ((ld, batches),) = run(corrupt_ds, seed=3, num_workers=num_workers, worker_type=worker_type,
+                           drop_last=drop_last).values()
     items = [y for b in batches for y in b]
-    assert len(batches) == len(ld) and len(items) == N_SAMPLES  # padded back to the plan
-    assert all(len(b) == BS for b in batches[:-1])
-    delivered = N_SAMPLES - ld.padded
-    assert len(set(items)) == delivered == N_SAMPLES - len(lost)
-    assert set(items) == set(range(N_SAMPLES)) - lost
-    assert delivered + len(ld.skipped) == N_SAMPLES
-    assert ld.padded == ld.dataset.padded == len(ld.skipped) == len(ld.dataset.skips)
+    assert len(items) == len(set(items))  # no repeats
+    assert ld.padded == ld.dataset.padded == 0
+    assert ld.shortfall == len(ld) - len(batches) > 0
     url = shard_url(corrupt_ds)
     assert all(s.startswith(url + " [") for s in ld.skipped), ld.skipped
+    if drop_last:  # full batches only: a worker's partial last batch is dropped, as drop_last drops a remainder
+        assert all(len(b) == BS for b in batches) and set(items) <= set(range(N_SAMPLES)) - lost
+        assert len(items) + len(ld.skipped) <= N_SAMPLES
+    else:
+        assert set(items) == set(range(N_SAMPLES)) - lost
+        assert len(items) + len(ld.skipped) == N_SAMPLES == len(items) + len(lost)
+        assert len(batches) == sum(-(-n // BS) for n in _worker_counts(num_workers, lost, seed=3))
     assert ld.epoch == 1
+    # the next epoch's plan starts afresh at full length, and state_dict after the last batch says so
+    assert ld.state_dict()["epoch"] == 1 and ld.state_dict()["workers"] == [[0, 0]] * max(1, num_workers)
+
+
+def _worker_counts(num_workers: int, lost: set[int], seed: int) -> list[int]:
+    """Readable samples in each worker's planned share (world size 1, no drop_last)."""
+    n = max(1, num_workers)
+    out = []
+    flat = planned_labels(0, 1, False, BS, seed=seed, ep=0, shuffle=True)
+    nb = -(-N_SAMPLES // BS)
+    for w in range(n):
+        share = flat[w * nb // n * BS:(w + 1) * nb // n * BS]
+        out.append(sum(1 for y in share if y not in lost))
+    return out
+
+
+def test_skip_in_one_process_resumes_exactly(corrupt_ds: Path):
+    """A state taken mid-epoch, after a worker ran short, resumes the same shortened epoch; a state taken after
+    its last batch starts the next epoch."""
+    def loader():
+        return make_loader(str(corrupt_ds), batch_size=BS, num_workers=2, worker_type="thread", seed=3,
+                           options={"crop": 32}, drop_last=False, on_error="skip")
+
+    ld = loader()
+    full, states = [], []
+    for _, y in ld:
+        full.append(y.tolist())
+        states.append(ld.state_dict())
+    assert ld.shortfall > 0
+    for cut in (1, len(full) - 2):
+        again = loader()
+        again.load_state_dict(states[cut - 1])
+        assert [y.tolist() for _, y in again] == full[cut:]
+        assert again.shortfall == ld.shortfall and again.epoch == 1
+    assert states[-1]["epoch"] == 1
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -148,11 +190,11 @@ def test_garbage_jpeg_payload_is_skipped_by_key(jpeg_copy: Path):
     path.write_bytes(bytes(raw))
     ((ld, batches),) = run(jpeg_copy).values()
     items = [y for b in batches for y in b]
-    assert len(batches) == len(ld) and len(items) == N_SAMPLES
-    assert set(items) == set(range(N_SAMPLES)) - {30}
+    assert sorted(items) == sorted(set(range(N_SAMPLES)) - {30})  # each once: one process repeats nothing
+    assert len(batches) == len(ld) - ld.shortfall == -(-(N_SAMPLES - 1) // BS)
     (skip,) = ld.skipped
     assert skip.startswith(shard_url(jpeg_copy, "shard-000004.tar") + " [c030/img]: DecodeError")
-    assert ld.dataset.padded == 1
+    assert ld.dataset.padded == 0
     with pytest.raises(DecodeError, match=r"shard-000004\.tar \[c030/img\]"):
         run(jpeg_copy, on_error="raise")
 
@@ -166,8 +208,7 @@ def test_missing_or_bad_cls_is_skipped_by_key(jpeg_copy: Path, cls):
 
     rewrite(jpeg_copy / "shard-000005.tar", edit)  # labels 35..41
     ((ld, batches),) = run(jpeg_copy).values()
-    assert {y for b in batches for y in b} == set(range(N_SAMPLES)) - {36}
-    assert len(batches) == len(ld)
+    assert sorted(y for b in batches for y in b) == sorted(set(range(N_SAMPLES)) - {36})
     (skip,) = ld.skipped
     assert skip.startswith(shard_url(jpeg_copy, "shard-000005.tar") + " [c036/img]:")
     assert "'cls'" in skip
@@ -200,7 +241,7 @@ def test_shard_missing_on_disk(jpeg_copy: Path, num_workers):
     url = shard_url(jpeg_copy, "shard-000006.tar")
     ((ld, batches),) = run(jpeg_copy, num_workers=num_workers).values()
     assert {y for b in batches for y in b} == set(range(N_SAMPLES)) - set(range(42, 49))
-    assert len(batches) == len(ld) and sum(map(len, batches)) == N_SAMPLES
+    assert sum(map(len, batches)) == N_SAMPLES - 7 and ld.padded == 0
     assert len(ld.skipped) == 7
     assert Counter(s.split("]")[0] for s in ld.skipped) == Counter(f"{url} [sample #{i}" for i in range(7))
     assert all("shard unreadable after 0 samples" in s for s in ld.skipped)

@@ -38,7 +38,8 @@ def clean(tmp_path_factory) -> Path:
     """14 JPEG samples (``cat/img_000`` ..) in 3 shards. Read-only: tests damage copies (``ds``)."""
     root = tmp_path_factory.mktemp("verify")
     src = make_image_folder(root / "src", COUNTS)
-    run_job(ShardJob(src=str(src), dest=str(root / "ds"), maxcount=5, progress=False, config={}))
+    # folder order: the tests damage samples they name by shard
+    run_job(ShardJob(src=str(src), dest=str(root / "ds"), maxcount=5, progress=False, config={}, shuffle=False))
     return root / "ds"
 
 
@@ -330,7 +331,7 @@ def coef(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("verify-coef")
     src = make_image_folder(root / "src", {"a": 4, "b": 4})
     run_job(ShardJob(src=str(src), dest=str(root / "ds"), maxcount=8, progress=False,
-                     config={"storage": "coefficients"}))
+                     config={"storage": "coefficients"}, shuffle=False))
     return root / "ds"
 
 

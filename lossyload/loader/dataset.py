@@ -35,7 +35,8 @@ class LossyDataset(IterableDataset):
     ``batch_path=False`` forces the per-sample path (same samples and order; other augmentation draws).
 
     ``x`` is a tensor when the codec has one output (e.g. ``rgb``, ``jpeg-dct`` with ``chroma="concat"``) and a
-    dict of tensors otherwise. ``len()`` is the number of batches (or samples) this rank yields per epoch.
+    dict of tensors otherwise. ``len()`` is the number of batches (or samples) this rank yields per epoch
+    (fewer in one process when ``on_error="skip"`` skipped samples: the epoch ends early, nothing repeated).
     """
 
     def __init__(

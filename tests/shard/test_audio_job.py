@@ -207,7 +207,7 @@ def test_config_from_a_training_split_reuses_its_codebook(vq_train, tmp_path: Pa
     assert index_of(tmp_path / "val_vq").config == train_config  # the same codebook, exactly
     # the same through the command line
     rc = shard_main([str(val), str(tmp_path / "val_cli"), "--codec", "vq", "--config-from", str(dest),
-                     "--no-progress"])
+                     "--no-progress", "--keep-order"])
     assert rc == 0, capsys.readouterr().err
     assert index_of(tmp_path / "val_cli").config == train_config
     assert dataset_files(tmp_path / "val_cli") == dataset_files(tmp_path / "val_vq")

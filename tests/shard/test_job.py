@@ -30,7 +30,6 @@ from ..conftest import (dataset_files, jpeg_bytes, make_image_folder, make_wds_t
 
 
 def shard(src: Path, dest: Path, **kw) -> job_module.ShardSummary:
-    kw.setdefault("shuffle", False)  # source order, which these tests check (the default shuffled order: test_cli)
     return run_job(ShardJob(src=str(src), dest=str(dest), progress=False, **kw))
 
 
@@ -55,7 +54,7 @@ def test_two_runs_are_byte_identical(small_folder: Path, tmp_path: Path) -> None
 
 def test_coefficient_storage_is_deterministic(small_folder: Path, tmp_path: Path) -> None:
     for dest in ("a", "b"):
-        shard(small_folder, tmp_path / dest, config={"storage": "coefficients", "keep": [16, 8]})
+        shard(small_folder, tmp_path / dest, config={"storage": "coefficients", "keep": [16, 8]}, shuffle=False)
     assert (tmp_path / "a" / "shard-000000.tar").read_bytes() == (tmp_path / "b" / "shard-000000.tar").read_bytes()
     names = [n for n, _ in read_tar(tmp_path / "a" / "shard-000000.tar")]
     assert names[:2] == ["cat/img_000.dct.zst", "cat/img_000.cls"]
@@ -72,7 +71,7 @@ def test_headers_have_fixed_mtime_and_owner(small_folder: Path, tmp_path: Path) 
 
 # ------------------------------------------------------------------------------------------- rolling
 def test_maxcount_rolls_shards_in_source_order(small_folder: Path, tmp_path: Path) -> None:
-    summary = shard(small_folder, tmp_path / "out", maxcount=5)
+    summary = shard(small_folder, tmp_path / "out", maxcount=5, shuffle=False)  # folder order
     index = index_of(tmp_path / "out")
     assert [s.samples for s in index.shards] == [5, 5, 2]
     assert [s.url for s in index.shards] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
@@ -122,7 +121,7 @@ def test_size_parser() -> None:
 
 # ------------------------------------------------------------------------------------------- webdataset
 def test_plain_webdataset_reads_the_shards(small_folder: Path, tmp_path: Path) -> None:
-    shard(small_folder, tmp_path / "out", maxcount=4)
+    shard(small_folder, tmp_path / "out", maxcount=4, shuffle=False)
     urls = [str(tmp_path / "out" / s.url) for s in index_of(tmp_path / "out").shards]
     got = [(s["__key__"], s["jpg"], int(s["cls"])) for s in webdataset.WebDataset(urls, shardshuffle=False)]
     assert got == [(key, data, label) for key, label, data in source_files(small_folder)]

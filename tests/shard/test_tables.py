@@ -224,7 +224,7 @@ def test_ranks_merge_into_the_single_process_dataset(table_rows, tmp_path: Path)
 def test_resume_after_sigkill(table_rows, tmp_path: Path) -> None:
     images, labels = table_rows
     src = save_to_disk(tmp_path / "ds", [b for b in images if b], list(range(3)) * 3 + [0], files=3)
-    shard(src, tmp_path / "reference", maxcount=2)
+    shard(src, tmp_path / "reference", maxcount=2, shuffle=True)  # the default order, as the job below
     job = ShardJob(src=str(src), dest=str(tmp_path / "out"), maxcount=2, progress=False)
     run_until_killed(job, _kill_on_nth_add(5))
     assert (tmp_path / "out" / "shard-000001.tar").exists() and not (tmp_path / "out" / "index.json").exists()

@@ -38,30 +38,45 @@ def read_limit(url: str, storage_options: dict | None = None) -> tuple[int, int]
 
 @dataclass(frozen=True)
 class Pass:
-    """One epoch: samples, input bytes per sample, and seconds from opening the dataset to the first batch."""
+    """Samples, input bytes per sample, seconds from opening the dataset to the first batch, and the seconds
+    the samples took when not the whole pass (``epochs`` > 1: the epochs after the first)."""
 
     samples: int
     input_bytes: int
     first_batch_s: float | None = None
+    seconds: float | None = None
+    delivered: int | None = None  # every sample of the pass (the CPU time covers them all)
 
 
 def one_pass(url: str, codec: str | None, options: dict | None, batch: int, epoch: int,
-             transforms: list | None = None, storage_options: dict | None = None, num_workers: int = 0,
-             worker_type: str = "process") -> Pass:
-    """One epoch with ``transforms`` (default: the codec's default transforms); ``codec=None``: the read
-    limit."""
+             transforms: list | None = None, storage_options: dict | None = None, num_workers: int | str = 0,
+             worker_type: str = "process", epochs: int = 1, device: str | None = None) -> Pass:
+    """One loader, ``epochs`` epochs with ``transforms`` (default: the codec's default transforms); with more
+    than one, the samples and seconds are those of the epochs after the first (a loader built once, as in
+    training; the first epoch's start-up is its time to the first batch). ``codec=None``: the read limit."""
     t0 = time.perf_counter()
     if codec is None:
         n, _ = read_limit(url, storage_options)
         return Pass(n, 0)
     ld = make_loader(url, batch_size=batch, codec=codec, options=options, seed=0, transforms=transforms,
-                     storage_options=storage_options, num_workers=num_workers, worker_type=worker_type)
-    return drain(ld, epoch, t0)
+                     storage_options=storage_options, num_workers=num_workers, worker_type=worker_type,
+                     device=device)
+    try:
+        first = drain(ld, epoch, t0)
+        if epochs <= 1:
+            return first
+        t1, n = time.perf_counter(), 0
+        for _ in range(epochs - 1):
+            n += drain(ld, None, t1).samples
+        return Pass(n, first.input_bytes, first.first_batch_s, time.perf_counter() - t1, n + first.samples)
+    finally:
+        ld.close()  # the worker processes end here, so their CPU time is counted
 
 
-def drain(ld, epoch: int, t0: float) -> Pass:
-    """Epoch ``epoch`` of loader ``ld``, opened at ``t0`` (``time.perf_counter()``): its :class:`Pass`."""
-    ld.set_epoch(epoch)
+def drain(ld, epoch: int | None, t0: float) -> Pass:
+    """Epoch ``epoch`` of loader ``ld`` (``None``: its next), opened at ``t0`` (``time.perf_counter()``)."""
+    if epoch is not None:
+        ld.set_epoch(epoch)
     n = per = 0
     first = 0.0
     for x, y in ld:
@@ -69,7 +84,27 @@ def drain(ld, epoch: int, t0: float) -> Pass:
             first = time.perf_counter() - t0
             per = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
         n += len(y)
+    if n and getattr(y, "is_cuda", False):
+        import torch
+
+        torch.cuda.synchronize()
     return Pass(n, per, first)
+
+
+def transfer_bytes(url: str, codec: str, options: dict | None, batch: int,
+                   storage_options: dict | None = None) -> tuple[float, float]:
+    """Bytes per sample of the input tensors a batch moves to the device: ``(host path, device path)``, i.e.
+    the finished outputs and the codec's wire form (``make_loader(..., device=...)``)."""
+    from lossyload.loader.dataset import LossyDataset
+    from lossyload.loader.plan import World
+
+    sizes = []
+    for wire in (False, True):
+        ds = LossyDataset(url, codec=codec, options=options, batch_size=batch, seed=0, storage_options=storage_options)
+        ds.report, ds.wire = True, wire
+        xs, y, _ = next(iter(ds.iter_worker(World())))
+        sizes.append(sum(v.nbytes for v in xs.values()) / len(y))
+    return sizes[0], sizes[1]
 
 
 def _cpu_seconds() -> float:
@@ -98,8 +133,8 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
             p = one_pass(urls[variant], codec, options, batch, rep)
             if not p.samples:
                 raise SystemExit(f"{label}: no full batch of {batch} in {urls[variant]}; use a smaller --batch-size")
-            rates[label].append(p.samples / (time.perf_counter() - t0))
-            cpu[label].append((_cpu_seconds() - c0) / p.samples)
+            rates[label].append(p.samples / (p.seconds if p.seconds is not None else time.perf_counter() - t0))
+            cpu[label].append((_cpu_seconds() - c0) / (p.delivered or p.samples))
             per[label] = p.input_bytes
             if p.first_batch_s is not None:
                 firsts[label].append(p.first_batch_s)
@@ -109,6 +144,7 @@ def measure(rows: list[tuple], urls: dict[str, str], one_pass: OnePass, reps: in
         _, index = read_index(urls[variant], (storage_options or {}).get(variant))
         r = rates[label]
         results.append({"representation": label, "samples_per_s": statistics.median(r), "spread": [min(r), max(r)],
+                        "rates": list(r),  # per repetition, in the interleaved order
                         "cpu_ms_per_sample": 1e3 * statistics.median(cpu[label]),
                         "input_bytes_per_sample": per[label], "stored_bytes_per_sample": index.bytes / index.samples,
                         "first_batch_s": statistics.median(firsts[label]) if firsts[label] else None})

@@ -35,15 +35,20 @@ def open_dataset(url: str, **kwargs: Any):
     return LossyDataset(url, **kwargs)
 
 
-def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+def make_loader(url: str, *, batch_size: int, num_workers: int | str = 0, pin_memory: bool = False,
                 prefetch_factor: int | None = None, return_keys: bool = False, backend: str = "torch",
-                worker_type: str = "process", **kwargs: Any):
+                worker_type: str = "process", device: Any = None, **kwargs: Any):
     """The batched drop-in for a ``DataLoader``: ``for x, labels in make_loader(url, batch_size=64): ...``.
 
     Every rank yields ``len(loader)`` batches per epoch (``(x, labels, keys)`` with ``return_keys``); its
     ``state_dict()``/``load_state_dict()`` resume an epoch exactly. See :func:`open_dataset` for the other
     arguments. ``worker_type="thread"`` runs the ``num_workers`` workers as threads of this process (the same
     batches; no process boundary to cross: see ``docs/batch-path.md`` for the setting per codec).
+    Process workers start on the first pass and persist across epochs. ``num_workers="auto"`` and
+    ``worker_type="auto"`` pick them from the codec's cost and the cores (:mod:`lossyload.loader.auto`).
+    ``device="cuda"`` moves each batch there as the codec's stored integers (int8 latents, code grids, uint8
+    pixels), pinned and non-blocking, and finishes it there (dequantize, bit-planes, normalize): the same
+    batches as the host path, fewer bytes over the bus.
     ``backend="dali"``: the same batches from an NVIDIA DALI pipeline
     (:func:`lossyload.dali.make_dali_loader`; extra ``device_id``, local shards, ``vae`` and ``rgb`` only, no
     ``state_dict``)."""
@@ -59,7 +64,7 @@ def make_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: 
 
     ds = LossyDataset(url, batch_size=batch_size, **kwargs)
     return LossyLoader(ds, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor,
-                       return_keys=return_keys, worker_type=worker_type)
+                       return_keys=return_keys, worker_type=worker_type, device=device)
 
 
 __all__ = ["open_dataset", "make_loader", "LossyDataset", "LossyLoader", "World", "LossyloadError"]

@@ -11,6 +11,7 @@ much for a given model): a latent flip is close to, not equal to, the latent of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,6 +44,8 @@ def _view_index(views: int, index: int) -> None:
 class RandomView:
     """One of the views encoded at shard time, uniformly."""
 
+    geometric: ClassVar[bool] = True  # moves cells only: commutes with the int8 dequantization
+
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check(x)
         return self.apply(x, {"view": int(rng.integers(x.shape[0]))})
@@ -63,6 +66,8 @@ class RandomView:
 @dataclass(frozen=True, kw_only=True)
 class View:
     """A fixed view (0: the centre crop)."""
+
+    geometric: ClassVar[bool] = True  # moves cells only: commutes with the int8 dequantization
 
     index: int = 0
 
@@ -86,6 +91,8 @@ class View:
 @register_augment("latent_hflip")
 @dataclass(frozen=True, kw_only=True)
 class HFlip:
+    geometric: ClassVar[bool] = True  # moves cells only: commutes with the int8 dequantization
+
     p: float = 0.5
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -121,6 +128,8 @@ class RandomCrop:
     """A ``size`` x ``size`` window of the latent grid at a random cell, after replicating ``padding`` edge
     cells on every side (``padding`` > 0 with ``size`` = grid: random translation, same output size)."""
 
+    geometric: ClassVar[bool] = True  # moves cells only: commutes with the int8 dequantization
+
     size: int
     padding: int = 0
 
@@ -153,6 +162,7 @@ class RandomCrop:
 @register_augment("latent_center_crop")
 @dataclass(frozen=True, kw_only=True)
 class CenterCrop:
+    geometric: ClassVar[bool] = True  # moves cells only: commutes with the int8 dequantization
     size: int
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -95,6 +95,34 @@ class Codec:
         of each payload, stacked."""
         return self.finalize_batch(self.decode_many(payloads))
 
+    # -- wire form: what crosses to the consumer (the main process, the GPU) before ``finish`` -------------
+    # Codecs whose outputs are wider than what they store (int8 latents -> float32, 4-bit codes -> bit-planes,
+    # uint8 pixels -> float32) build batches of their stored integers instead, and ``finish`` does the rest
+    # with torch operations on the consumer's device: ``finish(wire_batch(b))`` equals ``finalize_batch(b)``.
+    def wire_form(self, transforms: list) -> bool:
+        """True when batches have a wire form narrower than the outputs, with these transforms."""
+        return False
+
+    def stored(self, payload: bytes) -> Any:
+        """The sample the wire form's transforms take (default: ``decode``)."""
+        return self.decode(payload)
+
+    def stored_many(self, payloads: list[bytes]) -> Any:
+        """:meth:`stored` of a batch (default: ``decode_many``)."""
+        return self.decode_many(payloads)
+
+    def wire(self, sample: Any) -> dict[str, np.ndarray]:
+        """One sample's wire form (default: ``finalize``)."""
+        return self.finalize(sample)
+
+    def wire_batch(self, batch: Any) -> dict[str, np.ndarray]:
+        """A batch's wire form (default: ``finalize_batch``)."""
+        return self.finalize_batch(batch)
+
+    def finish(self, wire: dict[str, Any]) -> dict[str, Any]:
+        """Outputs ``{name: tensor[B, ...]}`` of a wire-form batch of tensors, on their device."""
+        return wire
+
     def output_spec(self) -> dict[str, TensorSpec]:
         raise NotImplementedError
 

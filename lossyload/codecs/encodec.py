@@ -171,6 +171,32 @@ class Encodec(Codec):
         index = np.where(codes < 0, len(self._table) - 1, index)
         return {"latent": np.ascontiguousarray(self._table[index].sum(axis=1).swapaxes(1, 2))}
 
+    # -- wire form (``output="latent"``): the int16 codes cross, ``finish`` sums the codebook vectors there -----
+    def wire_form(self, transforms: list) -> bool:
+        return self.options.output == "latent"  # codes: the output is the codes already
+
+    def wire(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        return {"codes": codes.astype(np.int16)}
+
+    def wire_batch(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        return {"codes": codes.astype(np.int16)}
+
+    def finish(self, wire: dict) -> dict:
+        """:meth:`finalize_batch`'s lookup and sum with torch operations on the codes' device (float32 sums:
+        equal to the host path within rounding)."""
+        import torch
+
+        codes = wire["codes"].to(torch.int64)
+        if self._table is None:
+            raise CodecError(f"encodec: output='latent' needs the codebooks ({ASSET}) named in the index")
+        tables = self.__dict__.setdefault("_tables", {})
+        if str(codes.device) not in tables:
+            tables[str(codes.device)] = torch.from_numpy(self._table).to(codes.device)
+        table = tables[str(codes.device)]
+        index = codes + (torch.arange(codes.shape[1], device=codes.device) * BINS)[None, :, None]
+        index = torch.where(codes < 0, len(table) - 1, index)
+        return {"latent": table[index].sum(dim=1).transpose(1, 2).contiguous()}
+
     def output_spec(self) -> dict[str, TensorSpec]:
         t = self.options.frames or self.config.frames
         if self.options.output == "codes":

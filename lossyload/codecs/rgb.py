@@ -90,13 +90,34 @@ class Rgb(Codec):
             from torchvision.transforms.v2 import functional as F
 
             img = F.pil_to_tensor(img)
+        self._normalizer()
+        x = (img.float() - self._norm[0]) * self._norm[1]
+        return {"rgb": x.numpy()}
+
+    # -- wire form: the cropped uint8 pixels cross, ``finish`` normalizes them to float32 there ---------------
+    def wire_form(self, transforms: list) -> bool:
+        return True
+
+    def wire(self, img) -> dict[str, np.ndarray]:
+        if not hasattr(img, "float"):
+            from torchvision.transforms.v2 import functional as F
+
+            img = F.pil_to_tensor(img)
+        return {"rgb": img.contiguous().numpy()}
+
+    def finish(self, wire: dict) -> dict:
+        """:meth:`finalize`'s normalization, on the pixels' device: the same float32 operations."""
+        self._normalizer()
+        x = wire["rgb"]
+        mean, inv = (t.to(x.device) for t in self._norm)
+        return {"rgb": (x.float() - mean) * inv}
+
+    def _normalizer(self) -> None:
         if self._norm is None:
             import torch
 
             self._norm = (torch.tensor(self.options.mean).view(3, 1, 1) * 255,
                           1.0 / (torch.tensor(self.options.std).view(3, 1, 1) * 255))
-        x = (img.float() - self._norm[0]) * self._norm[1]
-        return {"rgb": x.numpy()}
 
     def output_spec(self) -> dict[str, TensorSpec]:
         s = self.options.crop

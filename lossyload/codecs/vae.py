@@ -292,6 +292,41 @@ class Vae(Codec):
     def finalize_batch(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"latent": np.ascontiguousarray(x[:, 0, 0], dtype=self.options.dtype)}
 
+    # -- wire form: the stored int8 crosses, ``finish`` dequantizes it on the consumer's device ----------------
+    def wire_form(self, transforms: list) -> bool:
+        """int8 storage and transforms that only move cells (views, crops, flips): they commute with the
+        per-channel dequantization, which can then wait for the consumer."""
+        return self.config.storage == "int8" and all(getattr(t, "geometric", False) for t in transforms)
+
+    def stored(self, payload: bytes) -> np.ndarray:
+        """int8 ``[views, planes, C, h, w]`` as stored."""
+        return self.stored_many([payload])[0]
+
+    def stored_many(self, payloads: list[bytes]) -> np.ndarray:
+        shape, dtype, _ = self._layout()
+        size = math.prod(shape) * dtype.itemsize
+        for p in payloads:
+            if len(p) != size:
+                raise self._size_error(len(p), shape, dtype)
+        return np.frombuffer(b"".join(payloads), dtype).reshape(len(payloads), *shape)
+
+    def wire(self, q: np.ndarray) -> dict[str, np.ndarray]:
+        return {"latent": np.array(q[0, 0])}
+
+    def wire_batch(self, q: np.ndarray) -> dict[str, np.ndarray]:
+        return {"latent": np.array(q[:, 0, 0])}
+
+    def finish(self, wire: dict) -> dict:
+        """``q * scale + offset`` (and the model's scaling) per channel: the float32 operations of
+        :meth:`decode_many`, so the result equals the host path's bit for bit."""
+        import torch
+
+        q = wire["latent"]
+        a, b = (torch.from_numpy(v[0, 0]).to(q.device) for v in self._layout()[2])  # plane 0: [C, 1, 1]
+        x = q.to(torch.float32) * a
+        x += b
+        return {"latent": x.to(getattr(torch, self.options.dtype))}
+
     def output_spec(self) -> dict[str, TensorSpec]:
         c = self.config
         g = self.options.crop or c.grid

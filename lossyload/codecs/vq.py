@@ -229,6 +229,38 @@ class Vq(Codec):
             result[masked] = self.config.codebook_size
         return {out: result}
 
+    # -- wire form: the code grid crosses (1 byte a cell), ``finish`` makes bit-planes or vectors there ---------
+    def wire_form(self, transforms: list) -> bool:
+        return self.options.output != "codes"  # codes: the output is the grid already
+
+    def wire(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        return self.wire_batch(codes)
+
+    def wire_batch(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """The (augmented) codes, -1 = masked: int8 when the codebook fits, else int16."""
+        return {"codes": codes.astype(np.int8 if self.config.codebook_size <= 128 else np.int16)}
+
+    def finish(self, wire: dict) -> dict:
+        """:meth:`finalize_batch` of the code grid with torch operations on its device (the same values)."""
+        import torch
+
+        codes = wire["codes"]
+        masked = codes < 0
+        if self.options.output == "bits":
+            shifts = torch.arange(self.config.bits, dtype=torch.uint8, device=codes.device)[None, :, None, None]
+            planes = ((codes.to(torch.int16).to(torch.uint8)[:, None] >> shifts) & 1).to(torch.int8) * 2 - 1
+            return {"bits": planes.masked_fill(masked[:, None], 0)}
+        table = self._device_table(codes.device)
+        return {"vectors": table[:, (codes.to(torch.int64) + 1)].transpose(0, 1).contiguous()}
+
+    def _device_table(self, device):
+        import torch
+
+        tables = self.__dict__.setdefault("_tables", {})
+        if str(device) not in tables:
+            tables[str(device)] = torch.from_numpy(self._table).to(device)
+        return tables[str(device)]
+
     def output_spec(self) -> dict[str, TensorSpec]:
         h, w = self.config.grid
         w = self.options.frames or w

@@ -42,25 +42,28 @@ def usable(codec: Codec, transforms: list) -> bool:
     return codec.batch_decoding() and all(has_batch_form(t) for t in transforms)
 
 
-def decode_group(codec: Codec, samples: list[RawSample], policy: ErrorPolicy) -> tuple[list[Any], list[RawSample]]:
+def decode_group(codec: Codec, samples: list[RawSample], policy: ErrorPolicy,
+                 wire: bool = False) -> tuple[list[Any], list[RawSample]]:
     """``(decoded parts, the samples they hold)``: one part for the whole group, or, when a payload is refused,
-    one part per good sample (the bad ones handled by ``policy``)."""
+    one part per good sample (the bad ones handled by ``policy``). ``wire``: the codec's stored form
+    (``Codec.stored_many``)."""
+    decode = codec.stored_many if wire else codec.decode_many
     try:
-        return [codec.decode_many([s.payload for s in samples])], samples
+        return [decode([s.payload for s in samples])], samples
     except (LossyloadError, ValueError):
         pass
     parts, good = [], []
     for s in samples:
         try:
-            parts.append(codec.decode_many([s.payload]))
+            parts.append(decode([s.payload]))
             good.append(s)
         except (LossyloadError, ValueError) as exc:
             policy.handle(s.url, [s.key], f"{type(exc).__name__}: {exc}", exc)
     return parts, good
 
 
-def pull_decoded(codec: Codec, stream: Iterator[RawSample], want: int,
-                 policy: ErrorPolicy) -> tuple[Any, list[RawSample], int]:
+def pull_decoded(codec: Codec, stream: Iterator[RawSample], want: int, policy: ErrorPolicy,
+                 wire: bool = False) -> tuple[Any, list[RawSample], int]:
     """``(decoded batch or None, its samples, stream samples pulled)``: up to ``want`` good samples."""
     parts: list[Any] = []
     good: list[RawSample] = []
@@ -70,18 +73,18 @@ def pull_decoded(codec: Codec, stream: Iterator[RawSample], want: int,
         if not chunk:
             break
         pulled += len(chunk)
-        more, ok = decode_group(codec, chunk, policy)
+        more, ok = decode_group(codec, chunk, policy, wire)
         parts += more
         good += ok
     return (codec.join_batches(parts) if parts else None), good, pulled
 
 
 def augment_finalize(codec: Codec, transforms: list, batch: Any, samples: list[RawSample],
-                     rng: np.random.Generator) -> Built:
-    """The batch's transforms (batch forms) and ``finalize_batch``."""
+                     rng: np.random.Generator, wire: bool = False) -> Built:
+    """The batch's transforms (batch forms) and ``finalize_batch`` (``wire_batch`` with ``wire``)."""
     for t in transforms:
         batch = transform_batch(t, batch, rng)
-    xs = codec.finalize_batch(batch)
+    xs = codec.wire_batch(batch) if wire else codec.finalize_batch(batch)
     return Built(xs, np.array([s.label for s in samples], np.int64), [s.key for s in samples])
 
 

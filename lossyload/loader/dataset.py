@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from ..cache import CacheConfig, ShardCache, Traffic
 from ..errors import CodecError, LossyloadError, ShardError
 from ..fs import read_index, register_webdataset_schemes
 from . import batch, plan, prefetch
 from .batch import Built
+from .handover import Handover
 from .resolve import read_assets, resolve_codec  # noqa: F401  (also imported from here)
 from .stream import ErrorPolicy, RawSample, Skip, read_range
 
@@ -81,7 +82,11 @@ class LossyDataset(IterableDataset):
         # remote shards through a node-local cache (None: streamed every epoch); see lossyload.cache
         self.cache = ShardCache.create(CacheConfig(dir=cache_dir, limit=cache_limit)) if cache_dir else None
         self.traffic = Traffic()  # shard bytes fetched / read from the cache by the last iteration (this process)
-        self.report = False  # LossyLoader sets it: yield (x, y, report) so skips and positions reach it
+        self.report = False  # LossyLoader sets it: yield (outputs, labels, report) so skips and positions reach it
+        # build batches in the codec's wire form (its stored integers) and leave ``finish`` to :meth:`output`,
+        # on the device the loader moves them to (``LossyLoader(device=...)``)
+        self.wire = False
+        self.handover: Handover | None = None  # LossyLoader's persistent process workers (loader.handover)
         # LossyLoader sets it: worker -> (batches delivered, samples of its stream consumed by them)
         self.resume: dict[int, tuple[int, int]] = {}
         self.skips: list[Skip] = []
@@ -105,7 +110,22 @@ class LossyDataset(IterableDataset):
         return plan.batches_per_rank(self.index.samples, w.world_size, self.batch_size or 1, self.drop_last)
 
     def __iter__(self) -> Iterator[Any]:
-        return self.iter_worker(self._world())
+        world = self._world()
+        if self.handover is not None and get_worker_info() is not None:  # a persistent worker: this pass's state
+            self.epoch, self.resume = self.handover.read()
+        return self.iter_worker(world)
+
+    def output(self, xs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[Any, Any]:
+        """``(x, labels)`` as the caller gets them from a batch's outputs (the codec's ``finish`` applied to a
+        wire-form batch): one tensor when the codec has one output, else the dict; one sample unbatched."""
+        if self.wire_form():
+            xs = self.codec.finish(xs)
+        x = next(iter(xs.values())) if len(xs) == 1 else xs
+        return _unbatch((x, labels)) if not self.batch_size else (x, labels)
+
+    def wire_form(self) -> bool:
+        """Whether batches are built in the codec's wire form (see :attr:`wire`)."""
+        return self.wire and self.codec.wire_form(self.transforms)
 
     def iter_worker(self, world: plan.World) -> Iterator[Any]:
         """The batches (or samples) of loader worker ``world.worker`` of ``world.num_workers``."""
@@ -132,23 +152,23 @@ class LossyDataset(IterableDataset):
         stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
         seen = padded = 0
+        handover = self.handover if get_worker_info() is not None else None
         for k, built, pulled, met, last in self._batches(stream, world, first_batch, consumed, stop - start, bs,
                                                          policy):
+            if not self.report:
+                if built is not None:
+                    yield self.output(*_tensors(built))
+                continue
+            # what happened since the previous batch, for the loader in the main process
+            keys = [] if built is None else built.keys if self.batch_size else built.keys[0]
+            report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
+                      "skipped": [str(s) for s in policy.skips[seen:met]], "padded": self.padded - padded,
+                      "traffic": self.traffic.take(), "last": last}
+            seen, padded = met, self.padded
             if built is None:  # this worker's share ran out before batch k (skips, one process)
-                x = y = None
+                yield None, None, report
             else:
-                x, y = _tensors(built)
-                if not self.batch_size:
-                    x, y = _unbatch((x, y))
-            if self.report:  # what happened since the previous batch, for the loader in the main process
-                keys = [] if built is None else built.keys if self.batch_size else built.keys[0]
-                report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
-                          "skipped": [str(s) for s in policy.skips[seen:met]], "padded": self.padded - padded,
-                          "traffic": self.traffic.take(), "last": last}
-                seen, padded = met, self.padded
-                yield x, y, report
-            elif built is not None:
-                yield x, y
+                yield handover.pack(world.worker, built, report) if handover else (*_tensors(built), report)
 
     def _batches(self, stream: Iterator[RawSample], world: plan.World, first_batch: int, consumed: int,
                  planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, Built | None, int, int, bool]]:
@@ -169,6 +189,7 @@ class LossyDataset(IterableDataset):
         fused = head if hasattr(head, "window") and hasattr(self.codec, "decode_window") else None
         rest = self.transforms[1:] if fused else self.transforms
         fast = self.batch_path and batch.usable(self.codec, self.transforms)
+        wire = self.wire_form()
         spare: Built | None = None  # the first batch: what short batches are padded with
         pulled = 0  # samples taken from the stream
 
@@ -178,12 +199,12 @@ class LossyDataset(IterableDataset):
             rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k])
             cur, samples = None, []
             if fast:
-                cur, samples, n = self._fast_batch(stream, want, rng, policy)
+                cur, samples, n = self._fast_batch(stream, want, rng, policy, wire)
                 pulled += n
             if cur is None:
                 for s in stream if len(samples) < want else ():
                     pulled += 1
-                    decoded = self._decode(s, fused, rest, rng, policy)
+                    decoded = self._decode(s, fused, rest, rng, policy, wire)
                     if decoded is not None:
                         samples.append(decoded)
                         if len(samples) == want:
@@ -222,29 +243,31 @@ class LossyDataset(IterableDataset):
             yield *held, False
 
     def _fast_batch(self, stream: Iterator[RawSample], want: int, rng: np.random.Generator,
-                    policy: ErrorPolicy) -> tuple[Built | None, list, int]:
+                    policy: ErrorPolicy, wire: bool = False) -> tuple[Built | None, list, int]:
         """One batch by the batch path: ``(batch, [], stream samples pulled)``. When a transform refuses the
         batch (e.g. an image smaller than a crop that may not pad), its samples go through the per-sample path,
         so only the refused ones are skipped: ``(None, their decoded samples, pulled)``; the caller tops up."""
-        decoded, good, pulled = batch.pull_decoded(self.codec, stream, want, policy)
+        decoded, good, pulled = batch.pull_decoded(self.codec, stream, want, policy, wire)
         if decoded is None:
             return None, [], pulled
         try:
-            return batch.augment_finalize(self.codec, self.transforms, decoded, good, rng), [], pulled
+            return batch.augment_finalize(self.codec, self.transforms, decoded, good, rng, wire), [], pulled
         except (LossyloadError, ValueError):
-            redo = [self._decode(s, None, self.transforms, rng, policy) for s in good]
+            redo = [self._decode(s, None, self.transforms, rng, policy, wire) for s in good]
             return None, [x for x in redo if x is not None], pulled
 
-    def _decode(self, s: RawSample, fused, rest: list, rng: np.random.Generator, policy: ErrorPolicy):
-        """``(x, label, key)`` of one raw sample decoded to codec level and augmented; ``None`` if skipped."""
+    def _decode(self, s: RawSample, fused, rest: list, rng: np.random.Generator, policy: ErrorPolicy,
+                wire: bool = False):
+        """``(x, label, key)`` of one raw sample decoded to codec level and augmented (its wire form with
+        ``wire``); ``None`` if skipped."""
         try:
             if fused is not None:
                 x = self.codec.decode_window(s.payload, lambda hm, wm: fused.window(hm, wm, rng))
             else:
-                x = self.codec.decode(s.payload)
+                x = self.codec.stored(s.payload) if wire else self.codec.decode(s.payload)
             for t in rest:
                 x = t(x, rng)
-            return self.codec.finalize(x), s.label, s.key
+            return (self.codec.wire(x) if wire else self.codec.finalize(x)), s.label, s.key
         except (LossyloadError, ValueError) as exc:
             policy.handle(s.url, [s.key], f"{type(exc).__name__}: {exc}", exc)
             return None
@@ -294,10 +317,9 @@ def _collate(samples: list) -> Built:
     return Built(xs, np.array([s[1] for s in samples], np.int64), [s[2] for s in samples])
 
 
-def _tensors(b: Built) -> tuple[Any, torch.Tensor]:
-    """``(x [B, ...] or {name: [B, ...]}, labels [B])`` as tensors (sharing the arrays' memory)."""
-    xs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.xs.items()}
-    return (next(iter(xs.values())) if len(xs) == 1 else xs), torch.from_numpy(b.labels)
+def _tensors(b: Built) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``({name: [B, ...]}, labels [B])`` as tensors (sharing the arrays' memory)."""
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.xs.items()}, torch.from_numpy(b.labels)
 
 
 def _unbatch(batch):

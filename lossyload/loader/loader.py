@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader
 
 from ..cache import Traffic
 from ..errors import LossyloadError, WorkerError
-from . import plan
+from . import auto, plan
 from .dataset import LossyDataset
+from .handover import Handover
 from .threads import thread_batches
 from .watch import watching
 
@@ -39,16 +40,24 @@ class LossyLoader:
     uninterrupted run would have yielded next: same samples, same order, same augmentations.
     """
 
-    def __init__(self, dataset: LossyDataset, *, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int | None = None, return_keys: bool = False, worker_type: str = "process") -> None:
-        if worker_type not in ("process", "thread"):
-            raise ValueError(f"worker_type must be 'process' or 'thread', got {worker_type!r}")
+    def __init__(self, dataset: LossyDataset, *, num_workers: int | str = 0, pin_memory: bool = False,
+                 prefetch_factor: int | None = None, return_keys: bool = False, worker_type: str = "process",
+                 device: str | torch.device | None = None) -> None:
+        num_workers, worker_type = auto.resolve(dataset, num_workers, worker_type)
         self.worker_type = worker_type  # "thread": workers are threads of this process (lossyload.loader.threads)
         self.dataset = dataset
         self.dataset.report = True
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.prefetch_factor = prefetch_factor if num_workers else None
+        # ``device``: batches move there as the codec's stored integers (pinned, non-blocking) and ``finish``
+        # runs there. Without one, workers finish their batches (the training process has its own work)
+        self.device = torch.device(device) if device is not None else None
+        self.dataset.wire = self.device is not None
+        self.pin_memory = pin_memory or (self.device is not None and self.device.type == "cuda")
+        self.prefetch_factor = (prefetch_factor or auto.prefetch(dataset)) if num_workers else None
+        self._dl: DataLoader | None = None  # the persistent process workers, started by the first pass
+        self.handover_mode = "slots"  # how their batches cross (lossyload.loader.handover.MODES)
+        self._shards_hash: str | None = None
+        self._handover: Handover | None = None
         self.return_keys = return_keys
         self.epoch = 0
         self.skipped: list[str] = []
@@ -100,7 +109,9 @@ class LossyLoader:
     def _settings(self) -> dict[str, Any]:
         ds = self.dataset
         world = ds.world or plan.World.detect()
-        shards = hashlib.sha256("".join(s.sha256 for s in ds.index.shards).encode()).hexdigest()[:16]
+        if self._shards_hash is None:  # once: an index may list 100,000 shards
+            self._shards_hash = hashlib.sha256("".join(s.sha256 for s in ds.index.shards).encode()).hexdigest()[:16]
+        shards = self._shards_hash
         return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank,
                 "world_size": world.world_size, "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
                 "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last,
@@ -142,28 +153,32 @@ class LossyLoader:
         self._resuming = False
         ds.resume = {w: (b, c) for w, (b, c) in enumerate(self._done) if b}
         order = self._order()
-        if self.worker_type == "thread" and self.num_workers:
-            items = thread_batches(ds, self.num_workers, self.prefetch_factor or 2, list(order))
+        if not self.num_workers:
+            items: Iterator[Any] = iter(ds)
+        elif self.worker_type == "thread":
+            items = thread_batches(ds, self.num_workers, self.prefetch_factor, list(order))
         else:
-            dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
-            items = _guarded(dl, self)
+            items = self._from_processes()
         waiting: dict[int, deque] = {w: deque() for w in range(len(self._done))}
         for item in items:
-            if self.pin_memory and self.worker_type == "thread" and item[0] is not None:
-                item = (_pinned(item[0]), item[1].pin_memory(), item[2])
+            if self.pin_memory and (self.worker_type == "thread" or not self.num_workers) and item[0] is not None:
+                item = (_pinned(item[0]), item[1].pin_memory(), item[2])  # (processes: pinned by unpack)
             waiting[item[2]["worker"]].append(item)
             while order and waiting[order[0]]:  # deliver in the uninterrupted order
-                x, y, report = waiting[order.popleft()].popleft()
+                xs, y, report = waiting[order.popleft()].popleft()
                 self.skipped.extend(report["skipped"])
                 self.padded += report["padded"]
                 self.traffic.add(report.get("traffic"))
                 if report.get("last"):  # the worker's share ran out early: its later turns are gone
                     self._ended.add(report["worker"])
                     order = deque(w for w in order if w != report["worker"])
-                if x is None:  # nothing was left for this turn
+                if xs is None:  # nothing was left for this turn
                     continue
                 self._done[report["worker"]] = [report["batch"] + 1, report["consumed"]]
+                if self.device is not None:
+                    xs = {k: v.to(self.device, non_blocking=True) for k, v in xs.items()}
+                    y = y.to(self.device, non_blocking=True)
+                x, y = ds.output(xs, y)
                 if self._first_labels is not None:
                     self._check_mix(y)
                 yield (x, y, report["keys"]) if self.return_keys else (x, y)
@@ -186,6 +201,27 @@ class LossyLoader:
         self.set_epoch(self.epoch + 1)
         ds.resume = {}
 
+    def _from_processes(self) -> Iterator[Any]:
+        """This pass's items from the persistent worker processes (started on the first pass), each copied
+        out of its shared-memory slot as it arrives."""
+        ds = self.dataset
+        if self._dl is None:
+            self._handover = ds.handover = Handover(self.num_workers, self.prefetch_factor + 2, self.handover_mode)
+            self._dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=True,
+                                  prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
+        self._handover.publish(self.epoch, ds.resume)
+        for item in _guarded(self._dl, self):
+            yield self._handover.unpack(item, self.pin_memory)
+
+    def close(self) -> None:
+        """Stop the worker processes now and release their slots (both happen anyway when the loader is
+        garbage-collected); the next pass starts new ones."""
+        dl, self._dl = self._dl, None
+        self._handover = self.dataset.handover = None
+        it = getattr(dl, "_iterator", None)
+        if it is not None:
+            it._shutdown_workers()
+            dl._iterator = None
 
     def _check_mix(self, y: Any) -> None:
         """Once per loader: warn when the first samples of a shuffling loader are dominated by one label while
@@ -220,7 +256,8 @@ def dominated(labels: list[int], names: list[str], group: int = 64) -> str | Non
 
 def _guarded(dl: DataLoader, loader: LossyLoader) -> Iterator[Any]:
     """The DataLoader's items; a worker that dies is a :class:`WorkerError` saying where the epoch stands,
-    also when its death is noticed during the caller's training step (see :mod:`.watch`)."""
+    also when its death is noticed during the caller's training step (see :mod:`.watch`). The workers are
+    then stopped: the next pass starts new ones."""
     items = iter(dl)  # starts the workers (and torch's SIGCHLD handler, which ``watching`` wraps)
     with watching() as w:
         while w.held is None:
@@ -232,11 +269,13 @@ def _guarded(dl: DataLoader, loader: LossyLoader) -> Iterator[Any]:
             except RuntimeError as exc:
                 if "DataLoader worker" not in str(exc):
                     raise
+                loader.close()
                 raise _worker_error(exc, loader) from exc
             finally:
                 w.waiting = False
             yield item
         held, w.held = w.held, None
+        loader.close()
         raise _worker_error(held, loader) from held
 
 

@@ -86,3 +86,29 @@ def test_workers_and_storage_targets_compare_within_the_run() -> None:
     storage = run.storage_targets(results)
     assert "| vq · bit-planes int8 | 60% MISSED | 60% MISSED | 60% MISSED |" in storage
     assert run.storage_targets([r for r in results if r["storage"] == "local"]) == "(no S3 rows in this run)"
+
+
+def test_workers_table_flags_decode_bound_rows_and_auto_and_device_settings() -> None:
+    settings = [Setting("local", 0), Setting("local", 2, "process"), Setting("local", "auto", "auto"),
+                Setting("local", 0, "process", "cuda")]
+    assert [s.name for s in settings] == ["0w", "2w process", "auto", "0w -> cuda"]
+    rows = rows_for(settings)
+
+    def rate_of(rep, s):
+        return {0: 1000.0, 2: 950.0, "auto": 880.0}[s.workers] * (3 if s.device else 1)
+
+    results = fake_results(rows, rate_of)
+    annotate(results, rows)
+    workers = run.worker_targets(results)
+    assert workers.splitlines()[0].count("/ 0w") == 2  # the device row is not a worker setting
+    assert "| vae · int8 4x32x32, flip | 0.95x met | 0.88x MISSED |" in workers
+    assert "| rgb · libjpeg-turbo | 0.95x met, not faster | 0.88x MISSED, not faster |" in workers
+    text = run.transfer_table({"vae · int8": (16384.0, 4096.0)})
+    assert "| vae · int8 | 16,384 | 4,096 | 4.0x |" in text
+
+
+def test_workers_table_pairs_the_repetitions() -> None:
+    zero = {"samples_per_s": 100.0, "rates": [100.0, 50.0, 200.0]}
+    two = {"samples_per_s": 100.0, "rates": [90.0, 60.0, 180.0]}  # every repetition under the same load as 0w's
+    assert run.paired(two, zero) == (0.9, 0.9, 1.2)
+    assert run.paired({"samples_per_s": 50.0}, zero) == (0.5, 0.5, 0.5)

@@ -81,3 +81,27 @@ def test_arguments() -> None:
 def test_failed_child_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="failed"):
         scaling.run_child(str(tmp_path / "missing"), 4)
+
+
+def test_tiny_base_reads_every_sample_with_its_crop(tmp_path: Path) -> None:
+    url = scaling.build_tiny(str(tmp_path / "tiny"), 30, maxcount=10)
+    _, index = read_index(url)
+    assert index.samples == 30 and len(index.shards) == 3
+    assert scaling.build_tiny(url, 30) == url  # built once
+    rows = scaling.measure_sizes(url, [1, 3], str(tmp_path / "out"), batch_size=8, crop=scaling.TINY_SIDE)
+    assert [r["samples"] for r in rows] == [30, 90] and all(r["open_s"] > 0 for r in rows)
+    assert "open to first batch" in scaling.table(rows)
+
+
+def test_large_index_links_one_shard_under_every_entry(tmp_path: Path) -> None:
+    from benchmarks import large_index
+
+    base = scaling.build_tiny(str(tmp_path / "base"), 10, maxcount=10)
+    url = large_index.linked(base, 25, str(tmp_path / "big"))
+    _, index = read_index(url)
+    assert index.samples == 250 and len({s.url for s in index.shards}) == 25
+    assert verify(url).problems == []
+    row = large_index.run_child(url, world_size=4, batch_size=8)
+    assert row["shards"] == 25 and row["first_batch_samples"] == 8
+    assert row["batches_per_rank"] == 250 // 4 // 8 and row["open_s"] > 0 and row["peak_rss_mb"] > 0
+    assert "| 25 | 250 |" in large_index.table([large_index.aggregate([row])])

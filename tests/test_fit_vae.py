@@ -1,6 +1,8 @@
-"""``lossyload fit-vae``: a tiny AutoencoderKL fitted on a tiny image folder. The summary (returned and in
-fit.json), the held-out PSNR gain, the saved folder (loads with ``from_pretrained``, carries the fitted
-scaling factor), the folder as the ``vae`` codec's model end to end, the CLI and the errors."""
+"""``lossyload fit-vae``: a tiny ResampleVae (and AutoencoderKL) fitted on a tiny image folder. The summary
+(returned and in fit.json) with the fitted and the resampling PSNR side by side, the untrained model equal to
+resampling and the fitted one above it, the best state kept, the saved folder (loads through ``load_vae`` with its
+class, carries the fitted scaling factor), the folder as the ``vae`` codec's model end to end, the CLI and the
+errors."""
 
 from __future__ import annotations
 
@@ -20,16 +22,18 @@ from lossyload.cli import main
 from lossyload.errors import LossyloadError
 from lossyload.fit_vae import FitVaeConfig, fit_vae
 from lossyload.index import Index
+from lossyload.media.vae_model import image_views, load_vae
 from lossyload.shard import ShardJob, run_job
 from lossyload.shard.cli import main as shard_main
 
 from .conftest import write
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = FitVaeConfig(resolution=32, max_steps=30, block_out_channels=(8, 8, 16, 16), holdout=0.25, seed=0,
-                    device="cpu")
-SUMMARY_KEYS = {"psnr_db", "psnr_untrained_db", "steps", "seconds", "train_images", "holdout_images", "skipped",
-                "scaling_factor", "config"}
+TINY = FitVaeConfig(resolution=32, max_steps=30, width=16, blocks=1, holdout=0.25, seed=0, device="cpu")
+TINY_KL = FitVaeConfig(architecture="autoencoderkl", resolution=32, max_steps=3, block_out_channels=(8, 8, 16, 16),
+                       holdout=0.25, seed=0, device="cpu")
+SUMMARY_KEYS = {"psnr_db", "psnr_resampling_db", "psnr_untrained_db", "best_step", "history", "steps", "seconds",
+                "train_images", "holdout_images", "skipped", "scaling_factor", "latent_shape", "config"}
 
 
 def make_images(root: Path, n: int = 12, size: int = 48, seed: int = 0) -> Path:
@@ -86,20 +90,52 @@ def test_unreadable_image_is_skipped_and_counted(fitted) -> None:
     assert len(summary["skipped_files"]) == 1 and "zz_bad.jpg" in summary["skipped_files"][0]
 
 
-def test_held_out_psnr_improves(fitted) -> None:
+def test_untrained_model_is_resampling_and_the_fitted_one_beats_it(fitted) -> None:
     _, summary = fitted
-    assert math.isfinite(summary["psnr_untrained_db"])
-    assert summary["psnr_db"] > summary["psnr_untrained_db"] + 3.0  # measured 10.4 -> 15.7 dB; +5 to +8 dB over seeds
+    assert math.isfinite(summary["psnr_resampling_db"]) and summary["latent_shape"] == [4, 4, 4]
+    assert summary["psnr_untrained_db"] == pytest.approx(summary["psnr_resampling_db"], abs=1e-4)
+    assert summary["history"][0] == {"step": 0, "seconds": summary["history"][0]["seconds"],
+                                     "psnr_db": summary["psnr_untrained_db"]}
+    assert [h["step"] for h in summary["history"]] == [0, 4, 8, 12, 15, 19, 23, 27, 30]  # checkpoints of 30 steps
+    best = max(summary["history"], key=lambda h: h["psnr_db"])
+    assert (summary["best_step"], summary["psnr_db"]) == (best["step"], best["psnr_db"])
+    assert summary["psnr_db"] > summary["psnr_resampling_db"] + 0.1  # measured +0.46 dB
 
 
-def test_folder_loads_with_from_pretrained(fitted) -> None:
-    from diffusers import AutoencoderKL
+def test_the_best_state_measured_is_saved(src: Path, tmp_path: Path) -> None:
+    """A learning rate that wrecks the model: every checkpoint after step 0 is worse, so the saved model is the
+    untrained one -- resampling -- and the summary says so."""
+    from lossyload.fit_vae import build_vae
+
+    config = dataclasses.replace(TINY, lr=1.0, max_steps=8, checkpoints=2)
+    summary = fit_vae(str(src), str(tmp_path / "vae"), config, progress=False)
+    assert [h["step"] for h in summary["history"]] == [0, 4, 8]
+    assert all(h["psnr_db"] < summary["psnr_resampling_db"] - 1 for h in summary["history"][1:])
+    assert summary["best_step"] == 0 and summary["psnr_db"] == summary["psnr_untrained_db"]
+    saved, fresh = load_vae(str(tmp_path / "vae")).state_dict(), build_vae(config).state_dict()
+    assert saved.keys() == fresh.keys() and all(torch.equal(saved[k], fresh[k]) for k in saved)
+
+
+def test_folder_loads_with_its_class(fitted) -> None:
+    from lossyload.media.resample_vae import ResampleVae
 
     out, summary = fitted
-    vae = AutoencoderKL.from_pretrained(str(out))
+    vae = load_vae(str(out))
+    assert type(vae) is ResampleVae
     assert vae.config.scaling_factor == pytest.approx(summary["scaling_factor"])
     assert summary["scaling_factor"] > 0 and math.isfinite(summary["scaling_factor"])
-    assert tuple(vae.config.block_out_channels) == (8, 8, 16, 16) and vae.config.latent_channels == 4
+    assert (vae.config.width, vae.config.blocks, vae.config.latent_channels) == (16, 1, 4)
+
+
+def test_autoencoderkl_architecture(src: Path, tmp_path: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    summary = fit_vae(str(src), str(tmp_path / "kl"), TINY_KL, progress=False)
+    vae = load_vae(str(tmp_path / "kl"))
+    assert type(vae) is AutoencoderKL and tuple(vae.config.block_out_channels) == (8, 8, 16, 16)
+    assert vae.config.scaling_factor == pytest.approx(summary["scaling_factor"])
+    assert summary["steps"] == 3 and math.isfinite(summary["psnr_resampling_db"])
+    assert summary["psnr_untrained_db"] < summary["psnr_resampling_db"] - 5  # random weights: far below
 
 
 def test_same_seed_same_model(src: Path, tmp_path: Path) -> None:
@@ -127,16 +163,39 @@ def test_folder_shards_through_the_vae_codec(src: Path, fitted, tmp_path: Path) 
     assert 0.3 < float(latents.std()) < 3.0  # scaled by the fitted factor: about unit spread
 
 
+def test_untrained_folder_shards_to_the_area_averages(src: Path, tmp_path: Path) -> None:
+    """max_steps=0 saves the untrained model: through the codec (int8 steps of 1/127 over [-1, 1]), latent channels
+    0-2 are each view's 8 x 8 block means, within half a step."""
+    out, dest = tmp_path / "vae", tmp_path / "shards"
+    fit_vae(str(src), str(out), dataclasses.replace(TINY, max_steps=0), progress=False)
+    run_job(ShardJob(src=str(src), dest=str(dest), codec="vae", progress=False,
+                     config={"model": str(out), "resolution": 32, "scale": [1 / 127] * 4, "offset": [0.0] * 4}))
+    latents = np.stack([x.numpy() for x, _ in lossyload.open_dataset(str(dest), train=False, shuffle=False,
+                                                                     options={"scaled": False})])
+    assert latents.shape == (12, 4, 4, 4)
+    means = []
+    for f in sorted(p for p in src.rglob("img_*")):
+        view = image_views(f.read_bytes(), source=str(f), resolution=32, views=1, seed=0, max_pixels=10**8)[0][0]
+        means.append(np.moveaxis(view.reshape(4, 8, 4, 8, 3).mean(axis=(1, 3)), -1, 0) / 127.5 - 1.0)
+    matched = [int(np.argmin([np.abs(z[:3] - m).max() for m in means])) for z in latents]
+    assert sorted(matched) == list(range(12))  # each latent is one image's, each image has one latent
+    for z, i in zip(latents, matched):
+        assert float(np.abs(z[:3] - means[i]).max()) <= 0.5 / 127 + 1e-6
+
+
 # ------------------------------------------------------------------------------------------- the CLI
 def test_cli_prints_the_figures_and_a_working_shard_command(src: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "vae"
-    argv = ["fit-vae", str(src), str(out), "--resolution", "32", "--max-steps", "3", "--channels", "8,8,16,16",
-            "--holdout", "0.25", "--device", "cpu", "--no-progress"]
+    argv = ["fit-vae", str(src), str(out), "--resolution", "32", "--max-steps", "3", "--checkpoints", "3",
+            "--width", "8", "--holdout", "0.25", "--device", "cpu", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "fit.json").read_text())
-    assert summary["steps"] == 3 and summary["config"]["block_out_channels"] == [8, 8, 16, 16]
-    assert f"{summary['psnr_untrained_db']:.2f} dB untrained -> {summary['psnr_db']:.2f} dB after 3 steps" in printed
+    assert summary["config"]["width"] == 8 and summary["config"]["checkpoints"] == 3
+    assert summary["steps"] == 3 and "psnr_resampling_db" in summary
+    assert (f"fitted {summary['psnr_db']:.2f} dB vs resampling {summary['psnr_resampling_db']:.2f} dB (3x4x4: area "
+            f"down, bilinear up)") in printed
+    assert f"best of 4 evaluations at step {summary['best_step']} of 3" in printed
     command = next(line for line in printed.splitlines() if "lossyload-shard" in line)
     words = shlex.split(command.split(": ", 1)[1])
     assert words[:6] == ["lossyload-shard", "SRC", "DEST", "--codec", "vae", "--set"]
@@ -161,7 +220,9 @@ def test_config_refuses_other_than_4_positive_blocks(channels) -> None:
 
 
 @pytest.mark.parametrize("field, value", [("resolution", 36), ("holdout", 0.0), ("holdout", 1.0), ("lr", 0.0),
-                                          ("max_steps", -1), ("kl_weight", -1.0)])
+                                          ("max_steps", -1), ("kl_weight", -1.0), ("l2_weight", 0.0),
+                                          ("architecture", "vqgan"), ("latent_channels", 2), ("checkpoints", 0),
+                                          ("posterior_std", 0.0)])
 def test_config_refuses_bad_values(field: str, value) -> None:
     with pytest.raises(ValueError, match="FitVaeConfig"):
         FitVaeConfig(**{field: value})

@@ -1,4 +1,5 @@
-"""The VAE behind the ``vae`` codec: loading a ``diffusers.AutoencoderKL``, preparing source images, encoding.
+"""The VAE behind the ``vae`` codec: loading a ``diffusers.AutoencoderKL`` (or a model with its interface),
+preparing source images, encoding.
 
 Models:
 
@@ -6,7 +7,9 @@ Models:
   ``stabilityai/stable-diffusion-xl-base-1.0`` with ``subfolder="vae"``), read from the local Hugging Face
   cache only unless ``download=True`` -- a missing model is a clear error within seconds, never minutes of
   network retries;
-- a local directory holding ``config.json`` and the weights (what ``AutoencoderKL.save_pretrained`` writes);
+- a local directory holding ``config.json`` and the weights (what ``save_pretrained`` writes); its config's
+  ``_class_name`` picks the class from ``MODEL_CLASSES``: ``AutoencoderKL``, or ``ResampleVae``
+  (``lossyload.media.resample_vae``, what ``lossyload fit-vae`` fits by default);
 - ``random:sd1`` / ``random:tiny``: random-initialised weights of the SD-1.x architecture (84M parameters,
   about 1.3 s per 256 x 256 image on one CPU core) or of a tiny one (79K parameters, about 20 ms), seeded.
   For tests and offline demos only: a random VAE is not a codec anyone published.
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -34,6 +39,10 @@ RANDOM_ARCHS = {
                        scaling_factor=0.18215),
     "random:tiny": dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4,
                         mid_block_add_attention=False, scaling_factor=1.0),
+}
+MODEL_CLASSES = {  # config.json's _class_name -> (module, class) of a model folder
+    "AutoencoderKL": ("diffusers", "AutoencoderKL"),
+    "ResampleVae": ("lossyload.media.resample_vae", "ResampleVae"),
 }
 CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -51,7 +60,8 @@ class ModelFacts:
 
 def facts(model) -> ModelFacts:
     c = model.config
-    return ModelFacts(latent_channels=int(c.latent_channels), downsample=2 ** (len(c.block_out_channels) - 1),
+    down = c["downsample"] if "downsample" in c else 2 ** (len(c.block_out_channels) - 1)  # AutoencoderKL: blocks
+    return ModelFacts(latent_channels=int(c.latent_channels), downsample=int(down),
                       scaling_factor=float(c.scaling_factor), shift_factor=float(c.shift_factor or 0.0))
 
 
@@ -78,10 +88,11 @@ def load_vae(model: str, subfolder: str | None = None, seed: int = 0, download: 
         return vae.eval().to(device)
     local = os.path.isdir(model) or model.startswith((".", "/", "~"))
     path = os.path.expanduser(model)
+    cls = diffusers.AutoencoderKL
     if local:
-        _check_directory(os.path.join(path, subfolder) if subfolder else path)
+        cls = _model_class(os.path.join(path, subfolder) if subfolder else path)
     try:
-        vae = diffusers.AutoencoderKL.from_pretrained(path if local else model, subfolder=subfolder,
+        vae = cls.from_pretrained(path if local else model, subfolder=subfolder,
                                                       local_files_only=local or not download)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         where = model + (f" (subfolder {subfolder})" if subfolder else "")
@@ -97,14 +108,25 @@ def load_vae(model: str, subfolder: str | None = None, seed: int = 0, download: 
     return vae.eval().to(device)
 
 
-def _check_directory(path: str) -> None:
+def _model_class(path: str):
+    """The model class of folder ``path``, named by its ``config.json``; a clear error for what is missing."""
     if not os.path.isdir(path):
         raise CodecError(f"vae: model directory {path} does not exist")
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise CodecError(f"vae: model directory {path} has no config.json (made by AutoencoderKL.save_pretrained)")
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise CodecError(f"vae: model directory {path} has no config.json (made by save_pretrained)")
     weights = [f for f in os.listdir(path) if f.endswith((".safetensors", ".bin"))]
     if not weights:
         raise CodecError(f"vae: model directory {path} has config.json but no weights (*.safetensors / *.bin)")
+    try:
+        with open(config) as f:
+            name = json.load(f).get("_class_name", "AutoencoderKL")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CodecError(f"vae: {config} is not a JSON object ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if name not in MODEL_CLASSES:
+        raise CodecError(f"vae: {config} names the model class {name!r}; known: {', '.join(MODEL_CLASSES)}")
+    module, cls = MODEL_CLASSES[name]
+    return getattr(importlib.import_module(module), cls)
 
 
 # ---------------------------------------------------------------- source images -> views

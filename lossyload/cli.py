@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "vae-check": ("lossyload.vae_check", "add_arguments", "run",
                   "measure how equivariant a VAE's latents are to flips and crops"),
     "fit-vae": ("lossyload.fit_vae", "add_arguments", "run",
-                "fit a small AutoencoderKL on a folder of images (a vae codec model when no pretrained one is cached)"),
+                "fit a small VAE on a folder of images, starting from resampling (a vae codec model when no pretrained "
+                "one is cached)"),
     "dali-index": ("lossyload.dali.index", "add_arguments", "run",
                    "write DALI index files for a local shard set (checks every sample; bad ones are left out)"),
     "make-photos": ("lossyload.datasets.photos", "add_arguments", "run", "build the bundled photo-of-origin image set"),

@@ -219,7 +219,8 @@ def _state(vae) -> dict:
 def _schedule(step: int, done: float) -> float:
     """The learning rate's factor at ``step``, ``done`` (0-1) through the budget: a linear warm-up over the first
     ``WARMUP_STEPS`` steps (Adam's first steps move every weight by about the learning rate, which throws the
-    model far from where it started), then a cosine decay to zero at the end of the budget."""
+    model far from where it started), then a cosine decay to zero at the end of the budget: ``max_steps`` when
+    given (so a fit of so many steps does not depend on the clock), else ``seconds``."""
     return min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
@@ -269,8 +270,7 @@ def train(vae, images: list[np.ndarray], held: np.ndarray, config: FitVaeConfig,
         if kl_weight:
             loss = loss + kl_weight * posterior.kl().mean() / pixels_per_image
         for group in opt.param_groups:
-            group["lr"] = c.lr * _schedule(steps, clock() / c.seconds if c.max_steps is None
-                                           else max(clock() / c.seconds, steps / max(c.max_steps, 1)))
+            group["lr"] = c.lr * _schedule(steps, clock() / c.seconds if c.max_steps is None else steps / c.max_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

@@ -49,8 +49,9 @@ PRETRAINED_VAE = "stabilityai/sd-vae-ft-mse"  # used when it is in the local Hug
 
 def vae_model(choice: str, train_dir: str, work: str, fit, *, progress: bool) -> dict[str, Any]:
     """The VAE the latent rows encode with: ``{"model": id or folder, "source": ..., "psnr_db": ...}``.
-    ``auto``: Stable Diffusion's VAE when it is in the local Hugging Face cache, else a small ``AutoencoderKL``
-    fitted on the training images (``lossyload fit-vae``, once per (folder, fit config), kept in ``work``);
+    ``auto``: Stable Diffusion's VAE when it is in the local Hugging Face cache, else a small VAE fitted on the
+    training images (``lossyload fit-vae``, once per (folder, fit config), kept in ``work``; ``psnr_resampling_db``:
+    the held-out PSNR of resampling to the same grid, beside the fitted model's ``psnr_db``);
     ``fit``: always that; a hub id, a model folder or ``random:*``: as given."""
     if choice == "auto":
         from huggingface_hub import try_to_load_from_cache
@@ -72,7 +73,8 @@ def vae_model(choice: str, train_dir: str, work: str, fit, *, progress: bool) ->
             summary = json.load(f)
     else:
         summary = fit_vae(train_dir, out, fit, progress=progress, overwrite=True)  # a folder left by a cut run
-    return {"model": os.path.abspath(out), "source": "fitted", "psnr_db": summary["psnr_db"], "fit": summary}
+    return {"model": os.path.abspath(out), "source": "fitted", "psnr_db": summary["psnr_db"],
+            "psnr_resampling_db": summary.get("psnr_resampling_db"), "fit": summary}
 
 
 def _splits(data: str, tests: tuple[str, ...], what: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""``vae``: images as latents of a ``diffusers.AutoencoderKL`` (Stable Diffusion's VAE and kin).
+"""``vae``: images as latents of a ``diffusers.AutoencoderKL`` (Stable Diffusion's VAE and kin) or of a model with
+its interface (``ResampleVae``, what ``lossyload fit-vae`` fits).
 
 Shard time: each image becomes ``views`` square views at ``resolution`` pixels (``lossyload.media.vae_model``),
 encoded in batches (on the GPU when there is one) to the posterior mean -- and, with ``store_std``, its

@@ -386,13 +386,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         channels = tuple(int(v) for v in args.channels.split(","))
-        config = FitVaeConfig(
-            architecture=args.architecture, resolution=args.resolution, batch=args.batch, lr=args.lr,
-            seconds=args.seconds, max_steps=args.max_steps, checkpoints=args.checkpoints, holdout=args.holdout,
-            max_images=args.max_images, latent_channels=args.latent_channels, width=args.width, blocks=args.blocks,
-            posterior_std=args.posterior_std, block_out_channels=channels, layers_per_block=args.layers_per_block,
-            kl_weight=args.kl_weight, l1_weight=args.l1_weight, l2_weight=args.l2_weight, seed=args.seed,
-            device=args.device)
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitVaeConfig) if hasattr(args, f.name)}
+        config = FitVaeConfig(**given, block_out_channels=channels)
     except ValueError as exc:
         raise LossyloadError(f"fit-vae: {exc} (--channels takes 4 comma-separated integers)"
                              if "invalid literal" in str(exc) else str(exc)) from exc

@@ -15,6 +15,15 @@ from .presets import PRESETS
 from .rows import EXPERIMENTS, NAMES
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of workers, got {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser, *, preset: str = "full", out: str = "runs/train") -> None:
     from .trainer import TrainConfig
 
@@ -40,8 +49,10 @@ def add_arguments(p: argparse.ArgumentParser, *, preset: str = "full", out: str 
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--width-mult", type=float, help="MobileNetV2 width of the image rows (default: the preset's)")
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help="loader worker processes (data builds and shard jobs use every core)")
+    p.add_argument("--workers", type=_workers, default=d.workers,
+                   help="training loaders' workers: auto (the loader picks their count and kind from the codec's "
+                   "cost and the cores; docs/batch-path.md) or a number of worker processes (default auto; data "
+                   "builds and shard jobs use every core)")
     p.add_argument("--device", default=d.device, help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--vae", default=d.vae, help="auto (Stable Diffusion's VAE when in the local Hugging Face cache, "
                    "else one fitted with lossyload fit-vae), fit, a hub id, a model folder, or random:tiny "

@@ -43,7 +43,9 @@ class TrainConfig:
     batch_size: int | None = None  # None: the preset's per experiment
     lr: float = 3e-3
     width_mult: float | None = None  # MobileNetV2 width (None: the preset's)
-    workers: int = 0  # loader worker processes per loader (data builds and shard jobs use every core)
+    # training loaders' workers: "auto" (the loader picks count and kind from the codec's cost and the cores,
+    # docs/batch-path.md) or a count of process workers; data builds and shard jobs use every core
+    workers: int | str = "auto"
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     vae: str = "auto"  # images: auto (SD's VAE when cached, else fit one), fit, hub id, model folder, random:tiny
     seeds: int | None = None  # runs of each row behind a target (None: the preset's); other rows run once
@@ -125,13 +127,21 @@ def loaders(row: rw.Row, urls: dict[str, str], cfg: TrainConfig, seed: int) -> t
     sizes, batch = cfg.spec.sizes, cfg.batch_for(row.experiment)
     opts = rw.options(row, sizes)
     train = make_loader(urls[f"train-{row.shards}"], batch_size=batch, codec=row.codec, options=opts, seed=seed,
-                        transforms=rw.transforms(row, sizes, True), num_workers=cfg.workers)
+                        transforms=rw.transforms(row, sizes, True), num_workers=cfg.workers,
+                        worker_type="auto" if cfg.workers == "auto" else "process")
 
     def evaluation(split: str) -> Any:
         return make_loader(urls[f"{split}-{row.shards}"], batch_size=batch, codec=row.codec, options=opts,
                            train=False, transforms=rw.transforms(row, sizes, False), drop_last=False)
 
     return train, evaluation("val") if f"val-{row.shards}" in urls else None, evaluation("test")
+
+
+def close(*loaders: Any) -> None:
+    """Stop the loaders' persistent workers now rather than when they are garbage-collected."""
+    for loader in loaders:
+        if loader is not None and hasattr(loader, "close"):
+            loader.close()
 
 
 def build_model(row: rw.Row, name: str, classes: int, cfg: TrainConfig, seed: int, **overrides: Any) -> nn.Module:
@@ -151,6 +161,7 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
     _, index = read_index(url)
     train, _, _ = loaders(row, urls, cfg, cfg.seed)
     rate, (x, y) = measure.loader_rate(train, cfg.spec.passes)  # and the first batch, for the per-batch figures
+    close(train)
     r: dict[str, Any] = {
         "experiment": row.experiment, "name": row.name, "representation": rw.label(row, sizes),
         "baseline": row.baseline, "published": row.published, "codec": row.codec, "model": cfg.model_of(row),
@@ -175,14 +186,15 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for seed in cfg.seeds_for(row):
-        train, val, test = loaders(row, urls, cfg, seed)
+        split_loaders = loaders(row, urls, cfg, seed)
         # the teacher trained with the same seed, else its first seed's model
         teacher = (trained.get((row.teacher, seed)) or trained.get((row.teacher, cfg.seed))) if row.teacher else None
         if row.teacher and teacher is None:
             raise LossyloadError(f"row {row.name} distils from row {row.teacher}, which was not trained: run the "
                                  "teacher row first")
-        run, trained[(row.name, seed)] = train_row(row, r["model"], len(index.labels), (train, val, test),
-                                                   cfg, seed, teacher)
+        run, trained[(row.name, seed)] = train_row(row, r["model"], len(index.labels), split_loaders, cfg,
+                                                   seed, teacher)
+        close(*split_loaders)
         r["runs"].append(run)
         print(f"  {row.experiment}/{row.name} seed {seed}: test accuracy {100 * run['test_accuracy']:.1f}% "
               f"(best validation epoch {run['best_epoch']} of {run['epochs']}, stopped: {run['stopped']})", flush=True)
@@ -311,7 +323,7 @@ def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[d
     """The data step for ``experiment``: its source folders, then the shard sets its rows read; the VAE the
     latent rows encode with (:func:`data.vae_model`) and the EnCodec weights the EnCodec rows use ("" if none)."""
     p, work = cfg.spec, cfg.workdir()
-    workers = max(cfg.workers, os.cpu_count() or 1)  # data builds and shard jobs use every core
+    workers = os.cpu_count() or 1  # data builds and shard jobs use every core
     if experiment == "speech":
         dirs = data.speech_dirs(cfg.audio_data, work, p.keywords, workers=workers, progress=cfg.progress)
     else:

@@ -154,6 +154,8 @@ def vae_text(vae: dict) -> str:
                "given": "given", "random": "RANDOM-initialised weights"}
     source = sources.get(vae.get("source") or "", "source not recorded")
     psnr = f", reconstruction PSNR {vae['psnr_db']:.1f} dB" if vae.get("psnr_db") is not None else ""
+    if psnr and vae.get("psnr_resampling_db") is not None:
+        psnr += f" vs {vae['psnr_resampling_db']:.1f} dB for resampling to the latent grid's size and back"
     model = vae.get("model") or "?"
     if vae.get("source") == "fitted":  # a folder in the run's work directory: its name, not this machine's path
         model = f"{os.path.basename(model.rstrip('/'))} (in the work folder)"

@@ -208,6 +208,13 @@ def test_notes_say_how_the_run_was_made() -> None:
     assert [report.duration(s) for s in (42, 396, 3725)] == ["42 s", "6 min 36 s", "1 h 02 min"]
 
 
+def test_a_fitted_vae_is_reported_beside_resampling() -> None:
+    res = results()
+    res["vae"]["psnr_resampling_db"] = 25.04
+    assert ("reconstruction PSNR 27.3 dB vs 25.0 dB for resampling to the latent grid's size and back"
+            in report.markdown(res))
+
+
 def test_runs_to_the_plateau_report_epochs_run_best_and_why_they_stopped() -> None:
     r = row("speech", "vq-bnn", [0.8, 0.82])
     r.update(epochs_cap=40, runs=[{"epochs": 17, "best_epoch": 14, "stopped": "plateau", "curve": [0.5] * 17},

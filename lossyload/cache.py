@@ -17,7 +17,13 @@ them, so two datasets never mix and a shard shared by two datasets is stored onc
   evicted. Room for a download is reserved (``posix_fallocate``) before it starts, under ``cache.lock``, so the
   cache stays under ``limit`` even while several processes fetch at once. A shard that cannot get room (larger
   than the limit, every other shard in use, disk full) is streamed from the remote store instead: nothing is
-  lost, one warning is logged per process.
+  lost, one warning is logged per process. A fetch lock another process holds longer than ``fetch_wait``
+  seconds (a stuck download) is given up on the same way: the shard is streamed.
+- Files are opened without following links (``O_NOFOLLOW``) and must be regular files; a partial download is
+  created exclusively (``O_EXCL``), so it is a new file this process made. Anything else under those names (a
+  link, a FIFO, a folder), planted by whoever else can write the cache folder, is removed and replaced, or the
+  shard is streamed; the cache never writes through a link. The cache's folders themselves must be real
+  folders, not links. Cached shards are only read, and only after their sha256 matched the index.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import hashlib
 import logging
 import os
 import re
+import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -60,10 +68,12 @@ def parse_size(size: int | str) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class CacheConfig:
-    """Where the node-local shard cache lives and how many bytes it may hold (``None``: no limit)."""
+    """Where the node-local shard cache lives and how many bytes it may hold (``None``: no limit).
+    ``fetch_wait``: seconds to wait for another process's download of a shard before streaming it instead."""
 
     dir: str
     limit: int | None = None
+    fetch_wait: float = 300.0
 
     def __post_init__(self) -> None:
         if self.limit is not None:
@@ -110,11 +120,14 @@ class ShardCache:
         cache = cls(config)
         try:
             for sub in ("shards", "tmp", "locks"):
-                os.makedirs(os.path.join(cache.dir, sub), exist_ok=True)
-            probe = os.path.join(cache.dir, "tmp", f"probe-{os.getpid()}")
-            with open(probe, "wb") as f:
-                f.write(b"\0")
-            os.remove(probe)
+                folder = os.path.join(cache.dir, sub)
+                os.makedirs(folder, exist_ok=True)
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    raise NotADirectoryError(errno.ENOTDIR, "not a folder (a link?)", folder)
+                probe = os.path.join(folder, f".probe-{os.getpid()}")
+                _remove(probe)
+                os.close(_open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+                os.remove(probe)
         except OSError as exc:
             log.warning("shard cache %s cannot be used (%s: %s): shards are streamed from the remote store, "
                         "not cached", cache.dir, type(exc).__name__, exc)
@@ -135,6 +148,27 @@ class ShardCache:
         """Bytes the cache holds now: complete shards and downloads in progress (their reserved size)."""
         return sum(size for _, size, _ in self._entries("shards", ".tar") + self._entries("tmp", ".partial"))
 
+    def _fetch_lock(self, shard: ShardInfo) -> IO | None:
+        """The shard's fetch lock, held exclusively; ``None`` when another process holds it for longer than
+        ``fetch_wait`` seconds (said once, when the wait starts, and again when it is given up)."""
+        path = self._lock(_sha(shard), "fetch")
+        deadline, pause, said = time.monotonic() + self.config.fetch_wait, 0.01, False
+        while True:
+            try:
+                return _flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            if time.monotonic() >= deadline:
+                log.warning("shard cache %s: %s: another process has held its fetch lock (%s) for over %g s; "
+                            "streaming the shard instead", self.dir, shard.url, path, self.config.fetch_wait)
+                return None
+            if not said:
+                said = True
+                log.info("shard cache %s: %s is being fetched by another process (fetch lock %s); waiting up to "
+                         "%g s", self.dir, shard.url, path, self.config.fetch_wait)
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
     # -- reading ------------------------------------------------------------------------------------------
     def get(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
             traffic: Traffic) -> tuple[IO[bytes], IO] | None:
@@ -153,7 +187,11 @@ class ShardCache:
             f = self._hit(shard, quiet=True)
             fetched = False
             if f is None:
-                with _flock(self._lock(sha, "fetch"), fcntl.LOCK_EX):
+                fetch_lock = self._fetch_lock(shard)
+                if fetch_lock is None:
+                    lock.close()
+                    return None
+                with fetch_lock:
                     f = self._hit(shard)  # fetched meanwhile by another process? (a damaged copy is removed)
                     if f is None:
                         f, fetched = self._fetch(url, shard, storage_options, traffic), True
@@ -169,24 +207,33 @@ class ShardCache:
         return f, lock
 
     def _hit(self, shard: ShardInfo, quiet: bool = False) -> IO[bytes] | None:
-        """The cached shard, open at its start, if it is there and matches the index (size, sha256)."""
+        """The cached shard, open at its start, if it is there, a regular file (not a link) and matches the
+        index (size, sha256)."""
         path = self.path(shard)
-        try:
-            f = open(path, "rb")
+        try:  # O_NONBLOCK: a FIFO planted here must not block the open
+            f = os.fdopen(_open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
         except FileNotFoundError:
             return None
-        if os.fstat(f.fileno()).st_size == shard.bytes and hashlib.file_digest(f, "sha256").hexdigest() == shard.sha256:
-            f.seek(0)
-            try:
-                os.utime(path)  # most recently used
-            except OSError:
-                pass  # a read-only cache still serves hits
-            return f
-        f.close()
+        except OSError as exc:  # ELOOP (a link), or a regular file is not what is there
+            f, why = None, f"not a regular file ({exc.strerror or exc})"
+        else:
+            why = "does not match the index (size or sha256)"
+        if f is not None:
+            os.set_blocking(f.fileno(), True)
+            if os.fstat(f.fileno()).st_size == shard.bytes and hashlib.file_digest(f, "sha256").hexdigest() == shard.sha256:
+                f.seek(0)
+                try:
+                    os.utime(f.fileno())  # most recently used
+                except OSError:
+                    pass  # a read-only cache still serves hits
+                return f
+            f.close()
         if not quiet:  # under the fetch lock: replace it
-            log.warning("%s: cached copy %s does not match the index (size or sha256); fetching it again",
-                        shard.url, path)
-            _remove(path)
+            log.warning("%s: cached copy %s %s; fetching it again", shard.url, path, why)
+            try:
+                _remove(path)
+            except OSError:
+                pass  # e.g. a folder: renaming the download there fails, and the shard is streamed
         return None
 
     def _fetch(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
@@ -199,9 +246,8 @@ class ShardCache:
             out = self._reserve(sha, shard.bytes)
         except OSError as exc:
             return self._no_room(shard, f"{type(exc).__name__}: {exc}")
-        if out is None:
-            return self._no_room(shard, f"no room under the limit of {self.config.limit} bytes: the shard is "
-                                        "larger, or the shards that would make room are being read")
+        if isinstance(out, str):
+            return self._no_room(shard, out)
         try:
             with out:
                 digest, got = self._download(url, shard, storage_options, out)
@@ -210,15 +256,19 @@ class ShardCache:
             if got != shard.bytes or digest != shard.sha256:
                 what = f"{got} bytes, index says {shard.bytes}" if got != shard.bytes else "sha256 does not match the index"
                 raise ShardError(f"{url}: {what} (fetching into the shard cache)")
-            os.replace(partial, self.path(shard))
+            try:
+                os.replace(partial, self.path(shard))  # a link planted at the destination is replaced, not followed
+                f = os.fdopen(_open(self.path(shard), os.O_RDONLY), "rb")
+            except OSError as exc:  # e.g. shards/ is not writable: the shard is streamed
+                raise _WriteFailed() from exc
         except _WriteFailed as exc:
             _remove(partial)
-            return self._no_room(shard, str(exc.__cause__))
+            return self._no_room(shard, f"{type(exc.__cause__).__name__}: {exc.__cause__}")
         except BaseException:
             _remove(partial)
             raise
         traffic.fetched += 1
-        return open(self.path(shard), "rb")
+        return f
 
     def _download(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
                   out: IO[bytes]) -> tuple[str, int]:
@@ -241,25 +291,31 @@ class ShardCache:
         return None
 
     # -- room ---------------------------------------------------------------------------------------------
-    def _reserve(self, sha: str, size: int) -> IO[bytes] | None:
+    def _reserve(self, sha: str, size: int) -> IO[bytes] | str:
         """The partial file of shard ``sha`` with ``size`` bytes reserved, after evicting least recently used
-        shards that no one reads as needed to stay under the limit; ``None`` if that is not enough."""
+        shards that no one reads as needed to stay under the limit; if that is not enough, why not (text)."""
         with _flock(os.path.join(self.dir, "cache.lock"), fcntl.LOCK_EX):
             self._drop_stale_partials(keep=sha)
             if self.config.limit is not None:
-                if size > self.config.limit:
-                    return None
+                limit = self.config.limit
+                if size > limit:
+                    return f"the shard ({size:,} bytes) is larger than the cache limit ({limit:,} bytes)"
                 shards = sorted(self._entries("shards", ".tar"), key=lambda e: e[2])  # oldest use first
-                partials = [e for e in self._entries("tmp", ".partial") if not e[0].startswith(sha)]
-                over = sum(s for _, s, _ in shards + partials) + size - self.config.limit
+                partials = [e for e in self._entries("tmp", ".partial") if e[0] != f"{sha}.partial"]
+                over = sum(s for _, s, _ in shards + partials) + size - limit
+                held = 0
                 for name, nbytes, _ in shards:
                     if over <= 0:
                         break
                     if self._evict(name[: -len(".tar")]):
                         over -= nbytes
+                    else:
+                        held += nbytes
                 if over > 0:
-                    return None
-            out = open(self._partial(sha), "w+b")
+                    return (f"no room under the limit of {limit:,} bytes for its {size:,}: {held:,} bytes are shards "
+                            f"being read, {sum(s for _, s, _ in partials):,} downloads in progress")
+            _remove(self._partial(sha))  # a stale partial (its fetch lock is ours now), or a link planted there
+            out = os.fdopen(_open(self._partial(sha), os.O_RDWR | os.O_CREAT | os.O_EXCL), "w+b")
             try:
                 _allocate(out, size)
             except OSError:
@@ -273,10 +329,15 @@ class ShardCache:
         return _remove_unless_locked(self._lock(sha, "read"), os.path.join(self.dir, "shards", f"{sha}.tar"))
 
     def _drop_stale_partials(self, keep: str) -> None:
-        """Partial files whose fetch lock is free were left by a process that died mid-download."""
-        for name, _, _ in self._entries("tmp", ".partial"):
+        """Partial files whose fetch lock is free were left by a process that died mid-download; a
+        ``.partial`` not named by a sha256 was not made by the cache (no download ever uses it)."""
+        for name, nbytes, _ in self._entries("tmp", ".partial"):
             sha = name[: -len(".partial")]
-            if sha != keep and _SHA.match(sha) and self._evict_partial(sha):
+            if not _SHA.match(sha):
+                _remove(os.path.join(self.dir, "tmp", name))
+                log.warning("shard cache %s: removed tmp/%s (%s bytes), which no download of the cache made",
+                            self.dir, name, f"{nbytes:,}")
+            elif sha != keep and self._evict_partial(sha):
                 log.info("shard cache %s: removed %s, left by an interrupted download", self.dir, name)
 
     def _evict_partial(self, sha: str) -> bool:
@@ -289,7 +350,7 @@ class ShardCache:
             for e in it:
                 if e.name.endswith(suffix):
                     try:
-                        st = e.stat()
+                        st = e.stat(follow_symlinks=False)  # a link counts as itself, and is evicted as itself
                     except FileNotFoundError:  # removed meanwhile by another process
                         continue
                     out.append((e.name, st.st_size, st.st_mtime))
@@ -306,8 +367,30 @@ def _sha(shard: ShardInfo) -> str:
     return shard.sha256
 
 
+def _open(path: str, flags: int, *, replace: bool = False) -> int:
+    """A descriptor of ``path``, never through a link (``O_NOFOLLOW``), refused (``OSError``) unless it is a
+    regular file. With ``replace``, whatever else is at ``path`` (a link, a FIFO) is removed first."""
+    if replace:
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                log.warning("shard cache: %s is not a regular file (a link?); replacing it", path)
+                os.remove(path)  # removes a link itself, never its target
+        except FileNotFoundError:
+            pass
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _flock(path: str, how: int) -> IO:
-    f = open(path, "a+b")
+    """``path`` (created if missing; never through a link, anything but a regular file there is replaced)
+    locked with ``flock(how)``. Read-only: a lock file is never written."""
+    f = os.fdopen(_open(path, os.O_RDONLY | os.O_CREAT, replace=True), "rb")
     try:
         fcntl.flock(f, how)
     except BaseException:

@@ -255,7 +255,7 @@ def test_a_shard_larger_than_the_limit_is_streamed(local_ds, s3_ds, server, tmp_
     assert_same_batches(epoch(ld), epoch(loader(local_ds)))
     assert ld.traffic.fetched == 0 and ld.traffic.remote_bytes > 0 and cached_files(tmp_path / "cache") == {}
     warned = [r for r in caplog.records if "cannot be cached" in r.getMessage()]
-    assert len(warned) == 1 and "no room under the limit of 1000 bytes" in warned[0].getMessage()
+    assert len(warned) == 1 and "larger than the cache limit (1,000 bytes)" in warned[0].getMessage()
 
 
 # ------------------------------------------------------------------------------------------- unusable cache

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import os
 import posixpath
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import IO, Any, TypeVar
 
 import fsspec
 
-from .errors import IndexFormatError, LossyloadError, MissingDependencyError
+from .errors import IndexFormatError, LossyloadError, MissingDependencyError, ShardError
 from .index import INDEX_NAME, Index, check_relative_url
 
 log = logging.getLogger("lossyload")
@@ -216,6 +217,18 @@ def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 def join(base: str, rel: str) -> str:
     """Resolve ``rel`` (a checked relative path) against the directory URL ``base``."""
     return posixpath.join(base.rstrip("/"), check_relative_url(rel))
+
+
+def check_inside(root: str, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Refuse (:class:`ShardError`) a local file ``url`` that resolves, through links, outside the dataset
+    folder ``root``; object stores have no links."""
+    fs, path = filesystem(url, storage_options)
+    if not is_local(fs):
+        return
+    base = os.path.realpath(filesystem(root, storage_options)[1])
+    real = os.path.realpath(path)
+    if os.path.commonpath([base, real]) != base:
+        raise ShardError(f"{url}: a link to {real}, outside the dataset folder {base}: refused")
 
 
 def dataset_root(url: str) -> tuple[str, str]:

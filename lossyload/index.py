@@ -1,11 +1,16 @@
 """The self-describing ``index.json`` of a shard set: written last, versioned, hashed.
 
-Decoding a dataset needs nothing but this index and the shards it lists.
+Decoding a dataset needs nothing but this index and the shards it lists. Reading it checks it once, for every
+reader (loader, DALI, ``verify``, ``inspect``): field types (an integer is a JSON integer, not ``true``,
+``20.9`` or ``" 20 "``), ranges (a shard holds at least one sample, and no more than its bytes can frame),
+unique shard URLs and sha256s, totals equal to the sums, and no ``NaN``/``Infinity`` anywhere. The codec
+config's own fields are checked by the codec when it is built from it (:func:`lossyload.codecs.create_codec`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import re
 from dataclasses import asdict, dataclass, field
@@ -16,6 +21,10 @@ from .errors import IndexFormatError
 INDEX_VERSION = 1
 INDEX_NAME = "index.json"
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+TAR_HEADER = 512  # bytes: every sample takes at least one tar member header, so a shard of B bytes frames <= B // 512
+MAX_BYTES = 2**63 - 1  # a byte count past this cannot be a file (and would overflow int64 sums)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,14 +38,22 @@ class ShardInfo:
     transcoded: dict[str, str] = field(default_factory=dict)  # key -> why it is not the source's bytes
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
-        return cls(
-            url=check_relative_url(str(d["url"])),
-            samples=int(d["samples"]),
-            bytes=int(d["bytes"]),
-            sha256=str(d["sha256"]),
-            transcoded={str(k): str(v) for k, v in d.get("transcoded", {}).items()},
-        )
+    def from_dict(cls, d: dict[str, Any], *, where: str = "shard") -> ShardInfo:
+        """A shard entry, checked; errors name ``where`` (the index and the shard's position)."""
+        if not isinstance(d, dict):
+            raise IndexFormatError(f"{where}: must be a JSON object, not {type(d).__name__}")
+        url = check_relative_url(_typed(d, "url", str, where))
+        where = f"{where} ({url!r})"
+        samples = _count(d, "samples", where, low=1)
+        nbytes = _count(d, "bytes", where, low=0)
+        if samples > nbytes // TAR_HEADER:
+            raise IndexFormatError(f"{where}: index says {samples} samples, but {nbytes:,} bytes hold at most "
+                                   f"{nbytes // TAR_HEADER} (every sample takes a {TAR_HEADER}-byte tar header)")
+        sha = _typed(d, "sha256", str, where)
+        if not _SHA256.match(sha):
+            raise IndexFormatError(f"{where}: sha256 {sha[:80]!r} is not 64 lowercase hex digits")
+        return cls(url=url, samples=samples, bytes=nbytes, sha256=sha,
+                   transcoded=_text_map(d.get("transcoded", {}), f"{where}: transcoded"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,20 +100,51 @@ class Index:
                 f"{where}: unsupported index version {version!r} (this lossyload reads version {INDEX_VERSION})"
             )
         try:
-            return cls(
+            codec = _typed(d, "codec", dict, where)
+            config = _typed(codec, "config", dict, f"{where}: codec")
+            _check_finite(config, f"{where}: codec config")
+            member = _typed(d, "member", str, where)
+            if not member or "/" in member or _CONTROL.search(member):
+                raise IndexFormatError(f"{where}: member {member!r} must be a plain file extension")
+            shards = _typed(d, "shards", list, where)
+            index = cls(
                 version=version,
-                codec=str(d["codec"]["name"]),
-                config=dict(d["codec"]["config"]),
-                member=str(d["member"]),
-                labels=[str(x) for x in d["labels"]],
-                shards=[ShardInfo.from_dict(s) for s in d["shards"]],
-                skipped={str(k): str(v) for k, v in d.get("skipped", {}).items()},
-                assets={check_relative_url(str(k)): str(v) for k, v in d.get("assets", {}).items()},
+                codec=_typed(codec, "name", str, f"{where}: codec"),
+                config=dict(config),
+                member=member,
+                labels=_texts(_typed(d, "labels", list, where), f"{where}: labels"),
+                shards=[ShardInfo.from_dict(s, where=f"{where}: shard #{i}") for i, s in enumerate(shards)],
+                skipped=_text_map(d.get("skipped", {}), f"{where}: skipped"),
+                assets={check_relative_url(k): v for k, v in _text_map(d.get("assets", {}), f"{where}: assets").items()},
             )
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # OverflowError: int(inf)
+        except IndexFormatError as exc:  # a refused shard URL or field: say which index it is in
+            raise IndexFormatError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IndexFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc
-        except IndexFormatError as exc:  # a refused shard URL: say which index it is in
-            raise IndexFormatError(f"{where}: {exc}") from exc
+        index.check(where, d.get("totals"))
+        return index
+
+    def check(self, where: str = "index.json", totals: Any = None) -> None:
+        """What holds across shards: unique URLs and sha256s (a shard listed twice would be delivered twice, and
+        a cache keyed by sha256 would serve one shard's bytes for both), byte total in range, and the
+        ``totals`` the index states (when given) equal to the sums."""
+        for what in ("url", "sha256"):
+            first: dict[str, int] = {}
+            for i, s in enumerate(self.shards):
+                j = first.setdefault(getattr(s, what), i)
+                if j != i:
+                    raise IndexFormatError(f"{where}: shards #{j} ({self.shards[j].url!r}) and #{i} ({s.url!r}) have "
+                                           f"the same {what}: a shard listed twice would be read twice")
+        if self.bytes > MAX_BYTES:
+            raise IndexFormatError(f"{where}: the shards' byte sizes add up to {self.bytes}, past {MAX_BYTES}")
+        if totals is None:
+            return
+        if not isinstance(totals, dict):
+            raise IndexFormatError(f"{where}: totals must be a JSON object")
+        want = self.to_dict()["totals"]
+        for k, v in totals.items():
+            if k in want and (type(v) is not int or v != want[k]):
+                raise IndexFormatError(f"{where}: totals say {k} = {v!r}, the shards add up to {want[k]}")
 
     def to_json(self) -> str:
         d = self.to_dict()
@@ -108,16 +156,71 @@ class Index:
         # ValueError: JSONDecodeError, UnicodeDecodeError, an integer past the int/str digit limit; RecursionError:
         # arrays or objects nested deeper than the interpreter's recursion limit
         try:
-            d = json.loads(text)
+            d = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:
             raise IndexFormatError(f"{where}: not valid JSON ({exc})") from exc
         return cls.from_dict(d, where=where)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number an index may hold")
+
+
+def _typed(d: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """``d[key]``, which must be a ``kind`` (``bool`` is no ``int`` here)."""
+    if key not in d:
+        raise IndexFormatError(f"{where}: no {key!r} field")
+    v = d[key]
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        raise IndexFormatError(f"{where}: {key} must be a JSON {_JSON[kind]}, not {_shown(v)}")
+    return v
+
+
+def _count(d: dict[str, Any], key: str, where: str, *, low: int) -> int:
+    v = _typed(d, key, int, where)
+    if not low <= v <= MAX_BYTES:
+        raise IndexFormatError(f"{where}: {key} = {v} is out of range (at least {low})")
+    return v
+
+
+def _text_map(m: Any, where: str) -> dict[str, str]:
+    if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
+        raise IndexFormatError(f"{where}: must be a JSON object of strings")
+    return dict(m)
+
+
+def _texts(xs: list[Any], where: str) -> list[str]:
+    bad = next((i for i, x in enumerate(xs) if not isinstance(x, str)), None)
+    if bad is not None:
+        raise IndexFormatError(f"{where}[{bad}] must be a JSON string, not {_shown(xs[bad])}")
+    return list(xs)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """No NaN or infinity anywhere in ``value`` (a config given as a dict, not read from JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise IndexFormatError(f"{where}: {value} is not a number an index may hold")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}: {k}")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_finite(v, where)
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return f"{type(v).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+_JSON = {int: "integer", str: "string", list: "array", dict: "object"}
+
+
 def check_relative_url(url: str) -> str:
     """Refuse shard URLs that could escape the dataset: schemes (``pipe:``, ``http:``...), absolute, ``..``."""
-    if not url or _SCHEME.match(url) or url.startswith(("/", "\\")) or "\\" in url:
-        raise IndexFormatError(f"shard URL {url!r} must be a plain path relative to the index")
+    if not url or _SCHEME.match(url) or url.startswith(("/", "\\")) or "\\" in url or _CONTROL.search(url):
+        raise IndexFormatError(f"shard URL {url!r} must be a plain path relative to the index (no control "
+                               "characters)")
     norm = posixpath.normpath(url)
     if norm.startswith("..") or norm != url:
         raise IndexFormatError(f"shard URL {url!r} must be a normalised path inside the dataset")

@@ -18,7 +18,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from .errors import LossyloadError
-from .fs import join, open_url, read_index
+from .fs import check_inside, join, open_url, read_index
 from .index import Index, ShardInfo
 from .loader import tario
 
@@ -74,6 +74,11 @@ def verify(url: str, *, decode: bool = True, storage_options: dict[str, Any] | N
     bar = tqdm(index.shards, unit="shard", disable=not progress, desc="verifying")
     for shard in bar:
         report.shards += 1
+        try:
+            check_inside(root, join(root, shard.url), storage_options)
+        except LossyloadError as exc:
+            report.problems.append(Problem(join(root, shard.url), None, str(exc).split(": ", 1)[-1]))
+            continue
         report.problems += list(_check_shard(join(root, shard.url), shard, index, codec, report, storage_options))
     return report
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from lossyload.cache import CacheConfig, ShardCache, Traffic
-from lossyload.fs import read_index
+from lossyload.errors import IndexFormatError
+from lossyload.fs import filesystem, read_index
 
 from .loader.test_cloud import assert_same_batches, epoch
 from .test_cache import CHILD, REPO, cached_files, loader, local_ds, s3_ds, server  # noqa: F401  (fixtures)
@@ -160,3 +161,40 @@ def test_a_linked_cache_folder_is_not_used(local_ds, s3_ds, server, tmp_path, ca
     assert_same_batches(epoch(ld), epoch(loader(local_ds)))
     assert ld.dataset.cache is None and list(elsewhere.iterdir()) == []
     assert any("cannot be used" in r.getMessage() for r in caplog.records)
+
+
+def one_shard_set(local_ds: str, server, name: str) -> tuple[str, int]:
+    """The first shard of ``local_ds`` alone, as a shard set on the S3 server: ``(url, its bytes)``."""
+    d = json.loads((Path(local_ds) / "index.json").read_text())
+    d["shards"], _ = d["shards"][:1], d.pop("totals")
+    url = server.bucket("lossyload-cache") + f"/{name}"
+    fs, root = filesystem(url, server.storage_options)
+    fs.pipe({f"{root}/index.json": json.dumps(d).encode(),
+             f"{root}/{d['shards'][0]['url']}": (Path(local_ds) / d["shards"][0]["url"]).read_bytes()})
+    return url, d["shards"][0]["bytes"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_traffic_counts_the_last_streamed_shard(local_ds, server, num_workers) -> None:
+    """Before: the last shard's bytes were counted after its last batch had left, so never (126,064,640 of
+    126,177,280 bytes over 3 shards; here 0 of one shard's)."""
+    url, nbytes = one_shard_set(local_ds, server, f"one-{num_workers}")
+    ld = loader(url, server.storage_options, num_workers=num_workers, prefetch=False)  # streamed, not fetched whole
+    assert len(epoch(ld)) == 1
+    assert nbytes - 10240 < ld.traffic.remote_bytes <= nbytes  # all but the zero blocks that end a tar
+
+
+def test_a_warm_cache_never_serves_one_shard_for_another(local_ds, s3_ds, server, tmp_path) -> None:
+    """Before: with a warm cache, an index giving shard 0 the sha256 of shard 1 made the loader serve shard 1's
+    bytes for both (duplicates, no warning). Now such an index is refused when it is read."""
+    cache = tmp_path / "cache"
+    epoch(loader(s3_ds, server.storage_options, cache_dir=str(cache)))  # warm: every shard cached
+    d = json.loads((Path(local_ds) / "index.json").read_text())
+    d["shards"][0]["sha256"] = d["shards"][1]["sha256"]
+    url = server.bucket("lossyload-cache") + "/same-sha"
+    fs, root = filesystem(url, server.storage_options)
+    fs.pipe({f"{root}/{p.name}": p.read_bytes() for p in Path(local_ds).iterdir() if p.name != "index.json"})
+    fs.pipe({f"{root}/index.json": json.dumps(d).encode()})
+    with pytest.raises(IndexFormatError, match=r"shards #0 \('shard-000000.tar'\) and #1 \('shard-000001.tar'\) "
+                                               r"have the same sha256"):
+        loader(url, server.storage_options, cache_dir=str(cache))

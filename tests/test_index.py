@@ -46,7 +46,7 @@ def test_round_trip() -> None:
 
 def test_defaults_for_optional_fields() -> None:
     d = json.loads(make_index().to_json())
-    del d["skipped"], d["shards"][0]["transcoded"]
+    del d["skipped"], d["shards"][0]["transcoded"], d["totals"]  # totals are optional too
     index = Index.from_dict(d)
     assert index.skipped == {} and index.shards[0].transcoded == {}
 
@@ -69,16 +69,16 @@ def _mutated(mutate) -> str:
         (_mutated(lambda d: d.update(version=2)), "unsupported index version 2"),
         (_mutated(lambda d: d.pop("version")), "unsupported index version None"),
         (_mutated(lambda d: d.update(version="1")), "unsupported index version '1'"),
-        (_mutated(lambda d: d.pop("codec")), "malformed index.*codec"),
-        (_mutated(lambda d: d["codec"].pop("config")), "malformed index.*config"),
-        (_mutated(lambda d: d.update(codec="jpeg-dct")), "malformed index"),
-        (_mutated(lambda d: d.pop("member")), "malformed index.*member"),
-        (_mutated(lambda d: d.pop("labels")), "malformed index.*labels"),
-        (_mutated(lambda d: d.pop("shards")), "malformed index.*shards"),
-        (_mutated(lambda d: d["shards"][0].pop("sha256")), "malformed index.*sha256"),
-        (_mutated(lambda d: d["shards"][1].update(samples="many")), "malformed index"),
-        (_mutated(lambda d: d["shards"].append(7)), "malformed index"),
-        (_mutated(lambda d: d.update(skipped=["a"])), "malformed index"),
+        (_mutated(lambda d: d.pop("codec")), "no 'codec' field"),
+        (_mutated(lambda d: d["codec"].pop("config")), "codec: no 'config' field"),
+        (_mutated(lambda d: d.update(codec="jpeg-dct")), "codec must be a JSON object, not str"),
+        (_mutated(lambda d: d.pop("member")), "no 'member' field"),
+        (_mutated(lambda d: d.pop("labels")), "no 'labels' field"),
+        (_mutated(lambda d: d.pop("shards")), "no 'shards' field"),
+        (_mutated(lambda d: d["shards"][0].pop("sha256")), "shard #0 .*: no 'sha256' field"),
+        (_mutated(lambda d: d["shards"][1].update(samples="many")), "shard #1 .*samples must be a JSON integer"),
+        (_mutated(lambda d: d["shards"].append(7)), "shard #2: must be a JSON object"),
+        (_mutated(lambda d: d.update(skipped=["a"])), "skipped: must be a JSON object of strings"),
     ],
 )
 def test_bad_index_is_an_index_format_error_naming_the_url(text, message: str) -> None:

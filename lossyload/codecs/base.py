@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -165,6 +169,46 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, what: str) -> Any:
         raise CodecError(f"{what}: unknown field(s) {unknown}; known: {sorted(known)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None}
     try:
-        return cls(**values)
+        built = cls(**values)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"{what}: {exc}") from exc
+    hints = typing.get_type_hints(cls)  # what the field checks let through: bools, floats for integers, NaN
+    for k, v in values.items():
+        if not _conforms(v, hints.get(k, Any)):
+            text = repr(v)
+            raise CodecError(f"{what}: {k} = {text[:80]}{'...' if len(text) > 80 else ''} must be "
+                             f"{_describe(hints[k])}")
+    return built
+
+
+def _conforms(v: Any, hint: Any) -> bool:
+    """Whether a config value fits its field's annotation: an ``int`` is an integer (not a bool, float or
+    text), a ``float`` a finite number, a ``tuple[...]`` a sequence of such values."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(v, a) for a in args)
+    if hint is type(None):
+        return v is None
+    if hint is bool:
+        return isinstance(v, bool)
+    if hint is int:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if hint is float:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if hint is str:
+        return isinstance(v, str)
+    if origin is tuple:
+        if not isinstance(v, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(x, args[0]) for x in v)
+        return len(v) == len(args) and all(_conforms(x, a) for x, a in zip(v, args))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    text = str(hint).replace("typing.", "").replace("NoneType", "None")
+    return {"<class 'int'>": "an integer", "<class 'float'>": "a finite number", "<class 'str'>": "a string",
+            "<class 'bool'>": "true or false"}.get(text, f"of type {text} (numbers finite)")

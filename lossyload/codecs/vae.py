@@ -74,6 +74,13 @@ class VaeConfig:
             raise ValueError("clip_percentile must be in [0, 50)")
         if self.downsample and self.resolution % self.downsample:
             raise ValueError(f"resolution {self.resolution} is not a multiple of the VAE's downsampling {self.downsample}")
+        for name in ("latent_channels", "downsample"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_pixels < 1 or self.fit_samples < 1:
+            raise ValueError("max_pixels and fit_samples must be positive")
+        if self.scaling_factor is not None and self.scaling_factor <= 0:
+            raise ValueError(f"scaling_factor must be positive, got {self.scaling_factor}")
         c = self.latent_channels
         given = {n: v for n in ("scale", "offset", "std_scale", "std_offset") if (v := getattr(self, n)) is not None}
         for name, v in given.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..codecs import Codec
 from ..errors import IndexFormatError, LossyloadError, ShardError
-from ..fs import filesystem, is_local, join, read_index
+from ..fs import check_inside, filesystem, is_local, join, read_index
 from ..index import Index, ShardInfo
 
 MANIFEST_VERSION = 1
@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
     from ..loader.resolve import resolve_codec
 
     root, index = read_index(args.url)
+    for shard in index.shards:
+        check_inside(local_root(root), os.path.join(local_root(root), shard.url))
     out = args.out or os.path.join(local_root(root), INDEX_DIR)
     manifest = build(root, index, resolve_codec(index, args.codec, None, root), out)
     problems = [(s.url, k, r) for s in manifest.shards for k, r in s.problems]

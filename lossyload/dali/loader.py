@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import LossyloadError, ShardError, require
-from ..fs import join, read_index
+from ..fs import check_inside, join, read_index
 from ..loader import plan
 from ..loader.resolve import resolve_codec
 from ..loader.stream import ErrorPolicy
@@ -57,6 +57,9 @@ class DaliLoader:
         self.root, self._pins, self.traffic = cached_root(self.root, self.index, storage_options, cache_dir,
                                                           cache_limit)
         base = dali_index.local_root(self.root)
+        if not self._pins:  # the dataset's own folder (a cache view links to the cache, by design)
+            for s in self.index.shards:
+                check_inside(base, os.path.join(base, s.url))
         ErrorPolicy(on_error)  # validate
         self.batch_size, self.return_keys, self.device_id = batch_size, return_keys, resolve_device(device_id)
         self.shuffle = train if shuffle is None else shuffle

@@ -153,8 +153,11 @@ class LossyDataset(IterableDataset):
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
         seen = padded = 0
         handover = self.handover if get_worker_info() is not None else None
+        final = -(-(stop - start) // bs) - 1
         for k, built, pulled, met, last in self._batches(stream, world, first_batch, consumed, stop - start, bs,
                                                          policy):
+            if last or k == final:  # end the last shard's read now, so its bytes are in this batch's traffic
+                raw.close()
             if not self.report:
                 if built is not None:
                     yield self.output(*_tensors(built))

@@ -25,7 +25,10 @@ def resolve_codec(index: Index, name: str | None, options: dict[str, Any] | Any 
     config = {k: v for k, v in index.config.items() if k in fields}
     if options is not None and not isinstance(options, dict):
         options = dataclasses.asdict(options)
-    codec = create_codec(name, config, options)
+    try:
+        codec = create_codec(name, config, options)
+    except CodecError as exc:
+        raise CodecError(f"{root}: {exc}" if root is not None else str(exc)) from exc
     if codec.member != index.member:
         raise CodecError(f"codec {name!r} reads '{codec.member}' members; these shards hold '{index.member}'")
     if root is not None and index.assets:

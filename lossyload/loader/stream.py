@@ -11,7 +11,7 @@ from typing import IO, Any, NamedTuple
 
 from ..cache import ShardCache, Traffic, open_shard
 from ..errors import LossyloadError, ShardError
-from ..fs import join
+from ..fs import check_inside, join
 from ..index import ShardInfo
 from . import tario
 
@@ -72,7 +72,7 @@ def read_range(
     i = 0
     seen: dict[str, int] = {}
     if data is None:
-        stream = _tar_samples(url, shard, storage_options, verify, cache, traffic)
+        stream = _tar_samples(url, shard, storage_options, verify, cache, traffic, root)
     else:
         if traffic is not None:
             traffic.add({"remote_bytes": len(data)})
@@ -104,9 +104,13 @@ def read_range(
 
 
 def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | None, verify: bool,
-                 cache: ShardCache | None = None, traffic: Traffic | None = None) -> Iterator[dict | Exception]:
-    """The shard's samples; a read or framing error ends the stream as its last item (not raised)."""
+                 cache: ShardCache | None = None, traffic: Traffic | None = None,
+                 root: str | None = None) -> Iterator[dict | Exception]:
+    """The shard's samples; a read or framing error (or a local shard file linking outside the dataset ``root``)
+    ends the stream as its last item (not raised)."""
     try:
+        if root is not None:
+            check_inside(root, url, storage_options)
         with open_shard(url, shard, storage_options, cache=cache, traffic=traffic) as (f, verified):
             if verify and not verified:
                 f = _verified(f, url, shard)

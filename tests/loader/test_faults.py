@@ -266,13 +266,6 @@ def extra_samples(ds: Path) -> Expect:
     return Expect(set(), [(SHARD, "x000/img", reason), (SHARD, "x001/img", reason)], extra=2)
 
 
-def empty_shard_listed_empty(ds: Path) -> Expect:
-    """A valid tar without members, the index saying 0: a smaller epoch, nothing skipped or padded."""
-    (ds / SHARD).write_bytes(tar_bytes([]))
-    reindex(ds, samples=0)
-    return Expect({key(i) for i in range(14, 21)}, [], planned=N_SAMPLES - 7)
-
-
 def empty_shard_listed_three(ds: Path) -> Expect:
     (ds / SHARD).write_bytes(tar_bytes([]))
     reindex(ds, samples=3)
@@ -321,7 +314,7 @@ def unsafe_absolute_name(ds: Path) -> Expect:
 DAMAGES = {f.__name__: f for f in [
     corrupt_payload, truncated_mid_member, truncated_in_member_at_block, truncated_between_members,
     missing_payload, missing_cls, duplicate_key, duplicate_key_reindexed, split_key, extra_samples,
-    empty_shard_listed_empty, empty_shard_listed_three, flipped_byte_verified, grown_shard_verified,
+    empty_shard_listed_three, flipped_byte_verified, grown_shard_verified,
     unsafe_parent_name, unsafe_absolute_name,
 ]}
 
@@ -338,13 +331,21 @@ FIGURES = {
     "duplicate_key_reindexed": (53, 1, 0),
     "split_key": (49, 6, 1),
     "extra_samples": (53, 2, 0),
-    "empty_shard_listed_empty": (46, 0, 0),
     "empty_shard_listed_three": (46, 3, 1),
     "flipped_byte_verified": (46, 7, 2),
     "grown_shard_verified": (46, 7, 2),
     "unsafe_parent_name": (47, 6, 2),
     "unsafe_absolute_name": (47, 6, 2),
 }
+
+
+def test_a_shard_listed_with_no_samples_is_refused(jpeg_copy: Path):
+    """The shard tool never lists an empty shard, and a shard listed with 0 samples would never be opened: had
+    it samples, they would be lost without a count. Such an index is refused when it is read."""
+    (jpeg_copy / SHARD).write_bytes(tar_bytes([]))
+    reindex(jpeg_copy, samples=0)
+    with pytest.raises(IndexFormatError, match=f"shard #2 \\('{SHARD}'\\): samples = 0 is out of range"):
+        open_dataset(str(jpeg_copy))
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))

@@ -146,5 +146,19 @@ def test_light_subcommands_do_not_import_torch(datasets, args: list[str]) -> Non
 def test_the_demo_subcommand_reaches_the_lab(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # as argparse wraps it
     assert "--preset {demo,full,mobilenet,quick}" in out and "(default demo)" in out and "runs/demo" in out
+
+
+def test_train_defaults_to_the_demo_preset_and_says_what_each_takes(capsys) -> None:
+    """Before: ``lossyload-train`` with no flags ran the full preset (1 h 20 min on 2 cores)."""
+    from lossyload.lab.cli import main as train_main
+    from lossyload.lab.presets import PRESETS
+
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default demo)" in out
+    for name in PRESETS:
+        assert f"{name}: " in out
+    assert "about 7 minutes" in out and "1 h 20 min" in out and "about a minute" in out

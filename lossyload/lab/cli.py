@@ -24,13 +24,13 @@ def _workers(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected auto or a number of workers, got {text!r}") from None
 
 
-def add_arguments(p: argparse.ArgumentParser, *, preset: str = "full", out: str = "runs/train") -> None:
+def add_arguments(p: argparse.ArgumentParser, *, preset: str = "demo", out: str = "runs/train") -> None:
     from .trainer import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--preset", choices=list(PRESETS), default=preset,
                    help="; ".join(f"{k}: {v.about}" for k, v in PRESETS.items()) + f" (default {preset})")
-    p.add_argument("--quick", action="store_true", help="the same as --preset quick")
+    p.add_argument("--quick", action="store_true", help="the same as --preset quick (about a minute)")
     p.add_argument("--experiment", choices=[*EXPERIMENTS, "all"], default=d.experiment,
                    help="speech (log-mel vs VQ codes vs EnCodec), images (pixels vs resampled pixels vs VAE latents "
                    "vs DCT coefficients), or all (default)")

@@ -65,7 +65,8 @@ PRESETS = {
         rows=tuple(r for r in MAIN if ROWS[NAMES.index(r)].experiment == "images"), models=MNV2,
         sizes=Sizes(full=224, small=64, resolution=512, resize=256)),
     "quick": Preset(
-        name="quick", about="CI smoke test: tiny data and one epoch, figures not meaningful",
+        name="quick", about="CI smoke test: tiny data and one epoch, figures not meaningful (about a minute on 2 "
+        "CPU cores)",
         sizes=Sizes(full=64, small=32, resolution=128, resize=80),
         photos=PhotosConfig(train_per_class=4, test_per_class=2, val_per_class=2, short_side=(128, 160)),
         keywords=KeywordsConfig(max_voices=5, dialects=("en-us",)),

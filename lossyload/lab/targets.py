@@ -7,6 +7,9 @@ figures behind it (both sides' mean ± std).
 - images, DCT: a network on JPEG DCT coefficients within 1 point of the pixel baseline with fewer FLOPs per
   sample: the ``dct`` row, and the best trained DCT-domain row;
 - images, latents: VAE latents at least as accurate as resampled pixels of the same tensor size.
+
+A target whose rows include one no better than guessing (at most :data:`CHANCE` times 1 / classes, as the
+``quick`` preset's one epoch on tiny data gives) is "not measured": a tie at chance is no result.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ SHARE = 0.94  # VQ + BNN accuracy / mel accuracy (the seed deck: 79% / 84%)
 MEMORY = 16.0  # mel feature memory / VQ + BNN feature memory (the seed deck: 119.52 / 3.74 MiB, 32x)
 AIM_POINTS = 3.0  # the aim: VQ + BNN within this many points of mel
 DCT_POINTS = 1.0  # a DCT-domain network within this many points of the pixel baseline
+CHANCE = 1.5  # a row at most this many times chance accuracy (1 / classes) learnt nothing a target can compare
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,15 @@ def not_run(target: str, missing: list[str]) -> Verdict:
     return Verdict(target, "not run", f"no trained row {', '.join(missing)} in this run")
 
 
+def at_chance(*rows: dict) -> str | None:
+    """Why a comparison of ``rows`` means nothing: one of them is no better than guessing (``None`` if none)."""
+    low = [r for r in rows if r.get("classes") and r["test_accuracy"] <= CHANCE / r["classes"] + EPS]
+    if not low:
+        return None
+    return "not measured (at chance: " + ", ".join(
+        f"{r['name']} {accuracy(r)} with {r['classes']} classes, chance {100 / r['classes']:.1f}%" for r in low) + ")"
+
+
 def share(mel: dict, bnn: dict) -> Verdict:
     ratio = bnn["test_accuracy"] / mel["test_accuracy"] if mel["test_accuracy"] > 0 else float("inf")
     need = SHARE * mel["test_accuracy"]
@@ -105,8 +118,9 @@ def speech(named: dict[str, dict]) -> list[Verdict]:
     mel, bnn = named["mel"], named["vq-bnn"]
     parts = (share(mel, bnn), memory(mel, bnn))
     d = gap(bnn, mel)
-    return [Verdict(goal, "met" if all(p.met for p in parts) else "missed", parts=parts),
-            Verdict(aim, "met" if d >= -AIM_POINTS - EPS else f"missed by {points(-AIM_POINTS - d)} points",
+    chance = at_chance(mel, bnn)
+    return [Verdict(goal, chance or ("met" if all(p.met for p in parts) else "missed"), parts=parts),
+            Verdict(aim, chance or ("met" if d >= -AIM_POINTS - EPS else f"missed by {points(-AIM_POINTS - d)} points"),
                     f"vq-bnn {accuracy(bnn)} vs mel {accuracy(mel)}: {points(d, sign=True)} points")]
 
 
@@ -127,7 +141,7 @@ def dct_verdict(target: str, r: dict, pix: dict) -> Verdict:
     misses = ([f"{points(-DCT_POINTS - d)} points"] if not close else []) + (
         [f"FLOPs ({ratio:.2f}x the pixel network's)"] if not fewer else [])
     per = r["input_bytes_per_batch"] / r["batch_size"]
-    return Verdict(target, "met" if close and fewer else "missed by " + " and by ".join(misses),
+    return Verdict(target, at_chance(r, pix) or ("met" if close and fewer else "missed by " + " and by ".join(misses)),
                    f"{r['name']} {accuracy(r)} vs pixels {accuracy(pix)}: {points(d, sign=True)} points; "
                    f"{r['flops_per_sample'] / 1e6:,.1f} vs {pix['flops_per_sample'] / 1e6:,.1f} MFLOPs per sample "
                    f"({1 / ratio:.2f}x fewer); input {per:,.0f} bytes per sample (pixels "
@@ -177,7 +191,7 @@ def latents(named: dict[str, dict], vae: dict) -> Verdict:
     lat, small = named["latents"], named["pixels-small"]
     d = gap(lat, small)
     result = ("not measured (random VAE)" if vae.get("source") == "random" else
-              "met" if d >= -EPS else f"missed by {points(-d)} points")
+              at_chance(lat, small) or ("met" if d >= -EPS else f"missed by {points(-d)} points"))
     return Verdict(target, result, f"latents {accuracy(lat)} vs pixels-small {accuracy(small)}: "
                    f"{points(d, sign=True)} points (the seed deck: 44% vs 39%); {vae_text(vae)}")
 

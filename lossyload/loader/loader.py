@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..cache import Traffic
-from ..errors import LossyloadError, WorkerError
+from ..errors import LossyloadError, ShardError, WorkerError
 from . import auto, plan
 from .dataset import LossyDataset
 from .handover import Handover
@@ -47,6 +47,11 @@ class LossyLoader:
         self.worker_type = worker_type  # "thread": workers are threads of this process (lossyload.loader.threads)
         self.dataset = dataset
         self.dataset.report = True
+        if not len(dataset) and dataset.index.samples:  # as the DALI backend says too
+            world = dataset.world or plan.World.detect()
+            raise ShardError(f"{dataset.root}: {dataset.index.samples} samples over {world.world_size} rank(s) leave no "
+                             f"full batch of {dataset.batch_size} (drop_last, the default with train=True): pass "
+                             "drop_last=False to get the partial batch, or a smaller batch_size")
         self.num_workers = num_workers
         # ``device``: batches move there as the codec's stored integers (pinned, non-blocking) and ``finish``
         # runs there. Without one, workers finish their batches (the training process has its own work)
@@ -83,8 +88,8 @@ class LossyLoader:
         """Where this loader stands: the epoch and, per worker, the batches delivered so far (JSON-friendly).
         After an epoch's last batch, the state is that of the next epoch's start."""
         epoch, done, skipped, padded = self.epoch, [list(d) for d in self._done], list(self.skipped), self.padded
-        if all(d == n or w in self._ended  # after the last batch: the next epoch's start
-               for w, (d, n) in enumerate(zip(self._done_counts(), self._planned_counts()))):
+        if any(self._planned_counts()) and all(d == n or w in self._ended  # after the last batch: the next
+               for w, (d, n) in enumerate(zip(self._done_counts(), self._planned_counts()))):  # epoch's start
             epoch += 1
         if epoch != self.epoch or not any(self._done_counts()):  # nothing of `epoch` delivered yet (``skipped``
             done, skipped, padded = [[0, 0] for _ in self._done], [], 0  # would be the last epoch's)

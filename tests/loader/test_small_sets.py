@@ -1,0 +1,41 @@
+"""A shard set smaller than one batch: the training loader (``drop_last``) would yield no batch at all, which
+it says when it is made (as the DALI backend does) instead of running empty epochs; the evaluation loader gives
+the partial batch; a loader with nothing planned reports epoch 0, not 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lossyload import make_loader
+from lossyload.errors import ShardError
+from lossyload.index import INDEX_NAME
+
+from .conftest import N_SAMPLES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_a_training_loader_without_a_full_batch_is_an_error(jpeg_ds: Path) -> None:
+    """Before: zero batches per epoch, without a word (and errors only iterating shows stayed hidden)."""
+    with pytest.raises(ShardError, match=f"{N_SAMPLES} samples over 1 rank\\(s\\) leave no full batch of 64 "
+                                         r"\(drop_last, the default with train=True\): pass drop_last=False"):
+        make_loader(str(jpeg_ds), batch_size=64, options={"crop": 32})
+
+
+def test_the_partial_batch_when_asked_for(jpeg_ds: Path) -> None:
+    for ld in (make_loader(str(jpeg_ds), batch_size=64, options={"crop": 32}, drop_last=False),
+               make_loader(str(jpeg_ds), batch_size=64, options={"crop": 32}, train=False)):
+        assert len(ld) == 1 and [len(y) for _, y in ld] == [N_SAMPLES]
+
+
+def test_a_fresh_loader_with_nothing_planned_is_at_epoch_0(jpeg_copy: Path) -> None:
+    """Before: a fresh zero-batch loader's state_dict() said epoch 1."""
+    d = json.loads((jpeg_copy / INDEX_NAME).read_text())
+    d["shards"], _ = [], d.pop("totals")
+    (jpeg_copy / INDEX_NAME).write_text(json.dumps(d))
+    ld = make_loader(str(jpeg_copy), batch_size=8, options={"crop": 32})
+    assert len(ld) == 0 and ld.state_dict()["epoch"] == 0
+    assert list(ld) == [] and ld.state_dict()["epoch"] == 1  # after a pass over the (empty) epoch

@@ -24,8 +24,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +74,11 @@ def pick_device(device: str) -> str:
     return device
 
 
+# how each command names the VAE it loads (the offline-model error says so)
+MODEL_FLAGS = ("lossyload-shard --set model='\"NAME\"', lossyload vae-check --model NAME, "
+               "lossyload-train --vae NAME")
+
+
 @functools.lru_cache(maxsize=2)
 def load_vae(model: str, subfolder: str | None = None, seed: int = 0, download: bool = False, device: str = "cpu"):
     """The ``AutoencoderKL`` named by ``model`` in eval mode on ``device`` (cached per process)."""
@@ -92,19 +99,25 @@ def load_vae(model: str, subfolder: str | None = None, seed: int = 0, download: 
     if local:
         cls = _model_class(os.path.join(path, subfolder) if subfolder else path)
     try:
-        vae = cls.from_pretrained(path if local else model, subfolder=subfolder,
-                                                      local_files_only=local or not download)
+        with warnings.catch_warnings():  # diffusers passes huggingface_hub an argument it deprecated
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
+            # low_cpu_mem_usage needs accelerate (not a dependency): asking for it without, diffusers prints a
+            # multi-line warning on every load
+            vae = cls.from_pretrained(
+                path if local else model, subfolder=subfolder, local_files_only=local or not download,
+                low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         where = model + (f" (subfolder {subfolder})" if subfolder else "")
         cause = f"({type(exc).__name__}: {str(exc)[:300]})"
         if local:
             raise CodecError(f"vae: cannot load the model directory {where} {cause}") from exc
-        ways = ([] if download else [f"download it once (`huggingface-cli download {model}`) or pass --set download=true"])
-        ways += ["pass a local directory with config.json and the weights",
-                 "for tests and offline demos only, --set model='\"random:tiny\"' or '\"random:sd1\"'"]
+        ways = ([] if download else [f"download it once (`hf download {model}`), or let diffusers fetch it "
+                                     "(lossyload-shard --set download=true)"])
+        ways += ["name a local model folder with config.json and the weights (`lossyload fit-vae` writes one)",
+                 "for tests and offline demos only, random:tiny or random:sd1"]
         where_from = "the local Hugging Face cache (no network)" if not download else "the Hugging Face hub"
         raise CodecError(f"vae: model {where} could not be loaded from {where_from}: " + "; ".join(ways)
-                         + f". {cause}") from exc
+                         + f" (the model is {MODEL_FLAGS}). {cause}") from exc
     return vae.eval().to(device)
 
 

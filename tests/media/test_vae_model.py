@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from lossyload.errors import CodecError, EncodeError
-from lossyload.media.vae_model import (RANDOM_ARCHS, decode_latents, encode_pixels, facts, image_views, load_vae,
+from lossyload.media.vae_model import (MODEL_FLAGS, RANDOM_ARCHS, decode_latents, encode_pixels, facts, image_views, load_vae,
                                  pick_device)
 
 from ..conftest import jpeg_bytes, photo, png_bytes, synthetic_rgb
@@ -146,9 +146,52 @@ def test_hub_model_missing_from_the_cache_fails_fast(tmp_path, monkeypatch, fres
         assert time.monotonic() - start < 10
         message = str(info.value)
         assert model in message and "random:tiny" in message
-        assert "download" in message and "local directory" in message
+        assert f"`hf download {model}`" in message and "huggingface-cli" not in message
+        assert "local model folder" in message and MODEL_FLAGS in message
         if subfolder:
             assert "subfolder vae" in message
+
+
+def test_the_offline_model_error_suggests_commands_that_exist() -> None:
+    """Before: it named `huggingface-cli download` (the installed hub ships `hf`) and `--set model=...` to
+    vae-check and lossyload-train users, whose flags are --model and --vae."""
+    import argparse
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lossyload import vae_check
+    from lossyload.lab import cli as train_cli
+    from lossyload.shard.cli import build_parser
+
+    vc, tr = argparse.ArgumentParser(), argparse.ArgumentParser()
+    vae_check.add_arguments(vc)
+    train_cli.add_arguments(tr)
+    assert build_parser().parse_args(["src", "dest", "--set", "model=\"m\"", "--set", "download=true"]).set
+    assert vc.parse_args(["images", "--model", "m"]).model == "m"
+    assert tr.parse_args(["--vae", "m"]).vae == "m"
+    for flags in ("lossyload-shard --set model=", "lossyload vae-check --model", "lossyload-train --vae"):
+        assert flags in MODEL_FLAGS
+    hf = shutil.which("hf") or str(Path(sys.executable).with_name("hf"))
+    if not Path(hf).exists():
+        pytest.skip("huggingface_hub's hf command is not installed")
+    done = subprocess.run([hf, "download", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "REPO_ID" in done.stdout
+
+
+def test_loading_a_model_folder_prints_no_warning(tmp_path, capfd) -> None:
+    """Before: every load printed diffusers' multi-line 'install accelerate' warning."""
+    import warnings
+
+    path = tmp_path / "vae"
+    load_vae("random:tiny").save_pretrained(path)
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_vae(str(path))
+    out, err = capfd.readouterr()
+    assert "accelerate" not in out + err and "low_cpu_mem_usage" not in out + err
 
 
 # ------------------------------------------------------------------------------------------- image views

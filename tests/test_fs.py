@@ -242,3 +242,20 @@ def test_open_url_streams_s3_through_a_resumable_reader(s3_server, big_object) -
     assert head + rest == data
     with pytest.raises(FileNotFoundError):
         open_url(url + ".missing", "rb", s3_server.storage_options)
+
+
+def test_the_routing_comes_with_the_loader_not_with_a_bare_import() -> None:
+    """docs/storage-and-distributed.md: a bare ``import lossyload`` leaves webdataset alone (it imports neither
+    torch nor webdataset); importing the loader routes ``s3://`` through fsspec."""
+    probe = ("import importlib, sys, lossyload\n"
+             "print('webdataset' in sys.modules)\n"
+             "g = importlib.import_module('webdataset.gopen')\n"
+             "print(getattr(g.gopen_schemes.get('s3'), '__module__', None))\n"
+             "lossyload.open_dataset  # not called: naming it imports nothing\n"
+             "import lossyload.loader.dataset\n"
+             "print(g.gopen_schemes['s3'].__module__)\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "None", "lossyload.fs"]

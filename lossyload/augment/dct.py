@@ -7,6 +7,7 @@ flips are exact; padding is zero coefficients (flat grey, level 128).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,9 @@ from lossyload.augment.dct_batch import fixed as _fixed
 from lossyload.augment.dct_batch import grid as _grid
 from lossyload.augment.registry import register_augment
 from lossyload.media.dct import ZIGZAG, DctCoefficients
+
+log = logging.getLogger("lossyload")
+_PADDED: set[int] = set()  # crop sizes already warned about in this process
 
 __all__ = [
     "Brightness",
@@ -147,6 +151,22 @@ class HFlip:
         return _batch_new(b, y, c)
 
 
+def _note_padding(hm, wm, m: int, size: int) -> None:
+    """Say (once per process and crop size) that a crop larger than an image is zero-padded, and how much of
+    the crop is padding, instead of padding without a word."""
+    hm, wm = np.ravel(hm), np.ravel(wm)
+    small = (hm < m) | (wm < m)
+    if size in _PADDED or not small.any():
+        return
+    _PADDED.add(size)
+    i = int(np.argmax(small))
+    zero = 1 - min(int(hm[i]), m) * min(int(wm[i]), m) / (m * m)
+    log.warning("jpeg-dct crop %d px: an image of %dx%d px (width x height) is smaller and is zero-padded (%.0f%% "
+                "of the crop's blocks zero). Pass a smaller crop (options={'crop': ...}), or "
+                "RandomCrop(pad_if_needed=False) to skip such images (counted as skipped). Said once per process.",
+                size, 16 * wm[i], 16 * hm[i], 100 * zero)
+
+
 class _WindowCrop:
     """A crop defined by ``window(hm, wm, rng)``; the loader can fuse that window into decoding."""
 
@@ -196,6 +216,7 @@ class RandomCrop(_WindowCrop):
         if not self.pad_if_needed and (np.min(hm) < m or np.min(wm) < m):
             i = int(np.argmin(np.minimum(hm, wm)))
             raise ValueError(f"image of {16 * np.ravel(hm)[i]}x{16 * np.ravel(wm)[i]} px is smaller than crop {self.size}")
+        _note_padding(hm, wm, m, self.size)
 
     def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """The MCU window ``(top, left, height, width)`` this crop takes from an ``hm`` x ``wm`` MCU image."""
@@ -223,10 +244,12 @@ class CenterCrop(_WindowCrop):
 
     def window(self, hm: int, wm: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         m = _crop_mcus(self.size)
+        _note_padding(hm, wm, m, self.size)
         return (hm - m) // 2, (wm - m) // 2, m, m
 
     def windows(self, hm: np.ndarray, wm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         m = _crop_mcus(self.size)
+        _note_padding(hm, wm, m, self.size)
         return (hm - m) // 2, (wm - m) // 2
 
 

@@ -182,7 +182,11 @@ class JpegDct(Codec):
     def default_transforms(self, train: bool) -> list:
         from ..augment.dct import CenterCrop, HFlip, RandomCrop
 
-        size = self.options.crop
+        size, short = self.options.crop, self.config.resize
+        if short is not None and size > short:  # every image would be mostly zero padding
+            raise CodecError(f"jpeg-dct: crop {size} px is larger than every image's short side (at most {short} px, "
+                             f"the shard-time resize): each sample would be zero-padded; pass options={{'crop': "
+                             f"{max(16, short // 16 * 16)}}} or less")
         return [RandomCrop(size=size), HFlip(p=0.5)] if train else [CenterCrop(size=size)]
 
 

@@ -170,15 +170,21 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, what: str) -> Any:
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None}
     try:
         built = cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise CodecError(f"{what}: {exc}") from exc
-    hints = typing.get_type_hints(cls)  # what the field checks let through: bools, floats for integers, NaN
+    except (TypeError, ValueError) as exc:  # a field's own check, or a comparison a value of a wrong type broke
+        raise CodecError((isinstance(exc, TypeError) and _mistyped(cls, values, what)) or f"{what}: {exc}") from exc
+    if wrong := _mistyped(cls, values, what):  # what the field checks let through: bools, floats for integers, NaN
+        raise CodecError(wrong)
+    return built
+
+
+def _mistyped(cls: type, values: dict[str, Any], what: str) -> str | None:
+    """The first value that does not fit its field's annotation, said as an error message."""
+    hints = typing.get_type_hints(cls)
     for k, v in values.items():
         if not _conforms(v, hints.get(k, Any)):
             text = repr(v)
-            raise CodecError(f"{what}: {k} = {text[:80]}{'...' if len(text) > 80 else ''} must be "
-                             f"{_describe(hints[k])}")
-    return built
+            return f"{what}: {k} = {text[:80]}{'...' if len(text) > 80 else ''} must be {_describe(hints[k])}"
+    return None
 
 
 def _conforms(v: Any, hint: Any) -> bool:

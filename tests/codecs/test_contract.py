@@ -264,6 +264,15 @@ BAD_VALUES = [
     ("mel", {"max_seconds": 0.5}, None, "max_seconds >= seconds"),
     ("mel", {"sample_rate": 500}, None, "sample_rate >= 1000"),
     ("mel", None, {"output": "spectrogram"}, "output must be 'mel' or 'wave'"),
+    # field types, as an index may hold them: no bool or float for an integer, no NaN or infinity for a number
+    ("vae", {"offset": [float("nan"), 0.0, 0.0, 0.0], "scale": [0.1] * 4}, None, r"offset = \(nan, .* must be"),
+    ("vae", {"shift_factor": float("inf")}, None, "shift_factor = inf must be"),
+    ("vae", {"latent_channels": 0}, None, "latent_channels must be positive"),
+    ("vae", {"scaling_factor": -0.2}, None, "scaling_factor must be positive"),
+    ("vae", {"views": True}, None, "views = True must be an integer"),
+    ("rgb", {"max_pixels": 1e9}, None, "max_pixels = 1000000000.0 must be an integer"),
+    ("jpeg-dct", {"quality": "90"}, None, "quality = .90. must be an integer"),
+    ("vq", {"codebook_size": 16.0}, None, "codebook_size = 16.0 must be an integer"),
 ]
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import hashlib
 import json
 import os
 import shutil
@@ -123,8 +124,19 @@ def repeated(base_url: str, multiple: int, dest: str) -> str:
     shards = []
     for i in range(multiple * len(index.shards)):
         s = index.shards[i % len(index.shards)]
-        link(os.path.join(root, s.url), os.path.join(dest, shard_name(i)))
-        shards.append(dataclasses.replace(s, url=shard_name(i)))
+        again = i // len(index.shards)
+        if not again:
+            link(os.path.join(root, s.url), os.path.join(dest, shard_name(i)))
+            shards.append(dataclasses.replace(s, url=shard_name(i)))
+            continue
+        # a repeat is a copy with `again` more zero blocks after the tar's end: the same samples, its own sha256
+        # (an index listing one sha256 twice is refused, as a shard listed twice would be read twice)
+        with open(os.path.join(root, s.url), "rb") as f:
+            data = f.read() + bytes(512 * again)
+        with open(os.path.join(dest, shard_name(i)), "wb") as f:
+            f.write(data)
+        shards.append(dataclasses.replace(s, url=shard_name(i), bytes=len(data),
+                                          sha256=hashlib.sha256(data).hexdigest()))
     with open(os.path.join(dest, INDEX_NAME), "w") as f:
         f.write(dataclasses.replace(index, shards=shards).to_json())
     return dest

@@ -37,7 +37,9 @@ def test_repeated_index_is_a_valid_dataset(base: str, tmp_path: Path) -> None:
     _, rep = read_index(url)
     assert rep.samples == 3 * index.samples and len(rep.shards) == 3 * len(index.shards)
     assert len({s.url for s in rep.shards}) == len(rep.shards)  # every shard under its own name
-    assert [s.sha256 for s in rep.shards] == 3 * [s.sha256 for s in index.shards]
+    assert rep.shards[:len(index.shards)] == index.shards  # the base shards, linked
+    assert [s.samples for s in rep.shards] == 3 * [s.samples for s in index.shards]
+    assert len({s.sha256 for s in rep.shards}) == len(rep.shards)  # repeats: copies with their own sha256
     assert (rep.codec, rep.config, rep.labels) == (index.codec, index.config, index.labels)
     report = verify(url)
     assert report.problems == [] and report.samples == rep.samples

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lossyload import LossyLoader, World, make_loader
+from lossyload.errors import ShardError
 from lossyload.loader import plan
 from lossyload.loader.loader import dominated
 from lossyload.shard.job import ShardJob, run_job
@@ -195,10 +196,15 @@ def test_loader_len_matches_plan(jpeg_ds: Path):
     for ws in (1, 2, 3, 4):
         for bs in (1, 4, 8, 60):
             for drop_last in (False, True):
+                want = plan.batches_per_rank(N_SAMPLES, ws, bs, drop_last)
+                if not want:  # no full batch: said when the loader is made, not an epoch of nothing
+                    with pytest.raises(ShardError, match="leave no full batch"):
+                        loader(jpeg_ds, rank=ws - 1, world_size=ws, batch_size=bs, drop_last=drop_last)
+                    continue
                 ld = loader(jpeg_ds, rank=ws - 1, world_size=ws, batch_size=bs, drop_last=drop_last)
-                assert len(ld) == plan.batches_per_rank(N_SAMPLES, ws, bs, drop_last)
-    assert len(loader(jpeg_ds, batch_size=60, drop_last=True)) == 0
-    assert epoch(loader(jpeg_ds, batch_size=60, drop_last=True)) == []
+                assert len(ld) == want
+    with pytest.raises(ShardError, match=f"{N_SAMPLES} samples over 1 rank"):
+        loader(jpeg_ds, batch_size=60, drop_last=True)
     (one,) = epoch(loader(jpeg_ds, batch_size=60, drop_last=False))
     assert sorted(one) == list(range(N_SAMPLES))
 

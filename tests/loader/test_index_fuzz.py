@@ -95,7 +95,7 @@ def test_an_edited_index_is_refused_or_read_without_silent_loss(small: Path, tmp
     listed = sum(s["samples"] for s in doc["shards"])
     keys = [k for _, _, batch in ld for k in batch]
     assert set(keys) <= real_keys(small)  # never a sample that is not in the shards
-    assert len(keys) == listed  # the index's count, not fewer (drop_last is off)
+    assert len(keys) <= listed  # never more than the index lists (a skip shortens a one-process epoch)
     assert len(keys) - len(set(keys)) <= ld.padded  # a repeat is only ever a counted pad
     assert len(set(keys)) + len(ld.skipped) >= listed  # each listed sample delivered or counted as skipped
     for s in doc["shards"]:  # an accepted index: plain shard entries with unique names and hashes

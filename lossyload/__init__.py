@@ -7,7 +7,8 @@ from typing import Any
 
 from .errors import LossyloadError
 
-_LAZY = {"LossyDataset": "loader.dataset", "LossyLoader": "loader.loader", "World": "loader.plan"}
+_LAZY = {"LossyDataset": "loader.dataset", "LossyLoader": "loader.loader", "World": "loader.plan",
+         "Source": "loader.mix"}
 
 
 def __getattr__(name: str) -> Any:  # torch is imported only when the loader is used (not by lossyload-shard)
@@ -20,8 +21,11 @@ def __getattr__(name: str) -> Any:  # torch is imported only when the loader is 
 __version__ = "0.1.0"
 
 
-def open_dataset(url: str, **kwargs: Any):
-    """A torch ``IterableDataset`` over the shard set at ``url`` (its directory or ``index.json``).
+def open_dataset(url: Any, **kwargs: Any):
+    """A torch ``IterableDataset`` over the shard set at ``url`` (its directory or ``index.json``), or over a
+    mixture: a list of URLs (or :class:`Source` s, which carry their own codec options, transforms, storage
+    options, cache and label map) with ``weights=`` (each source's share of an epoch; default: their sizes)
+    and ``epoch_samples=`` (default: the sources' total). See ``docs/storage-and-distributed.md``.
 
     Keyword arguments are those of :class:`LossyDataset`: ``codec`` (default: the index's), ``options``
     (load-time codec options), ``transforms`` (default: the codec's train/eval crops), ``train``,
@@ -35,7 +39,7 @@ def open_dataset(url: str, **kwargs: Any):
     return LossyDataset(url, **kwargs)
 
 
-def make_loader(url: str, *, batch_size: int, num_workers: int | str = 0, pin_memory: bool = False,
+def make_loader(url: Any, *, batch_size: int, num_workers: int | str = 0, pin_memory: bool = False,
                 prefetch_factor: int | None = None, return_keys: bool = False, backend: str = "torch",
                 worker_type: str = "process", device: Any = None, **kwargs: Any):
     """The batched drop-in for a ``DataLoader``: ``for x, labels in make_loader(url, batch_size=64): ...``.
@@ -55,6 +59,9 @@ def make_loader(url: str, *, batch_size: int, num_workers: int | str = 0, pin_me
     if backend == "dali":
         from .dali import make_dali_loader
 
+        if not isinstance(url, str):
+            raise ValueError("backend='dali' reads one shard set given by its URL; mixtures need backend='torch'")
+
         return make_dali_loader(url, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
                                 prefetch_factor=prefetch_factor, return_keys=return_keys, **kwargs)
     if backend != "torch":
@@ -67,4 +74,4 @@ def make_loader(url: str, *, batch_size: int, num_workers: int | str = 0, pin_me
                        return_keys=return_keys, worker_type=worker_type, device=device)
 
 
-__all__ = ["open_dataset", "make_loader", "LossyDataset", "LossyLoader", "World", "LossyloadError"]
+__all__ = ["open_dataset", "make_loader", "LossyDataset", "LossyLoader", "Source", "World", "LossyloadError"]

@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..cache import CacheConfig, ShardCache, Traffic
+from ..cache import Traffic
 from ..errors import CodecError, LossyloadError, ShardError
-from ..fs import read_index, register_webdataset_schemes
-from . import batch, plan, prefetch
+from ..fs import register_webdataset_schemes
+from . import batch, mix, order, plan, prefetch
 from .batch import Built
 from .handover import Handover
+from .mix import Source
+from .order import SHUFFLE_START  # noqa: F401  (also imported from here)
+from .order import shuffled as _shuffled
 from .resolve import read_assets, resolve_codec  # noqa: F401  (also imported from here)
 from .stream import ErrorPolicy, RawSample, Skip, read_range
 
@@ -42,8 +45,10 @@ class LossyDataset(IterableDataset):
 
     def __init__(
         self,
-        url: str,
+        url: str | Source | list[str | Source],
         *,
+        weights: list[float] | None = None,
+        epoch_samples: int | None = None,
         codec: str | None = None,
         options: dict[str, Any] | Any | None = None,
         transforms: list | None = None,
@@ -63,9 +68,24 @@ class LossyDataset(IterableDataset):
         prefetch: bool = True,
     ) -> None:
         super().__init__()
-        self.root, self.index = read_index(url, storage_options)
-        self.codec = resolve_codec(self.index, codec, options, self.root, storage_options)
-        self.transforms = list(self.codec.default_transforms(train) if transforms is None else transforms)
+        self.mixture = isinstance(url, (list, tuple))  # keys name their source ("name:key")
+        urls = list(url) if self.mixture else [url]
+        if not urls:
+            raise ValueError("a mixture needs at least one source")
+        if weights is not None and not self.mixture:
+            raise ValueError("weights= needs a list of sources: make_loader([url_a, url_b], weights=[3, 1], ...)")
+        self.sources = [mix.open_source(u, codec=codec, options=options, transforms=transforms, train=train,
+                                        storage_options=storage_options, cache_dir=cache_dir, cache_limit=cache_limit)
+                        for u in urls]
+        mix.unique_names(self.sources)
+        mix.check_one_spec(self.sources)
+        first = self.sources[0]
+        self.root, self.index, self.codec, self.transforms = first.root, first.index, first.codec, first.transforms
+        self.layout = order.Layout(tuple(s.sizes for s in self.sources),
+                                   order.shares([s.index.samples for s in self.sources],
+                                                None if weights is None else [float(w) for w in weights],
+                                                epoch_samples))
+        self.weights = weights
         self.batch_size = batch_size
         self.shuffle = train if shuffle is None else shuffle
         self.shuffle_buffer = shuffle_buffer if self.shuffle else 0
@@ -74,13 +94,13 @@ class LossyDataset(IterableDataset):
         self.world = world
         self.on_error = on_error
         ErrorPolicy(on_error)  # validate early
-        self.storage_options = storage_options
+        self.storage_options = first.storage_options
         # decode, augment and finalize whole batches when the codec and transforms can (lossyload.loader.batch)
         self.batch_path = batch_path
         self.prefetch = prefetch  # remote shards: fetch the next one while this one is parsed (loader.prefetch)
         self.verify = verify  # read each shard whole and check its size and sha256 before delivering from it
         # remote shards through a node-local cache (None: streamed every epoch); see lossyload.cache
-        self.cache = ShardCache.create(CacheConfig(dir=cache_dir, limit=cache_limit)) if cache_dir else None
+        self.cache = first.cache
         self.traffic = Traffic()  # shard bytes fetched / read from the cache by the last iteration (this process)
         self.report = False  # LossyLoader sets it: yield (outputs, labels, report) so skips and positions reach it
         # build batches in the codec's wire form (its stored integers) and leave ``finish`` to :meth:`output`,
@@ -89,6 +109,10 @@ class LossyDataset(IterableDataset):
         self.handover: Handover | None = None  # LossyLoader's persistent process workers (loader.handover)
         # LossyLoader sets it: worker -> (batches delivered, samples of its stream consumed by them)
         self.resume: dict[int, tuple[int, int]] = {}
+        # LossyLoader sets them after an elastic resume: the epoch's finished segments (lossyload.loader.order)
+        # and the global positions they left undelivered
+        self.segments: list[order.Segment] = []
+        self.pending: np.ndarray | None = None
         self.skips: list[Skip] = []
         self.padded = 0
 
@@ -105,9 +129,29 @@ class LossyDataset(IterableDataset):
             w = dataclasses.replace(w, rank=self.world.rank, world_size=self.world.world_size)
         return w
 
+    @property
+    def source_labels(self) -> dict[str, list[str]]:
+        """Each source's label names (a mixture delivers each source's own labels unless it has a label map)."""
+        return {s.name: s.index.labels for s in self.sources}
+
+    @property
+    def samples(self) -> int:
+        """Samples in an epoch (of every rank together): the shard set's, or the mixture's ``epoch_samples``."""
+        return self.layout.total
+
     def __len__(self) -> int:
         w = self.world or plan.World.detect()
-        return plan.batches_per_rank(self.index.samples, w.world_size, self.batch_size or 1, self.drop_last)
+        return plan.batches_per_rank(self.samples, w.world_size, self.batch_size or 1, self.drop_last)
+
+    def segment(self, world_size: int, num_workers: int) -> order.Segment:
+        """The topology this dataset is read under now, as an epoch segment."""
+        return order.Segment(world_size, num_workers, self.batch_size or 1, self.drop_last)
+
+    def worker_batches(self, world: plan.World) -> list[int]:
+        """Batches of each loader worker of ``world.rank`` in the current segment of the epoch."""
+        size = self.samples if self.pending is None else len(self.pending)
+        return order.worker_batches(size, self.segment(world.world_size, world.num_workers), world.rank,
+                                    self.pending is None)
 
     def __iter__(self) -> Iterator[Any]:
         world = self._world()
@@ -125,36 +169,29 @@ class LossyDataset(IterableDataset):
 
     def wire_form(self) -> bool:
         """Whether batches are built in the codec's wire form (see :attr:`wire`)."""
-        return self.wire and self.codec.wire_form(self.transforms)
+        return self.wire and len(self.sources) == 1 and self.codec.wire_form(self.transforms)  # mixtures: not yet
 
     def iter_worker(self, world: plan.World) -> Iterator[Any]:
         """The batches (or samples) of loader worker ``world.worker`` of ``world.num_workers``."""
         bs = self.batch_size or 1
-        start, stop = plan.worker_span(self.index.samples, world, bs, self.drop_last)
-        order = plan.shard_order(len(self.index.shards), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
-        ranges = plan.shard_ranges(order, [s.samples for s in self.index.shards], start, stop)
+        fresh = self.pending is None
+        entries, _ = order.worker_share(self.samples if fresh else len(self.pending),
+                                        self.segment(world.world_size, world.num_workers), world.rank,
+                                        world.worker, fresh)
+        positions = entries if fresh else self.pending[entries]
         policy = ErrorPolicy(self.on_error)
         self.skips, self.padded, self.traffic = policy.skips, 0, Traffic()
-        # remote shards are prefetched one ahead, unless a cache fetches them (or verify reads them whole)
-        fetch_ahead = self.prefetch and not self.verify and self.cache is None
-        if fetch_ahead and prefetch.worth_it(self.root, self.storage_options):
-            held = prefetch.prefetched(self.root, self.index, ranges, self.storage_options)
-        else:
-            held = ((shard, first, end, None) for shard, first, end in ranges)
-        raw = (
-            s
-            for shard, first, end, data in held
-            for s in read_range(self.root, self.index.shards[shard], first, end, self.index.member, policy,
-                                self.storage_options, self.verify, len(self.index.labels), self.cache, self.traffic,
-                                data)
-        )
-        shuffle_rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, 0x5F])
-        stream = _shuffled(raw, self.shuffle_buffer, shuffle_rng)
+        # shard bytes per source (this iteration; a single source counts in ``traffic`` itself)
+        self.source_traffic = [self.traffic] if len(self.sources) == 1 else [Traffic() for _ in self.sources]
+        raw = self._raw(positions, policy)
+        seg = len(self.segments)
+        stream = _shuffled(raw, self.shuffle_buffer, order.shuffle_rng(self.seed, self.epoch, world.rank,
+                                                                       world.worker, seg))
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
         seen = padded = 0
         handover = self.handover if get_worker_info() is not None else None
-        final = -(-(stop - start) // bs) - 1
-        for k, built, pulled, met, last in self._batches(stream, world, first_batch, consumed, stop - start, bs,
+        final = -(-len(positions) // bs) - 1
+        for k, built, pulled, met, last in self._batches(stream, world, first_batch, consumed, len(positions), bs,
                                                          policy):
             if last or k == final:  # end the last shard's read now, so its bytes are in this batch's traffic
                 raw.close()
@@ -164,14 +201,45 @@ class LossyDataset(IterableDataset):
                 continue
             # what happened since the previous batch, for the loader in the main process
             keys = [] if built is None else built.keys if self.batch_size else built.keys[0]
+            by_source = [t.take() for t in self.source_traffic]
+            total = Traffic()
+            for t in by_source:
+                total.add(t)
             report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
                       "skipped": [str(s) for s in policy.skips[seen:met]], "padded": self.padded - padded,
-                      "traffic": self.traffic.take(), "last": last}
+                      "traffic": total.take(), "source_traffic": by_source, "last": last}
             seen, padded = met, self.padded
             if built is None:  # this worker's share ran out before batch k (skips, one process)
                 yield None, None, report
             else:
                 yield handover.pack(world.worker, built, report) if handover else (*_tensors(built), report)
+
+    def _raw(self, positions: np.ndarray, policy: ErrorPolicy) -> Iterator[RawSample]:
+        """The raw samples at ``positions`` of the epoch's global order, in that order (each source's shards
+        read front to back; remote ones prefetched one ahead unless a cache fetches them or verify reads them
+        whole)."""
+        src, shard, index = order.locate(self.layout, positions, seed=self.seed, epoch=self.epoch,
+                                         shuffle=self.shuffle)
+        streams = []
+        for i, s in enumerate(self.sources):
+            at = src == i if len(self.sources) > 1 else slice(None)
+            stream = self._read(s, order.runs(shard[at], index[at]), policy, self.source_traffic[i])
+            if self.mixture or s.lut is not None:
+                stream = mix.tagged(stream, i, s.name if self.mixture else None, s.lut)
+            streams.append(stream)
+        return streams[0] if len(streams) == 1 else mix.interleave(streams, src)
+
+    def _read(self, s: mix.Opened, runs: list, policy: ErrorPolicy, traffic: Traffic) -> Iterator[RawSample]:
+        ranges = [(shard, first, end) for shard, first, end, _ in runs]
+        fetch_ahead = self.prefetch and not self.verify and s.cache is None
+        if fetch_ahead and runs and prefetch.worth_it(s.root, s.storage_options):
+            held = prefetch.prefetched(s.root, s.index, ranges, s.storage_options)
+        else:
+            held = ((shard, first, end, None) for shard, first, end in ranges)
+        for (shard, first, end, data), run in zip(held, runs):
+            yield from read_range(s.root, s.index.shards[shard], first, end, s.index.member, policy,
+                                  s.storage_options, self.verify, len(s.index.labels), s.cache, traffic, data,
+                                  run[3])
 
     def _batches(self, stream: Iterator[RawSample], world: plan.World, first_batch: int, consumed: int,
                  planned: int, bs: int, policy: ErrorPolicy) -> Iterator[tuple[int, Built | None, int, int, bool]]:
@@ -187,24 +255,26 @@ class LossyDataset(IterableDataset):
         (``first_batch > 0``) rebuilds that first batch, then passes over the rest of the ``consumed`` stream
         samples without decoding them."""
         short = policy.mode == "skip" and world.world_size == 1  # a skip shortens the epoch, never repeats
-        head = self.transforms[0] if self.transforms else None
-        # A leading crop that can say its window is fused into decoding (same result, less work).
-        fused = head if hasattr(head, "window") and hasattr(self.codec, "decode_window") else None
-        rest = self.transforms[1:] if fused else self.transforms
+        fused, rest = _fused(self.codec, self.transforms)
         fast = self.batch_path and batch.usable(self.codec, self.transforms)
         wire = self.wire_form()
         spare: Built | None = None  # the first batch: what short batches are padded with
         pulled = 0  # samples taken from the stream
+        segment = [len(self.segments)] if self.segments else []  # a resumed segment draws anew
+        mixed = self._mixed_decoding() if len(self.sources) > 1 else None
 
         def build(k: int) -> Built | None:
             nonlocal pulled
             want = min(bs, planned - k * bs)
-            rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k])
+            rng = np.random.default_rng([self.seed, self.epoch, world.rank, world.worker, k] + segment)
             cur, samples = None, []
-            if fast:
+            if mixed is not None:
+                cur, n = mix.mixed_batch(*mixed, [s.name for s in self.sources], stream, want, rng, policy)
+                pulled += n
+            elif fast:
                 cur, samples, n = self._fast_batch(stream, want, rng, policy, wire)
                 pulled += n
-            if cur is None:
+            if cur is None and mixed is None:
                 for s in stream if len(samples) < want else ():
                     pulled += 1
                     decoded = self._decode(s, fused, rest, rng, policy, wire)
@@ -259,54 +329,41 @@ class LossyDataset(IterableDataset):
             redo = [self._decode(s, None, self.transforms, rng, policy, wire) for s in good]
             return None, [x for x in redo if x is not None], pulled
 
+    def _mixed_decoding(self) -> tuple[list[mix.Decoder], list]:
+        """Each source's batch decoder and per-sample decoder, for a batch mixing sources."""
+        decoders, ones = [], []
+        for src in self.sources:
+            decoders.append(mix.Decoder(src.codec, src.transforms,
+                                        self.batch_path and batch.usable(src.codec, src.transforms)))
+            fused, rest = _fused(src.codec, src.transforms)
+            ones.append(lambda s, rng, policy, f=fused, r=rest, c=src.codec: self._decode(s, f, r, rng, policy,
+                                                                                          codec=c))
+        return decoders, ones
+
     def _decode(self, s: RawSample, fused, rest: list, rng: np.random.Generator, policy: ErrorPolicy,
-                wire: bool = False):
+                wire: bool = False, codec=None):
         """``(x, label, key)`` of one raw sample decoded to codec level and augmented (its wire form with
-        ``wire``); ``None`` if skipped."""
+        ``wire``; ``codec``: a mixture source's, default the dataset's); ``None`` if skipped."""
+        codec = codec or self.codec
         try:
             if fused is not None:
-                x = self.codec.decode_window(s.payload, lambda hm, wm: fused.window(hm, wm, rng))
+                x = codec.decode_window(s.payload, lambda hm, wm: fused.window(hm, wm, rng))
             else:
-                x = self.codec.stored(s.payload) if wire else self.codec.decode(s.payload)
+                x = codec.stored(s.payload) if wire else codec.decode(s.payload)
             for t in rest:
                 x = t(x, rng)
-            return (self.codec.wire(x) if wire else self.codec.finalize(x)), s.label, s.key
+            return (codec.wire(x) if wire else codec.finalize(x)), s.label, s.key
         except (LossyloadError, ValueError) as exc:
             policy.handle(s.url, [s.key], f"{type(exc).__name__}: {exc}", exc)
             return None
 
 
-SHUFFLE_START = 128  # samples in the shuffle buffer when it starts delivering (it then grows to its size)
-_DRAWS = 256  # uniform draws taken from the generator at a time
-
-
-def _shuffled(src: Iterator[RawSample], size: int, rng: np.random.Generator) -> Iterator[RawSample]:
-    """A seeded shuffle buffer of ``size`` samples. It delivers once it holds :data:`SHUFFLE_START` (so the
-    first batch never waits for a buffer larger than the data), then grows by one sample per delivered one
-    until it holds ``size``; each delivery is a uniform pick among what it holds. Pure function of ``rng``."""
-    if size <= 1:
-        yield from src
-        return
-    start = min(size, SHUFFLE_START)
-    buf: list[RawSample] = []
-    draws, j = rng.random(_DRAWS), 0
-    it = iter(src)
-    for s in it:
-        buf.append(s)
-        if len(buf) < size:  # still growing: take one more
-            more = next(it, None)
-            if more is not None:
-                buf.append(more)
-        if len(buf) < start:
-            continue
-        if j == _DRAWS:
-            draws, j = rng.random(_DRAWS), 0
-        i = int(draws[j] * len(buf))
-        j += 1
-        buf[i], buf[-1] = buf[-1], buf[i]
-        yield buf.pop()
-    rng.shuffle(buf)  # type: ignore[arg-type]
-    yield from buf
+def _fused(codec, transforms: list) -> tuple[Any, list]:
+    """``(leading crop fused into decoding or None, the other transforms)``: a crop that can say its window is
+    fused into decoding (same result, less work)."""
+    head = transforms[0] if transforms else None
+    fused = head if hasattr(head, "window") and hasattr(codec, "decode_window") else None
+    return fused, (transforms[1:] if fused else transforms)
 
 
 def _collate(samples: list) -> Built:

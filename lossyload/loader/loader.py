@@ -17,13 +17,16 @@ from torch.utils.data import DataLoader
 from ..cache import Traffic
 from ..errors import LossyloadError, ShardError, WorkerError
 from . import auto, plan
+from .order import Segment, pending
 from .dataset import LossyDataset
 from .handover import Handover
 from .threads import thread_batches
 from .watch import watching
 
 log = logging.getLogger("lossyload")
-STATE_VERSION = 1
+STATE_VERSION = 2
+_READABLE = (1, STATE_VERSION)  # version 1: the same without "segments"
+TOPOLOGY = ("rank", "world_size", "num_workers", "batch_size")  # settings an elastic resume may change
 MIX_SAMPLES = 256  # a shuffling loader's first samples, whose labels are checked once for class order
 
 
@@ -37,7 +40,11 @@ class LossyLoader:
 
     ``state_dict()`` at any point between batches, then ``load_state_dict()`` on a loader over the same data
     and settings (in a new process, after a crash), continues the epoch with exactly the batches an
-    uninterrupted run would have yielded next: same samples, same order, same augmentations.
+    uninterrupted run would have yielded next: same samples, same order, same augmentations. A state saved
+    under another world size, number of workers or batch size (by any one rank: ranks move in lockstep) is an
+    *elastic* resume: the samples no rank had delivered are shared out anew, each delivered once across the
+    new ranks (plus the padding equal batches need). ``source_traffic`` and ``skipped_by_source`` split
+    ``traffic`` and ``skipped`` by the sources of a mixture.
     """
 
     def __init__(self, dataset: LossyDataset, *, num_workers: int | str = 0, pin_memory: bool = False,
@@ -47,9 +54,9 @@ class LossyLoader:
         self.worker_type = worker_type  # "thread": workers are threads of this process (lossyload.loader.threads)
         self.dataset = dataset
         self.dataset.report = True
-        if not len(dataset) and dataset.index.samples:  # as the DALI backend says too
+        if not len(dataset) and dataset.samples:  # as the DALI backend says too
             world = dataset.world or plan.World.detect()
-            raise ShardError(f"{dataset.root}: {dataset.index.samples} samples over {world.world_size} rank(s) leave no "
+            raise ShardError(f"{dataset.root}: {dataset.samples} samples over {world.world_size} rank(s) leave no "
                              f"full batch of {dataset.batch_size} (drop_last, the default with train=True): pass "
                              "drop_last=False to get the partial batch, or a smaller batch_size")
         self.num_workers = num_workers
@@ -60,8 +67,9 @@ class LossyLoader:
         self.pin_memory = pin_memory or (self.device is not None and self.device.type == "cuda")
         self.prefetch_factor = (prefetch_factor or auto.prefetch(dataset)) if num_workers else None
         self._dl: DataLoader | None = None  # the persistent process workers, started by the first pass
+        self._dl_segments: list = []  # the epoch segments they were started with (see _from_processes)
         self.handover_mode = "slots"  # how their batches cross (lossyload.loader.handover.MODES)
-        self._shards_hash: str | None = None
+        self._shards_hash: list[str] | None = None
         self._handover: Handover | None = None
         self.return_keys = return_keys
         self.epoch = 0
@@ -69,6 +77,7 @@ class LossyLoader:
         self.padded = 0
         self.shortfall = 0  # batches fewer than len(self) in the last epoch (skips in one process)
         self.traffic = Traffic()
+        self.source_traffic = {src.name: Traffic() for src in dataset.sources}
         # per worker: batches delivered, and the samples of its stream (read, shuffled) they consumed
         self._done = [[0, 0] for _ in range(max(1, num_workers))]
         self._ended: set[int] = set()  # workers whose share ran out before their plan (skips, one process)
@@ -81,32 +90,66 @@ class LossyLoader:
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self._done, self._ended = [[0, 0] for _ in self._done], set()
+            self._fresh_epoch()
         self.epoch = epoch
+
+    def _fresh_epoch(self) -> None:
+        self.dataset.segments, self.dataset.pending = [], None
+
+    @property
+    def skipped_by_source(self) -> dict[str, int]:
+        """How many of ``skipped`` each source contributed."""
+        roots = [(src.name, src.root.rstrip("/") + "/") for src in self.dataset.sources]
+        return {name: sum(s.startswith(root) for s in self.skipped) for name, root in roots}
 
     # -- resume -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Where this loader stands: the epoch and, per worker, the batches delivered so far (JSON-friendly).
         After an epoch's last batch, the state is that of the next epoch's start."""
         epoch, done, skipped, padded = self.epoch, [list(d) for d in self._done], list(self.skipped), self.padded
+        segments = [dataclasses.asdict(g) for g in self.dataset.segments]
         if any(self._planned_counts()) and all(d == n or w in self._ended  # after the last batch: the next
                for w, (d, n) in enumerate(zip(self._done_counts(), self._planned_counts()))):  # epoch's start
             epoch += 1
-        if epoch != self.epoch or not any(self._done_counts()):  # nothing of `epoch` delivered yet (``skipped``
-            done, skipped, padded = [[0, 0] for _ in self._done], [], 0  # would be the last epoch's)
+        if epoch != self.epoch:  # nothing of `epoch` delivered yet (``skipped`` would be the last epoch's)
+            done, skipped, padded, segments = [[0, 0] for _ in self._done], [], 0, []
+        elif not any(self._done_counts()) and not segments:
+            done, skipped, padded = [[0, 0] for _ in self._done], [], 0
         return {"version": STATE_VERSION, "epoch": epoch, "workers": done, "skipped": skipped, "padded": padded,
-                "settings": self._settings()}
+                "segments": segments, "settings": self._settings()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state`` (from :meth:`state_dict` of a loader over the same data and settings)."""
-        if state.get("version") != STATE_VERSION:
+        """Continue from ``state`` (from :meth:`state_dict` of a loader over the same data and settings; the
+        world size, number of workers and batch size may differ: an elastic resume)."""
+        if state.get("version") not in _READABLE:
             raise LossyloadError(f"loader state version {state.get('version')!r} is not {STATE_VERSION}")
-        mine = self._settings()
-        diff = {k: (v, mine.get(k)) for k, v in state["settings"].items() if mine.get(k) != v}
+        mine, saved = self._settings(), state["settings"]
+        diff = {k: (v, mine.get(k)) for k, v in saved.items() if mine.get(k) != v and k not in TOPOLOGY}
         if diff:
-            raise LossyloadError("loader state was saved with other settings; an exact resume needs the same "
+            raise LossyloadError("loader state was saved with other settings; a resume (elastic in world size, "
+                                 "workers and batch size only) needs the same "
                                  + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in sorted(diff.items())))
+        ds = self.dataset
+        segments = [Segment(g["world_size"], g["num_workers"], g["batch_size"], g["drop_last"],
+                                  tuple(g["batches"])) for g in state.get("segments", [])]
+        done = [[int(b), int(c)] for b, c in state["workers"]]
+        same = all(saved.get(k) == mine.get(k) for k in TOPOLOGY[1:])
+        if not same and (segments or any(b for b, _ in done)):  # elastic: the saved segment ends here
+            segments.append(Segment(saved["world_size"], saved["num_workers"], saved["batch_size"],
+                                          saved["drop_last"], tuple(b for b, _ in done)))
+            done = [[0, 0] for _ in self._done]
+        elif not same:
+            done = [[0, 0] for _ in self._done]
         self.epoch = int(state["epoch"])
-        self._done = [[int(b), int(c)] for b, c in state["workers"]]
+        ds.set_epoch(self.epoch)
+        ds.segments = segments
+        ds.pending = pending(ds.samples, segments, seed=ds.seed, epoch=self.epoch,
+                                   shuffle_buffer=ds.shuffle_buffer)
+        if same and saved.get("rank") != mine.get("rank"):  # another rank's stream positions: no skips assumed
+            planned = self._planned_counts()
+            bs = ds.batch_size or 1
+            done = [[b, min(b * bs, planned[w] * bs)] for w, (b, _) in enumerate(done)]
+        self._done = done
         self.skipped = list(state["skipped"])
         self.padded = int(state["padded"])
         self._resuming = True
@@ -114,27 +157,28 @@ class LossyLoader:
     def _settings(self) -> dict[str, Any]:
         ds = self.dataset
         world = ds.world or plan.World.detect()
-        if self._shards_hash is None:  # once: an index may list 100,000 shards
-            self._shards_hash = hashlib.sha256("".join(s.sha256 for s in ds.index.shards).encode()).hexdigest()[:16]
-        shards = self._shards_hash
-        return {"samples": ds.index.samples, "shards": shards, "codec": ds.codec.name, "rank": world.rank,
-                "world_size": world.world_size, "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size, "seed": ds.seed,
-                "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last,
-                "batch_path": ds.batch_path,
-                "options": json.loads(json.dumps(dataclasses.asdict(ds.codec.options), default=str)),
-                "transforms": [_describe(t) for t in ds.transforms]}
+        if self._shards_hash is None:  # once: an index may list 100,000 shards (a mixture: one hash per source,
+            self._shards_hash = [  # so an error names the one that changed)
+                hashlib.sha256("".join(s.sha256 for s in src.index.shards).encode()).hexdigest()[:16]
+                for src in ds.sources]
+        shards: Any = self._shards_hash if ds.mixture else self._shards_hash[0]
+        per = [(src.codec.name, json.loads(json.dumps(dataclasses.asdict(src.codec.options), default=str)),
+                [_describe(t) for t in src.transforms]) for src in ds.sources]
+        codec, options, transforms = (list(x) for x in zip(*per)) if ds.mixture else per[0]
+        out = {"samples": ds.samples, "shards": shards, "codec": codec, "rank": world.rank,
+               "world_size": world.world_size, "num_workers": max(1, self.num_workers), "batch_size": ds.batch_size,
+               "seed": ds.seed, "shuffle": ds.shuffle, "shuffle_buffer": ds.shuffle_buffer, "drop_last": ds.drop_last,
+               "batch_path": ds.batch_path, "options": options, "transforms": transforms}
+        if ds.mixture:
+            out["sources"] = [src.name for src in ds.sources]
+            out["shares"] = list(ds.layout.counts)
+        return out
 
     def _planned_counts(self) -> list[int]:
         """Batches per worker in an epoch."""
         ds, n = self.dataset, len(self._done)
         world = ds.world or plan.World.detect()
-        counts = []
-        for w in range(n):
-            start, stop = plan.worker_span(ds.index.samples, plan.World(rank=world.rank, world_size=world.world_size,
-                                                                        worker=w, num_workers=n),
-                                           ds.batch_size or 1, ds.drop_last)
-            counts.append(-(-(stop - start) // (ds.batch_size or 1)))
-        return counts
+        return ds.worker_batches(plan.World(rank=world.rank, world_size=world.world_size, num_workers=n))
 
     def _done_counts(self) -> list[int]:
         return [b for b, _ in self._done]
@@ -153,8 +197,10 @@ class LossyLoader:
         if not self._resuming:  # a fresh pass over the epoch (also after a loop left early)
             self._done = [[0, 0] for _ in self._done]
             self.skipped, self.padded = [], 0
+            self._fresh_epoch()
         self._ended, self.shortfall = set(), 0
         self.traffic = Traffic()
+        self.source_traffic = {src.name: Traffic() for src in ds.sources}
         self._resuming = False
         ds.resume = {w: (b, c) for w, (b, c) in enumerate(self._done) if b}
         order = self._order()
@@ -174,6 +220,8 @@ class LossyLoader:
                 self.skipped.extend(report["skipped"])
                 self.padded += report["padded"]
                 self.traffic.add(report.get("traffic"))
+                for src, t in zip(ds.sources, report.get("source_traffic", ())):
+                    self.source_traffic[src.name].add(t)
                 if report.get("last"):  # the worker's share ran out early: its later turns are gone
                     self._ended.add(report["worker"])
                     order = deque(w for w in order if w != report["worker"])
@@ -193,7 +241,7 @@ class LossyLoader:
         if stuck or order:
             raise LossyloadError(f"epoch {self.epoch}: worker batches out of plan (undelivered {stuck}, "
                                  f"{len(order)} expected batches missing)")
-        self.shortfall = len(self) - sum(self._done_counts())
+        self.shortfall = sum(self._planned_counts()) - sum(self._done_counts())  # this segment's plan
         if self.skipped:
             reasons = Counter(s.rsplit("]: ", 1)[-1].split(":")[0] for s in self.skipped)
             if self.padded:
@@ -208,12 +256,16 @@ class LossyLoader:
 
     def _from_processes(self) -> Iterator[Any]:
         """This pass's items from the persistent worker processes (started on the first pass), each copied
-        out of its shared-memory slot as it arrives."""
+        out of its shared-memory slot as it arrives. Workers started under other epoch segments (an elastic
+        resume, or the ordinary epoch after one) are restarted: their dataset copies hold the segments."""
         ds = self.dataset
+        if self._dl is not None and self._dl_segments != ds.segments:
+            self.close()
         if self._dl is None:
             self._handover = ds.handover = Handover(self.num_workers, self.prefetch_factor + 2, self.handover_mode)
             self._dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=True,
                                   prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
+            self._dl_segments = list(ds.segments)
         self._handover.publish(self.epoch, ds.resume)
         for item in _guarded(self._dl, self):
             yield self._handover.unpack(item, self.pin_memory)

@@ -39,10 +39,12 @@ class World:
         return cls(rank=rank, world_size=size, worker=info.id if info else 0, num_workers=info.num_workers if info else 1)
 
 
-def shard_order(n_shards: int, *, seed: int, epoch: int, shuffle: bool) -> list[int]:
+def shard_order(n_shards: int, *, seed: int, epoch: int, shuffle: bool, source: int = 0) -> list[int]:
+    """The shards of one pass, in order (``source``: which source of a mixture; each draws its own order)."""
     if not shuffle:
         return list(range(n_shards))
-    return [int(i) for i in np.random.default_rng([seed, epoch, 0x5EED]).permutation(n_shards)]
+    key = [seed, epoch, 0x5EED] + ([source] if source else [])
+    return [int(i) for i in np.random.default_rng(key).permutation(n_shards)]
 
 
 def samples_per_rank(total: int, world_size: int, drop_last: bool) -> int:

@@ -48,18 +48,21 @@ class ErrorPolicy:
 
 
 class RawSample(NamedTuple):
-    """One sample as read from its shard: the codec member's bytes and the label."""
+    """One sample as read from its shard: the codec member's bytes and the label (``source``: its place in a
+    mixture)."""
 
     url: str
     key: str
     payload: bytes
     label: int
+    source: int = 0
 
 
 def read_range(
     root: str, shard: ShardInfo, first: int, end: int, member: str, policy: ErrorPolicy,
     storage_options: dict[str, Any] | None = None, verify: bool = False, classes: int | None = None,
     cache: ShardCache | None = None, traffic: Traffic | None = None, data: bytes | None = None,
+    wanted: frozenset[int] | None = None,
 ) -> Iterator[RawSample]:
     """Samples ``first <= i < end`` of one shard. A shard that ends early (truncated, unreadable) has its
     missing samples counted as skipped, so the total never silently shrinks; a key met twice in a shard is
@@ -67,7 +70,8 @@ def read_range(
     shard; a ``cls`` outside ``[0, classes)`` is skipped. With ``verify``, the shard is read whole and checked against the index's size and sha256 before any
     of its samples is delivered (a mismatch skips the range). With a ``cache``, a remote shard is read from the
     node-local cache (fetched and verified first, see :mod:`lossyload.cache`); ``traffic`` counts its bytes.
-    ``data``: the shard's bytes when already fetched (:mod:`.prefetch`; counted as remote bytes)."""
+    ``data``: the shard's bytes when already fetched (:mod:`.prefetch`; counted as remote bytes). ``wanted``:
+    only these samples of ``[first, end)`` (the leftovers of a resumed epoch), ``None`` for all."""
     url = join(root, shard.url)
     i = 0
     seen: dict[str, int] = {}
@@ -80,7 +84,8 @@ def read_range(
     for sample in stream:
         if isinstance(sample, Exception):  # reading broke off: what is left of the range is lost
             if i < end:
-                policy.handle(url, _missing(i, first, end), f"shard unreadable after {i} samples: {sample}", sample)
+                policy.handle(url, _missing(i, first, end, wanted), f"shard unreadable after {i} samples: {sample}",
+                              sample)
             return
         if i >= end:
             if end == shard.samples:  # the tar holds more than the index lists
@@ -90,7 +95,7 @@ def read_range(
             stream.close()
             return
         key = str(sample["__key__"])
-        if i >= first:
+        if i >= first and (wanted is None or i in wanted):
             if key in seen:
                 policy.handle(url, [key], f"duplicate key (also sample #{seen[key]} of this shard)")
             else:
@@ -100,7 +105,7 @@ def read_range(
         seen.setdefault(key, i)
         i += 1
     if i < end:
-        policy.handle(url, _missing(i, first, end), f"shard has {i} samples, index says {shard.samples}")
+        policy.handle(url, _missing(i, first, end, wanted), f"shard has {i} samples, index says {shard.samples}")
 
 
 def _tar_samples(url: str, shard: ShardInfo, storage_options: dict[str, Any] | None, verify: bool,
@@ -158,5 +163,5 @@ def _check(url: str, sample: dict, member: str, policy: ErrorPolicy, classes: in
     return RawSample(url, key, sample[member], label)  # type: ignore[arg-type]
 
 
-def _missing(reached: int, first: int, end: int) -> list[str]:
-    return [f"sample #{j}" for j in range(max(reached, first), end)]
+def _missing(reached: int, first: int, end: int, wanted: frozenset[int] | None = None) -> list[str]:
+    return [f"sample #{j}" for j in range(max(reached, first), end) if wanted is None or j in wanted]

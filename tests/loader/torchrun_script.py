@@ -1,6 +1,9 @@
 """Run by tests/loader/test_torchrun.py under ``torchrun``: each rank streams a dataset with LossyLoader and
 writes the keys of every batch it saw, per epoch, to ``OUT/rank-R.json``. With ``--stop-after N`` it stops
-after N batches of the first epoch and saves the loader state; with ``--resume`` it loads that state first."""
+after N batches of the first epoch and saves the loader state; with ``--resume`` it loads that state first
+(``--resume-from FILE``: one state file for every rank, e.g. rank 0's of a run with another world size).
+``--mix JSON`` reads a mixture instead of ``url``: ``{"sources": [{"url", "name", "storage_options"}],
+"weights": [...], "epoch_samples": N}``."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import torch.distributed as dist
 
 from lossyload.loader.dataset import LossyDataset
 from lossyload.loader.loader import LossyLoader
+from lossyload.loader.mix import Source
 
 
 def main() -> None:
@@ -24,15 +28,24 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--stop-after", type=int)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume-from")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--mix")
     args = p.parse_args()
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     state_path = os.path.join(args.out, f"state-{rank}.json")
-    ds = LossyDataset(args.url, batch_size=4, seed=7, shuffle_buffer=8,
-                      storage_options=json.loads(args.storage_options))
+    if args.mix:
+        spec = json.loads(args.mix)
+        ds = LossyDataset([Source(s["url"], name=s["name"], storage_options=s.get("storage_options"))
+                           for s in spec["sources"]], weights=spec["weights"], epoch_samples=spec["epoch_samples"],
+                          batch_size=args.batch_size, seed=7, shuffle_buffer=8, options={"crop": 16})
+    else:
+        ds = LossyDataset(args.url, batch_size=args.batch_size, seed=7, shuffle_buffer=8,
+                          storage_options=json.loads(args.storage_options))
     loader = LossyLoader(ds, num_workers=args.workers, return_keys=True)
-    if args.resume:
-        with open(state_path) as f:
+    if args.resume or args.resume_from:
+        with open(args.resume_from or state_path) as f:
             loader.load_state_dict(json.load(f))
     epochs = []
     for _ in range(args.epochs):

@@ -214,3 +214,26 @@ def test_skips_are_counted_per_source(jpeg_ds: Path, small_ds: Path, tmp_path: P
     ld = mixture(jpeg_ds, Source(str(damaged), name="B"), weights=[1, 1], epoch_samples=40, on_error="skip")
     keys_of(ld)
     assert ld.skipped_by_source == {"A": 0, "B": 1} and "[c008/img]" in ld.skipped[0]
+
+
+def test_traffic_and_cache_per_source_local_and_s3(jpeg_ds: Path, s3_server, tmp_path: Path):
+    """A local source and one in the S3 server with a node-local cache of its own: the S3 source's shards are
+    fetched once (epoch 0) and read from the cache after (epoch 1); the local source counts no traffic."""
+    from lossyload.shard.job import ShardJob, run_job
+
+    from .conftest import make_image_folder
+
+    url = s3_server.bucket("mix-traffic") + "/ds"
+    run_job(ShardJob(src=str(make_image_folder(tmp_path / "src", N_B)), dest=url, maxcount=7, progress=False,
+                     storage_options=s3_server.storage_options))
+    remote = Source(url, name="s3", storage_options=s3_server.storage_options, cache_dir=str(tmp_path / "cache"))
+    ld = mixture(jpeg_ds, remote)  # default weights: the sources' sizes, each read whole every epoch
+    first = keys_of(ld)
+    assert len(first) == 72 and by_source(first)["s3"] in (19, 20)  # drop_last: 72 of the 53 + 20
+    t0 = {k: vars(v).copy() for k, v in ld.source_traffic.items()}
+    keys_of(ld)
+    t1 = {k: vars(v).copy() for k, v in ld.source_traffic.items()}
+    assert t0["A"] == t1["A"] == {"remote_bytes": 0, "cache_bytes": 0, "fetched": 0, "hits": 0}
+    assert t0["s3"]["fetched"] == 3 and t0["s3"]["remote_bytes"] > 0 and t0["s3"]["hits"] == 0
+    assert t1["s3"]["fetched"] == 0 and t1["s3"]["remote_bytes"] == 0 and t1["s3"]["hits"] == 3
+    assert vars(ld.traffic) == t1["s3"]

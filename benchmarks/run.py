@@ -43,7 +43,7 @@ import torch
 
 from lossyload.lab.data import encodec_weights
 
-from . import audio, common
+from . import audio, common, mixture
 from lossyload.lab.chart import bar_chart
 from lossyload.lab.machine import describe, format_machine
 from .scaling import repeated
@@ -317,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {rep.label: common.transfer_bytes(urls[f"{rep.shards}/{storages[0]}"], rep.codec, rep.options,
                                                   args.batch_size, options.get(f"{rep.shards}/{storages[0]}"))
                  for rep in REPS if rep.codec}
+        mixed = []
+        if "local" in storages:  # a 3-source mixture of the coef16 shards against them as one source
+            whole, parts = mixture.prepare(args.out, args.per_class, base=local["coef16"], times=1)
+            mixed = mixture.measure(whole, parts, args.reps, args.batch_size)
     finally:
         if server is not None:
             server.terminate()
@@ -329,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
             f"Workers against 0 workers (met: at least {WORKER_FLOOR}x; decode-bound rows: faster or not):"
             f"\n\n{worker_targets(results)}\n\n"
             f"Host-to-device bytes per sample (input tensors, labels aside):\n\n{transfer_table(sizes)}\n\n"
-            f"S3 against local disk (met: at least 70%):\n\n{storage_targets(results)}")
+            f"S3 against local disk (met: at least 70%):\n\n{storage_targets(results)}\n\n"
+            f"Mixtures (coef16 shards split in 3 sources, local, 0 workers; python -m benchmarks.mixture):\n\n"
+            f"{mixture.table(mixed) if mixed else '(no local rows in this run)'}")
     common.report(args.out, "run", text, {"machine": machine, "args": vars(args), "rows": results,
-                                          "transfer_bytes": sizes, "duration": duration})
+                                          "transfer_bytes": sizes, "mixture": mixed, "duration": duration})
     first = settings[0]
     chart_rows = [r for r in results if (r["storage"], r["setting"]) == (first.storage, first.name)
                   and "limit" not in r["label"]]

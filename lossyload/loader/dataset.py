@@ -32,7 +32,9 @@ register_webdataset_schemes()  # webdataset.gopen opens s3:// and gs:// through 
 
 
 class LossyDataset(IterableDataset):
-    """Stream a shard set. With ``batch_size`` it yields collated batches ``(x, labels)``; without, samples.
+    """Stream a shard set, or a mixture: a list of URLs or :class:`~.mix.Source` s drawn in proportion to
+    ``weights`` for ``epoch_samples`` per epoch (see :mod:`.order`). With ``batch_size`` it yields collated
+    batches ``(x, labels)``; without, samples.
 
     With ``batch_path`` (default), codecs that decode to fixed-size arrays decode, augment and finalize each
     batch with a few array calls when every transform has a batch form (see :mod:`lossyload.loader.batch`);

@@ -237,3 +237,14 @@ def test_traffic_and_cache_per_source_local_and_s3(jpeg_ds: Path, s3_server, tmp
     assert t0["s3"]["fetched"] == 3 and t0["s3"]["remote_bytes"] > 0 and t0["s3"]["hits"] == 0
     assert t1["s3"]["fetched"] == 0 and t1["s3"]["remote_bytes"] == 0 and t1["s3"]["hits"] == 3
     assert vars(ld.traffic) == t1["s3"]
+
+
+def test_state_of_a_changed_mixture_is_refused_naming_what_changed(jpeg_ds: Path, small_ds: Path, coef_ds: Path):
+    ld = mixture(jpeg_ds, small_ds, weights=[3, 1], epoch_samples=64)
+    for _ in itertools.islice(ld, 2):
+        pass
+    state = json.loads(json.dumps(ld.state_dict()))
+    with pytest.raises(LossyloadError, match=r"shares \(saved \[48, 16\], now \[32, 32\]\)"):
+        mixture(jpeg_ds, small_ds, weights=[1, 1], epoch_samples=64).load_state_dict(state)
+    with pytest.raises(LossyloadError, match=r"shards \(saved \['\w+', '(\w+)'\], now \['\w+', '(?!\1)\w+'\]\)"):
+        mixture(jpeg_ds, coef_ds, weights=[3, 1], epoch_samples=64, options={"crop": 16}).load_state_dict(state)

@@ -135,7 +135,7 @@ class LossyLoader:
         done = [[int(b), int(c)] for b, c in state["workers"]]
         same = all(saved.get(k) == mine.get(k) for k in TOPOLOGY[1:])
         if not same and (segments or any(b for b, _ in done)):  # elastic: the saved segment ends here
-            segments.append(Segment(saved["world_size"], saved["num_workers"], saved["batch_size"],
+            segments.append(Segment(saved["world_size"], saved["num_workers"], saved["batch_size"] or 1,
                                           saved["drop_last"], tuple(b for b, _ in done)))
             done = [[0, 0] for _ in self._done]
         elif not same:

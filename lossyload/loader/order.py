@@ -66,6 +66,8 @@ def shares(totals: list[int], weights: list[float] | None, epoch_samples: int | 
     """Samples per source per epoch: ``epoch_samples`` (default: the sources' total) split in proportion to
     ``weights`` (default: the sources' sizes), rounded by largest remainder so they sum exactly."""
     if weights is None:
+        if epoch_samples is None or not sum(totals):
+            return tuple(totals) if epoch_samples is None else tuple(0 for _ in totals)
         weights = [float(t) for t in totals]
     if len(weights) != len(totals):
         raise ValueError(f"{len(weights)} weights for {len(totals)} sources")

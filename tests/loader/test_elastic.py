@@ -147,3 +147,19 @@ def test_pending_replays_the_shuffle(jpeg_ds: Path):
     src, shard, index = order.locate(ds.layout, todo, seed=0, epoch=0, shuffle=True)
     keys = sorted(f"c{int(s) * 7 + int(j):03d}/img" for s, j in zip(shard, index))
     assert keys == sorted(set(flat(planned)) - set(flat(head)))
+
+
+def test_unbatched_elastic_resume(jpeg_ds: Path):
+    """Without a batch size (samples one by one): 2 ranks stopped after 10 samples, finished by 3."""
+    planned, head, tail = [], [], []
+    state = None
+    for rank in range(2):
+        planned += [k for _, _, k in make(jpeg_ds, rank, 2, batch_size=None)]
+        ld = make(jpeg_ds, rank, 2, batch_size=None)
+        head += [k for _, _, k in itertools.islice(ld, 10)]
+        state = state or json.loads(json.dumps(ld.state_dict()))
+    for rank in range(3):
+        ld = make(jpeg_ds, rank, 3, batch_size=None)
+        ld.load_state_dict(state)
+        tail += [k for _, _, k in ld]
+    check_exactly_once(planned, head, tail, pad_limit=3)

@@ -71,6 +71,8 @@ CASES = {  # name: (old kw, new kw, stop)
     "world 3 x batch 3 -> 2 x batch 5, no drop_last": ({"world_size": 3, "batch_size": 3, "drop_last": False},
                                                         {"world_size": 2, "batch_size": 5, "drop_last": False}, 2),
     "workers 2 -> 0": ({"world_size": 2, "num_workers": 2}, {"world_size": 2}, 3),
+    # persistent worker processes: restarted for the resumed segment, and again for the next, ordinary epoch
+    "world 2 -> 3 x 2 workers": ({"world_size": 2}, {"world_size": 3, "num_workers": 2}, 3),
 }
 
 

@@ -67,8 +67,7 @@ def epochs_cell(r: dict) -> str:
     ``17-19 (best 14-16) / 40, plateau``; the bare count for results without that record."""
     runs = [run for run in r.get("runs") or [] if "best_epoch" in run]
     if not runs:
-        return _num(r.get("epochs"), "d") if isinstance(r.get("epochs"), int) or r.get("epochs") is None else (
-            f"{r['epochs']:.0f}")
+        return "—" if r.get("epochs") is None else f"{r['epochs']:.0f}"
     stops = ", ".join(sorted({run["stopped"] for run in runs}))
     return (f"{_span([run['epochs'] for run in runs])} (best {_span([run['best_epoch'] for run in runs])}) / "
             f"{r.get('epochs_cap') or '?'}, {stops}")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -44,6 +43,7 @@ from typing import IO, Any
 from .errors import LossyloadError, ShardError
 from .fs import filesystem, is_local, open_url
 from .index import ShardInfo
+from .integrity import Digest, file_digest
 
 log = logging.getLogger("lossyload")
 CHUNK = 4 << 20  # bytes moved per call while fetching a shard into the cache
@@ -220,7 +220,8 @@ class ShardCache:
             why = "does not match the index (size or sha256)"
         if f is not None:
             os.set_blocking(f.fileno(), True)
-            if os.fstat(f.fileno()).st_size == shard.bytes and hashlib.file_digest(f, "sha256").hexdigest() == shard.sha256:
+            if os.fstat(f.fileno()).st_size == shard.bytes and file_digest(f, shard.bytes).matches(shard.bytes,
+                                                                                             shard.sha256):
                 f.seek(0)
                 try:
                     os.utime(f.fileno())  # most recently used
@@ -250,12 +251,12 @@ class ShardCache:
             return self._no_room(shard, out)
         try:
             with out:
-                digest, got = self._download(url, shard, storage_options, out)
-                out.truncate(got)
-            traffic.remote_bytes += got
-            if got != shard.bytes or digest != shard.sha256:
-                what = f"{got} bytes, index says {shard.bytes}" if got != shard.bytes else "sha256 does not match the index"
-                raise ShardError(f"{url}: {what} (fetching into the shard cache)")
+                digest = self._download(url, shard, storage_options, out)
+                out.truncate(digest.size)
+            traffic.remote_bytes += digest.size
+            problems = digest.problems(shard.bytes, shard.sha256, bounded=True)
+            if problems:
+                raise ShardError(f"{url}: {problems[0]} (fetching into the shard cache)")
             try:
                 os.replace(partial, self.path(shard))  # a link planted at the destination is replaced, not followed
                 f = os.fdopen(_open(self.path(shard), os.O_RDONLY), "rb")
@@ -271,17 +272,17 @@ class ShardCache:
         return f
 
     def _download(self, url: str, shard: ShardInfo, storage_options: dict[str, Any] | None,
-                  out: IO[bytes]) -> tuple[str, int]:
-        h, got = hashlib.sha256(), 0
+                  out: IO[bytes]) -> Digest:
+        """Copy ``url`` into ``out``, at most one byte more than the index's size; the digest of what came."""
+        digest = Digest()
         with open_url(url, "rb", storage_options, size=shard.bytes) as src:
-            while got <= shard.bytes and (chunk := src.read(min(CHUNK, shard.bytes + 1 - got))):
-                h.update(chunk)
-                got += len(chunk)
+            while digest.size <= shard.bytes and (chunk := src.read(min(CHUNK, shard.bytes + 1 - digest.size))):
+                digest.update(chunk)
                 try:
                     out.write(chunk)
                 except OSError as exc:
                     raise _WriteFailed() from exc
-        return h.hexdigest(), got
+        return digest
 
     def _no_room(self, shard: ShardInfo, why: str) -> None:
         if not self._warned:

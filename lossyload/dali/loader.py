@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -14,6 +13,7 @@ import torch
 
 from ..errors import LossyloadError, ShardError, require
 from ..fs import check_inside, join, read_index
+from ..integrity import file_digest
 from ..loader import plan
 from ..loader.resolve import resolve_codec
 from ..loader.stream import ErrorPolicy
@@ -129,12 +129,10 @@ class DaliLoader:
 
     def _verify(self, base: str) -> None:
         for s in self.index.shards:
-            h = hashlib.sha256()
             with open(os.path.join(base, s.url), "rb") as f:
-                while chunk := f.read(1 << 24):
-                    h.update(chunk)
-            if h.hexdigest() != s.sha256:
-                raise ShardError(f"{join(self.root, s.url)}: sha256 does not match the index (verify)")
+                problems = file_digest(f, s.bytes).problems(s.bytes, s.sha256, bounded=True)
+            if problems:
+                raise ShardError(f"{join(self.root, s.url)}: {problems[0]} (verify)")
 
     def _manifest(self, base: str, index_dir: str | None) -> tuple[dali_index.Manifest, str]:
         """The shard set's DALI index (``lossyload dali-index``), or one built now in a temporary directory."""

@@ -5,13 +5,13 @@ uses it too."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Any
 
 from ..codecs import Codec, codec_class, create_codec
 from ..errors import CodecError, ShardError
 from ..fs import join, open_url
 from ..index import Index
+from ..integrity import digest_bytes
 
 
 def resolve_codec(index: Index, name: str | None, options: dict[str, Any] | Any | None, root: str | None = None,
@@ -46,7 +46,7 @@ def read_assets(root: str, index: Index, storage_options: dict[str, Any] | None 
                 data = f.read()
         except FileNotFoundError as exc:
             raise ShardError(f"{url}: side file named in the index is missing") from exc
-        if hashlib.sha256(data).hexdigest() != sha:
+        if digest_bytes(data).hexdigest() != sha:
             raise ShardError(f"{url}: sha256 does not match the index (damaged or replaced)")
         assets[name] = data
     return assets

@@ -3,7 +3,6 @@ planned ranges, with an explicit error policy that counts every sample it skips.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from ..cache import ShardCache, Traffic, open_shard
 from ..errors import LossyloadError, ShardError
 from ..fs import check_inside, join
 from ..index import ShardInfo
+from ..integrity import read_checked
 from . import tario
 
 
@@ -134,17 +134,7 @@ def _held_samples(url: str, data: bytes) -> Iterator[dict | Exception]:
 
 def _verified(f: IO[bytes], url: str, shard: ShardInfo) -> IO[bytes]:
     """The whole shard, in memory, once its size and sha256 match the index (else :class:`ShardError`)."""
-    chunks, got = [], 0
-    while got <= shard.bytes and (chunk := f.read(min(1 << 24, shard.bytes + 1 - got))):  # bounded by what is there
-        chunks.append(chunk)
-        got += len(chunk)
-    data = b"".join(chunks)
-    if len(data) != shard.bytes:
-        raise ShardError(f"{url}: {len(data) if len(data) <= shard.bytes else 'more than ' + str(shard.bytes)} "
-                         f"bytes, index says {shard.bytes} (verify)")
-    if hashlib.sha256(data).hexdigest() != shard.sha256:
-        raise ShardError(f"{url}: sha256 does not match the index (verify)")
-    return io.BytesIO(data)
+    return io.BytesIO(read_checked(f, url, shard.bytes, shard.sha256, "verify"))
 
 
 def _check(url: str, sample: dict, member: str, policy: ErrorPolicy, classes: int | None) -> RawSample | None:

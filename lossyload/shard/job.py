@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -29,6 +28,7 @@ from ..codecs import Codec, create_codec
 from ..errors import EncodeError, LossyloadError
 from ..fs import filesystem, read_index, write_bytes
 from ..index import INDEX_NAME, Index, ShardInfo, shard_name
+from ..integrity import digest_bytes, file_digest
 from .distributed import PART_RECORD, finish_part, part_job
 from .sources import Item, open_source
 from .tables import TableColumns
@@ -211,7 +211,7 @@ def encode(job: ShardJob) -> ShardSummary:
     for name, data in codec.assets().items():
         with _dest_io(f"{root}/{name}"):
             write_bytes(fs, f"{root}/{name}", data)
-        assets[name] = hashlib.sha256(data).hexdigest()
+        assets[name] = digest_bytes(data).hexdigest()
     index = Index(codec=job.codec, config=config, labels=list(source.labels), shards=shards, member=codec.member,
                   skipped=dict(summary.skipped), assets=assets)
     if job.world_size > 1:  # what made this part: the merge takes only parts of one and the same run
@@ -319,12 +319,12 @@ def _changes(have: dict[str, Any], want: dict[str, Any]) -> str:
                      for k in sorted(set(have) | set(want)) if k not in have or k not in want or have[k] != want[k])
 
 
-def _sha256(fs, path: str) -> str:
-    h = hashlib.sha256()
+def _intact(fs, path: str, size: int, sha256: str) -> bool:
+    """Whether the file at ``path`` is there with ``size`` bytes and ``sha256``."""
+    if not fs.exists(path) or fs.size(path) != size:
+        return False
     with fs.open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return file_digest(f, size).matches(size, sha256)
 
 
 def _category(reason: str) -> str:
@@ -347,9 +347,7 @@ def _load_progress(fs, root: str, header: dict[str, Any], codec: Codec) -> list[
             r = json.loads(f.read())
         shard = r["shard"]
         spath = f"{root}/{shard['url']}"
-        if shard["samples"] and (
-            not fs.exists(spath) or fs.size(spath) != shard["bytes"] or _sha256(fs, spath) != shard["sha256"]
-        ):
+        if shard["samples"] and not _intact(fs, spath, shard["bytes"], shard["sha256"]):
             break  # the shard behind this record is gone or damaged: redo from here
         records.append(r)
     return records

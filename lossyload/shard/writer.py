@@ -4,28 +4,14 @@ stores the (multipart) upload is published when it is closed and aborted by ``ab
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from typing import IO
 
 from ..fs import filesystem, is_local
+from ..integrity import HashingWriter
 
 MTIME = 0  # fixed header fields make shards byte-identical across runs
-
-
-class _HashingFile(io.RawIOBase):
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:  # type: ignore[override]
-        self.sha.update(b)
-        self.size += len(b)
-        self.f.write(b)
-        return len(b)
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -44,7 +30,7 @@ class ShardWriter:
         self.local = is_local(self.fs)
         self.tmp = self.path + ".partial" if self.local else self.path
         self._f = self.fs.open(self.tmp, "wb")
-        self._h = _HashingFile(self._f)
+        self._h = HashingWriter(self._f)
         self._tar = tarfile.open(fileobj=self._h, mode="w|", format=tarfile.GNU_FORMAT)
         self.samples = 0
 
@@ -56,7 +42,7 @@ class ShardWriter:
     @property
     def bytes_written(self) -> int:
         """Bytes flushed to the file so far (the tar stream buffers up to a record)."""
-        return self._h.size
+        return self._h.digest.size
 
     def size_if_added(self, key: str, members: dict[str, bytes]) -> int:
         """The exact size of the closed shard if ``add(key, members)`` came next (headers, block and record
@@ -73,7 +59,7 @@ class ShardWriter:
         self._f.close()
         if self.local:
             self.fs.mv(self.tmp, self.path)
-        return self._h.size, self._h.sha.hexdigest()
+        return self._h.digest.size, self._h.digest.hexdigest()
 
     def abort(self) -> None:
         try:

@@ -17,12 +17,12 @@ import os
 import torch
 
 from lossyload.datasets.keywords import KeywordsConfig, build_keywords
-from lossyload.lab.data import encodec_weights
+from lossyload.codecs.encodec import choose_weights
 from lossyload.shard import ShardJob, run_job
 
 from . import common
 from .common import measure, one_pass
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.machine import describe, format_machine
 
 ROWS = [  # label, shard variant, codec, options
     ("read limit (tar + bytes, no decode), vq shards", "vq", None, None),
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encodec-weights", default="auto", help="auto | pretrained | random | checkpoint path")
     p.add_argument("--out", default="runs/bench-audio")
     args = p.parse_args(argv)
-    weights = encodec_weights(args.encodec_weights)
+    weights = choose_weights(args.encodec_weights)
     urls = prepare(args.out, args.voices, weights)
     torch.set_num_threads(1)
     machine = describe()

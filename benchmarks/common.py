@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from lossyload import make_loader
 from lossyload.datasets.photos import PhotosConfig, build_photos
-from lossyload.lab.data import payload_bytes
+from lossyload.bench.payload import payload_bytes
 from lossyload.fs import join, open_url, read_index
 from lossyload.loader import tario
 from lossyload.shard import ShardJob, run_job

@@ -22,7 +22,7 @@ from lossyload import make_loader
 from lossyload.dali import index as dali_index
 from lossyload.fs import read_index
 from lossyload.loader.dataset import resolve_codec
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.machine import describe, format_machine
 
 from . import common
 

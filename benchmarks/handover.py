@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             kid_us = statistics.median(1e6 * x[2] / x[3] for x in xs)
             lines.append(f"| {r.label} | {v} | {rate:,.0f} ({min(x[0] for x in xs):,.0f}-{max(x[0] for x in xs):,.0f}) "
                          f"| {rate / zero:.2f}x | {main_us:.1f} | {kid_us:.1f} |")
-    from lossyload.lab.machine import describe, format_machine
+    from lossyload.bench.machine import describe, format_machine
 
     machine = describe()
     common.report(args.out, "handover", f"Machine: {format_machine(machine)}\n\n" + "\n".join(lines),

@@ -18,7 +18,7 @@ import torch
 
 from . import common
 from .common import measure
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.machine import describe, format_machine
 
 VARIANTS = {
     "jpeg": {},

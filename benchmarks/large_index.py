@@ -68,7 +68,7 @@ def child(url: str, world_size: int, batch_size: int) -> dict:
     import torch
 
     from lossyload import World, make_loader
-    from lossyload.lab.measure import peak_rss_mb, reset_peak, status_mb
+    from lossyload.bench.memory import peak_rss_mb, reset_peak, status_mb
     from lossyload.loader import plan
 
     torch.set_num_threads(1)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.world_size, args.batch_size)))
         return 0
-    from lossyload.lab.machine import describe, format_machine
+    from lossyload.bench.machine import describe, format_machine
 
     from . import common
 

@@ -19,7 +19,7 @@ import torch
 
 from . import common
 from .common import measure
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.machine import describe, format_machine
 
 LATENT = {"resolution": 256, "fit_samples": 128}
 VARIANTS = {

@@ -31,7 +31,7 @@ import torch
 from lossyload import make_loader
 from lossyload.fs import read_index
 from lossyload.index import INDEX_NAME, shard_name
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.machine import describe, format_machine
 
 from . import common
 from .scaling import link, repeated

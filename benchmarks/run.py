@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 import fsspec
 import torch
 
-from lossyload.lab.data import encodec_weights
+from lossyload.codecs.encodec import choose_weights
 
 from . import audio, common, mixture
-from lossyload.lab.chart import bar_chart
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.chart import bar_chart
+from lossyload.bench.machine import describe, format_machine
 from .scaling import repeated
 from .storage import BUCKET, _free_port, start_s3
 
@@ -98,7 +98,7 @@ class Setting:
 def prepare(out: str, per_class: int, voices: int | None) -> dict[str, str]:
     """Local shard sets by name (built once; reruns reuse them)."""
     urls = common.photo_sets(out, per_class, IMAGE_SETS, maxcount=250)
-    sets = audio.prepare(os.path.join(out, "audio"), voices, encodec_weights("auto"))
+    sets = audio.prepare(os.path.join(out, "audio"), voices, choose_weights("auto"))
     urls.update({k: v for k, v in sets.items() if k in ("mel-wav", "vq", "encodec")})
     return urls
 

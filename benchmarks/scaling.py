@@ -43,10 +43,10 @@ from pathlib import Path
 
 from lossyload.fs import read_index
 from lossyload.index import INDEX_NAME, shard_name
-from lossyload.lab.measure import peak_rss_mb, reset_peak, status_mb
+from lossyload.bench.memory import peak_rss_mb, reset_peak, status_mb
 
-from lossyload.lab.chart import line_chart
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.chart import line_chart
+from lossyload.bench.machine import describe, format_machine
 
 CODEC, CONFIG = "jpeg-dct", {"storage": "coefficients", "keep": [16, 8]}
 REPO = Path(__file__).resolve().parent.parent  # where ``python -m benchmarks.scaling`` runs the child

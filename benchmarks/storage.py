@@ -25,7 +25,7 @@ import torch
 
 
 from . import common
-from lossyload.lab.machine import describe, format_machine
+from lossyload.bench.machine import describe, format_machine
 
 VARIANTS = {  # name -> (codec, shard config, loader options)
     "jpeg": ("jpeg-dct", {}, None),

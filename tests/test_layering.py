@@ -1,6 +1,7 @@
 """The package's layering, read from the source: no import cycles inside ``lossyload/`` (imports inside
-functions count; ``if TYPE_CHECKING:`` blocks do not), and nothing outside the lab imports it -- the one
-exception is the ``lossyload`` CLI's command table, which names the lab's ``demo`` entry by module path."""
+functions count, and so do ``if TYPE_CHECKING:`` blocks: a cycle hidden from the interpreter is still one),
+nothing outside the lab imports it -- the one exception is the ``lossyload`` CLI's command table, which names
+the lab's ``demo`` entry by module path -- and the benchmarks (``benchmarks/``) stand on the library alone."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "lossyload"
+BENCHMARKS = ROOT.parent / "benchmarks"
 
 
 def module_name(path: Path) -> str:
@@ -39,13 +41,22 @@ def resolve(importer: str, is_package: bool, node: ast.ImportFrom | ast.Import) 
 def imports(name: str) -> set[str]:
     path = MODULES[name]
     tree = ast.parse(path.read_text(), str(path))
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)}
     out: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skip:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
             out.update(resolve(name, path.name == "__init__.py", node))
     out.discard(name)
+    return out
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name an import statement of ``path`` names (absolute imports), anywhere in the file."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
     return out
 
 
@@ -100,6 +111,19 @@ def test_the_library_never_imports_the_lab(name: str) -> None:
     text = MODULES[name].read_text()
     if name != "lossyload.cli":
         assert "lossyload.lab" not in text and ".lab" not in text.replace(".label", ""), name
+
+
+def test_type_checking_imports_count() -> None:
+    assert "lossyload.shard.spec" in GRAPH["lossyload.shard.distributed"]
+    assert "lossyload.shard.job" not in GRAPH["lossyload.shard.distributed"]
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("*.py")), ids=lambda p: p.name)
+def test_the_benchmarks_never_import_the_lab(path: Path) -> None:
+    names = imported_names(path)
+    assert any(n.startswith("lossyload") for n in names) or path.name == "__init__.py", path.name
+    assert not {n for n in names if n.startswith("lossyload.lab")}, path.name
+    assert "lossyload.lab" not in path.read_text(), path.name
 
 
 def test_the_cli_names_the_lab_only_for_the_demo() -> None:

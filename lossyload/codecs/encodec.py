@@ -243,6 +243,20 @@ def checkpoint_path(weights: str) -> str:
     return path
 
 
+def choose_weights(choice: str) -> str:
+    """``auto``: the pretrained checkpoint when it is in the torch hub cache, else a random-initialised model
+    (said so on stdout); any other choice is returned as it is."""
+    if choice != "auto":
+        return choice
+    try:
+        checkpoint_path("pretrained")
+        return "pretrained"
+    except CodecError:
+        print(f"encodec: no pretrained checkpoint ({CHECKPOINT}) in the torch hub cache: using a RANDOM-initialised "
+              "EnCodec (its codes are not a real codec's)", flush=True)
+        return "random"
+
+
 @functools.lru_cache(maxsize=2)
 def load_model(weights: str, seed: int, bandwidth: float):
     """The EnCodec 24 kHz model in eval mode at ``bandwidth`` (cached per process)."""

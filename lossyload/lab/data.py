@@ -14,13 +14,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import tarfile
 from typing import Any
 
 from ..codecs import codec_class
-from ..codecs.encodec import CHECKPOINT, checkpoint_path
-from ..errors import CodecError, LossyloadError
-from ..fs import read_index
+from ..errors import LossyloadError
 from ..shard import ShardJob, run_job
 from ..shard.job import config_from_dataset
 
@@ -28,20 +25,6 @@ from ..shard.job import config_from_dataset
 def key(*parts: Any) -> str:
     """A short stable hash of JSON-able ``parts`` (folder names of builds and shard sets)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def encodec_weights(choice: str) -> str:
-    """``auto``: the pretrained checkpoint when it is in the torch hub cache, else a random-initialised model
-    (said so on stdout); any other choice is returned as it is."""
-    if choice != "auto":
-        return choice
-    try:
-        checkpoint_path("pretrained")
-        return "pretrained"
-    except CodecError:
-        print(f"encodec: no pretrained checkpoint ({CHECKPOINT}) in the torch hub cache: using a RANDOM-initialised "
-              "EnCodec (its codes are not a real codec's)", flush=True)
-        return "random"
 
 
 PRETRAINED_VAE = "stabilityai/sd-vae-ft-mse"  # used when it is in the local Hugging Face cache
@@ -147,13 +130,3 @@ def shard_sets(names: list[str], dirs: dict[str, str], work: str, *, sizes, vae:
             if not summary.already_complete:
                 print(summary.format(), flush=True)
     return urls
-
-
-def payload_bytes(url: str) -> float:
-    """Mean size of the codec member (the representation without tar headers) over every local shard."""
-    root, index = read_index(url)
-    sizes = []
-    for shard in index.shards:
-        with tarfile.open(os.path.join(root, shard.url)) as tf:
-            sizes += [m.size for m in tf.getmembers() if m.name.endswith("." + index.member)]
-    return sum(sizes) / max(len(sizes), 1)

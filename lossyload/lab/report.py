@@ -12,9 +12,9 @@ import statistics
 from typing import Any, Callable
 from urllib.parse import quote
 
+from ..bench.chart import bar_chart, line_chart, use_log
+from ..bench.machine import format_machine
 from ..errors import LossyloadError
-from .chart import bar_chart, line_chart, use_log
-from .machine import format_machine
 from .targets import MIB, accuracy, evaluate, gap, seeds, vae_of, vae_text
 
 REPORT = "report.md"
@@ -254,7 +254,7 @@ def baselines_line(results: dict[str, Any]) -> str:
 
 
 def machine_text(m: dict) -> str:
-    """:func:`~lossyload.lab.machine.format_machine`, tolerant of what an older results file lacks."""
+    """:func:`~lossyload.bench.machine.format_machine`, tolerant of what an older results file lacks."""
     if not m.get("cpu"):
         return "not recorded"
     full = {"cores": "?", "python": "?", "versions": {}, **m, "commit": m.get("commit") or "not recorded"}

@@ -17,11 +17,14 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import make_loader
+from ..bench import memory
+from ..bench.machine import describe
+from ..bench.payload import payload_bytes
+from ..codecs.encodec import choose_weights
 from ..errors import LossyloadError
 from ..fs import read_index
 from . import data, measure
 from . import rows as rw
-from .machine import describe
 from .models import create_model
 from .presets import TARGET_ROWS, Preset, preset
 from .schedule import Plateau, StopRule, warmup_lr
@@ -167,7 +170,7 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
         "baseline": row.baseline, "published": row.published, "codec": row.codec, "model": cfg.model_of(row),
         "ablation": row.ablation, "ablation_of": row.ablation_of, "note": None,
         "classes": len(index.labels), "train_samples": index.samples, "batch_size": batch,
-        "stored_bytes_per_sample": index.bytes / max(index.samples, 1), "payload_bytes_per_sample": data.payload_bytes(url),
+        "stored_bytes_per_sample": index.bytes / max(index.samples, 1), "payload_bytes_per_sample": payload_bytes(url),
         "pcm16_bytes_per_sample": 2 * index.config["sample_rate"] * index.config["seconds"]
         if row.experiment == "speech" else None,
         "input_bytes_per_batch": measure.input_bytes(x), "loader_samples_per_s": rate, "device": str(device),
@@ -182,7 +185,7 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
              validation=f"val-{row.shards}" in urls)
     if row.teacher:
         r["note"] = f"distilled from row {row.teacher}"
-    measure.reset_peak()
+    memory.reset_peak()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for seed in cfg.seeds_for(row):
@@ -203,7 +206,7 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
              epochs=statistics.mean(run["epochs"] for run in r["runs"]),
              test_accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None,
              train_step_ms=statistics.mean(run["train_step_ms"] for run in r["runs"]),
-             epoch_s=statistics.mean(run["epoch_s"] for run in r["runs"]), peak_rss_mb=measure.peak_rss_mb(),
+             epoch_s=statistics.mean(run["epoch_s"] for run in r["runs"]), peak_rss_mb=memory.peak_rss_mb(),
              peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else None)
     return r
 
@@ -328,7 +331,7 @@ def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[d
         dirs = data.speech_dirs(cfg.audio_data, work, p.keywords, workers=workers, progress=cfg.progress)
     else:
         dirs = data.image_dirs(cfg.data, work, p.photos, progress=cfg.progress)
-    encodec = data.encodec_weights(cfg.encodec_weights) if any(r.shards == "encodec" for r in rows) else ""
+    encodec = choose_weights(cfg.encodec_weights) if any(r.shards == "encodec" for r in rows) else ""
     vae = {"model": ""}
     if any(r.shards == "vae" for r in rows):
         from ..fit_vae import FitVaeConfig

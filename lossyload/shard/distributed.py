@@ -15,15 +15,12 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from ..codecs import codec_class
 from ..errors import LossyloadError
 from ..fs import filesystem, read_index, write_bytes
 from ..index import INDEX_NAME, Index
-
-if TYPE_CHECKING:
-    from .job import ShardJob, ShardSummary
+from .spec import ShardJob, ShardSummary
 
 PART_RECORD = "part.json"  # beside a distributed part's index: the job settings and source fingerprint
 

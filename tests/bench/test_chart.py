@@ -1,4 +1,4 @@
-"""lossyload.lab.chart: matplotlib charts whose axes come from the data (accuracy in % within 0-100, the epoch
+"""lossyload.bench.chart: matplotlib charts whose axes come from the data (accuracy in % within 0-100, the epoch
 axis ending at the last epoch, log axes for wide spans), with the spread over seeds drawn and named, written
 as PNGs of a known size, without pyplot or a change to matplotlib's global state."""
 
@@ -16,7 +16,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from lossyload.lab import chart
+from lossyload.bench import chart
 
 ROWS = [
     {"representation": "rgb · PIL/torchvision", "ratio": 0.46, "group": "image"},
@@ -180,7 +180,7 @@ def run_python(code: str) -> str:
 def test_matplotlib_is_imported_only_to_draw_never_pyplot_and_rcparams_stay(tmp_path: Path) -> None:
     out = run_python(
         "import sys\n"
-        "from lossyload.lab import chart\n"
+        "from lossyload.bench import chart\n"
         "before = 'matplotlib' in sys.modules\n"
         "import matplotlib\n"
         "def rc():  # the stored values: rcParams['backend'] would resolve the backend, importing pyplot\n"
@@ -198,7 +198,7 @@ def test_without_matplotlib_a_clear_error_names_the_extra(tmp_path: Path) -> Non
     out = run_python(
         "import sys\n"
         "sys.modules['matplotlib'] = None\n"
-        "from lossyload.lab import chart\n"
+        "from lossyload.bench import chart\n"
         "try:\n"
         f"    chart.bar_chart([{{'representation': 'a', 'ratio': 2.0}}], {str(tmp_path / 'b.png')!r}, 't')\n"
         "except Exception as exc:\n"

@@ -136,9 +136,10 @@ class _Names:
     long_name: str | None = None
 
 
-def _regular(group: list[tuple[bytes, bytes]], url: str,
-             names: _Names) -> tuple[list[tuple[str, bytes]], Exception | None]:
-    """``([(name, data)] of the regular members of the group, error at the first bad one)``."""
+def _regular(group: list[tuple[bytes, bytes]], url: str, names: _Names,
+             check_names: bool = True) -> tuple[list[tuple[str, bytes]], Exception | None]:
+    """``([(name, data)] of the regular members of the group, error at the first bad one)``; without
+    ``check_names`` an absolute or ``..`` name is delivered for the caller to refuse."""
     out: list[tuple[str, bytes]] = []
     for h, data in group:
         kind = h[156:157]
@@ -159,17 +160,23 @@ def _regular(group: list[tuple[bytes, bytes]], url: str,
                 continue
             if kind not in _REGULAR:
                 return out, ShardError(f"{url}: unsupported tar member type {kind!r} ({name})")
-        if name[:1] == "/" or (".." in name and ".." in name.split("/")):
+        if check_names and unsafe_name(name):
             return out, ShardError(f"{url}: unsafe member name {name!r}")
         out.append((name, data))
     return out, None
 
 
-def _member_lists(f: IO[bytes], url: str, max_member: int) -> Iterator[list[tuple[str, bytes]]]:
+def unsafe_name(name: str) -> bool:
+    """An absolute member name or one with a ``..`` part."""
+    return name[:1] == "/" or (".." in name and ".." in name.split("/"))
+
+
+def _member_lists(f: IO[bytes], url: str, max_member: int,
+                  check_names: bool = True) -> Iterator[list[tuple[str, bytes]]]:
     """The regular members, a list per group; an error is raised after the members before it."""
     names = _Names()
     for group, error in _groups(f, url, max_member):
-        got, bad = _regular(group, url, names)
+        got, bad = _regular(group, url, names, check_names)
         if got:
             yield got
         if bad is not None or error is not None:
@@ -198,11 +205,14 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def samples(f: IO[bytes], url: str, max_member: int = MAX_MEMBER) -> Iterator[dict[str, bytes | str]]:
-    """Group consecutive members by key (WebDataset rule: the name up to the first dot of its basename)."""
+def samples(f: IO[bytes], url: str, max_member: int = MAX_MEMBER,
+            check_names: bool = True) -> Iterator[dict[str, bytes | str]]:
+    """Group consecutive members by key (WebDataset rule: the name up to the first dot of its basename). An
+    absolute or ``..`` member name is a :class:`ShardError`, unless ``check_names`` is False (source tars
+    from elsewhere, whose reader skips such a sample and counts it)."""
     cur: dict[str, bytes | str] | None = None
     key = None
-    for chunk in _member_lists(f, url, max_member):
+    for chunk in _member_lists(f, url, max_member, check_names):
         for name, data in chunk:
             dot = name.find(".", name.rfind("/") + 1)
             if dot < 0:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import LossyloadError
 from ..fs import filesystem, open_url
+from ..loader import tario
 from . import tables
 from .items import IMAGE_EXTS, MEDIA_EXTS, ORDER_SEED, RUNS, SHUFFLED, Item, Source, interleave, safe_key, span  # noqa: F401
 from .items import fingerprint as _fingerprint
@@ -64,8 +65,6 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: 
     (rank, world size) of the source is a contiguous share of the tars. With ``shuffle`` the tars come in a
     seeded order and a part's share is read as up to :data:`~.items.RUNS` runs of tars at once, each next
     sample from a run drawn at random (seeded): so the order depends on the world size."""
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
-
     labels: list[str] = []
     order = list(urls)
     if shuffle:
@@ -87,12 +86,11 @@ def webdataset_tars(urls: list[str], storage_options: dict | None = None, part: 
             except OSError as exc:  # a source that cannot be read at all stops the job, naming it
                 raise LossyloadError(f"{url}: source tar cannot be read ({type(exc).__name__}: {exc})") from exc
             with f:
-                members = ({**m, "__url__": url} for m in tar_file_iterator(f))
-                for sample in group_by_keys(members):
-                    key = sample["__key__"]
+                for sample in tario.samples(f, url, check_names=False):
+                    key = str(sample["__key__"])
                     ext = next((e for e in MEDIA_EXTS if e in sample), None)
                     error = None if ext else f"no image or audio member (members: {sorted(k for k in sample if not k.startswith('__'))})"
-                    if key.startswith("/") or ".." in key.split("/"):
+                    if tario.unsafe_name(key):
                         error = "unsafe member name (an absolute path or one with '..'): refused"
                     try:
                         label = int(sample.get("cls", b"").decode().strip())

@@ -229,6 +229,14 @@ def test_unsafe_names_are_refused(name):
     assert URL in str(e.value)
 
 
+@pytest.mark.parametrize("name", ["../evil.jpg", "/etc/evil.jpg", "a/../../evil.jpg"])
+def test_unsafe_names_are_delivered_when_the_caller_checks_them(name):
+    raw = _tar([(name, b"x"), ("ok.jpg", b"y")])
+    got = list(tario.samples(io.BytesIO(raw), URL, check_names=False))
+    assert [g["__key__"] for g in got] == [name.rsplit(".", 1)[0], "ok"]
+    assert tario.unsafe_name(str(got[0]["__key__"])) and not tario.unsafe_name("ok")
+
+
 def test_unsafe_long_name_is_refused():
     for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
         raw = _tar([("../" + "x" * 200 + ".jpg", b"x")], fmt)

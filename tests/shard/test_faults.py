@@ -322,6 +322,18 @@ def test_hostile_tar_source(tmp_path: Path) -> None:
     assert not Path("/abs/evil.jpg").exists()
 
 
+def test_a_corrupt_source_tar_is_a_clear_error_naming_it(tmp_path: Path, capsys) -> None:
+    jpg = jpeg_bytes(synthetic_rgb(24, 32))
+    tar = make_wds_tar(tmp_path / "in" / "data.tar", [(f"s{i}", {"jpg": jpg, "cls": b"0"}) for i in range(3)])
+    raw = bytearray(tar.read_bytes())
+    raw[148:156] = b"0000000\0"  # the first header's checksum field
+    tar.write_bytes(bytes(raw))
+    assert shard_main([str(tar), str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tar}: corrupt tar header (bad checksum)" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "index.json").exists()
+
+
 def test_an_unreadable_source_tar_is_a_clear_error(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "src-{000..001}.tar"
     assert shard_main([str(missing), str(tmp_path / "out"), "--no-progress"]) == 2

@@ -60,7 +60,12 @@ def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 def _sign(x: torch.Tensor) -> torch.Tensor:
     """Sign with ``sign(0) = +1``, so the result is exactly {-1, +1}."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    return _pm1(x >= 0, x.dtype)
+
+
+def _pm1(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """+1 where ``mask``, else -1 (an arithmetic form: several times faster on CPU than a scalar ``where``)."""
+    return mask.to(dtype).mul_(2).sub_(1)
 
 
 def binary_weight(w: torch.Tensor) -> torch.Tensor:
@@ -80,9 +85,8 @@ def _rprelu(z: torch.Tensor, act: torch.Tensor | None) -> torch.Tensor:
     """``prelu(z - g) + zeta`` per channel, ``act`` = rows (g, slope, zeta); identity when None."""
     if act is None:
         return z
-    g, slope, zeta = (v.view(1, -1, 1, 1) for v in act)
-    s = z - g
-    return torch.where(s >= 0, s, slope * s) + zeta
+    g, slope, zeta = act
+    return F.prelu(z - g.view(1, -1, 1, 1), slope) + zeta.view(1, -1, 1, 1)
 
 
 def _block(a: torch.Tensor, w: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, act: torch.Tensor | None,
@@ -114,7 +118,7 @@ class _SignBlock(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         sign_bits, mask_bits, w, gamma, beta, act = ctx.saved_tensors
-        a = torch.where(unpack_bits(sign_bits, ctx.x_shape), 1.0, -1.0).to(ctx.x_dtype)
+        a = _pm1(unpack_bits(sign_bits, ctx.x_shape), ctx.x_dtype)
         inputs = [a, w, gamma, beta, act if ctx.has_act else None]
         with torch.enable_grad():
             leaves = [None if t is None else t.detach().requires_grad_(need)

@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser, *, preset: str = "demo", out: str 
                    help="training loaders' workers: auto (the loader picks their count and kind from the codec's "
                    "cost and the cores; docs/batch-path.md) or a number of worker processes (default auto; data "
                    "builds and shard jobs use every core)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads of this process (default: every core); "
+                   "1 for each of two runs side by side (--experiment speech, --experiment images; then --merge)")
     p.add_argument("--device", default=d.device, help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--vae", default=d.vae, help="auto (Stable Diffusion's VAE when in the local Hugging Face cache, "
                    "else one fitted with lossyload fit-vae), fit, a hub id, a model folder, or random:tiny "
@@ -65,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser, *, preset: str = "demo", out: str 
     p.add_argument("--no-progress", action="store_true", help="no progress bars (data builds, sharding, training)")
     p.add_argument("--report-only", action="store_true", help="regenerate report.md and the plots from "
                    "OUT/results.json without training")
+    p.add_argument("--merge", nargs="+", metavar="DIR", help="write OUT/results.json (and the report) from the "
+                   "results of runs of one preset over different experiments, e.g. run side by side; no training")
     p.add_argument("--docs", metavar="PATH", help="also write the report page to PATH (e.g. docs/results.md) with "
                    "its plots copied into the folder of the same name beside it (docs/results/), linked relatively")
 
@@ -77,10 +81,16 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
         if args.docs:
             report.docs_folder(args.docs)  # a bad page path fails before training, not after
         require("matplotlib", "lab")  # the plots' library: missing, it fails before training, not after
-        if not args.report_only:
+        if args.merge:
+            from .merge import merge
+
+            merge(args.merge, args.out)
+        elif not args.report_only:
             import torch
 
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            if args.threads is not None and args.threads < 1:
+                raise LossyloadError(f"--threads must be at least 1, got {args.threads}")
+            torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
             cfg = TrainConfig(preset="quick" if args.quick else args.preset, experiment=args.experiment,
                               rows=tuple(args.rows) if args.rows else None, data=args.data, audio_data=args.audio_data,
                               out=args.out, work=args.work, epochs=args.epochs, patience=args.patience,
@@ -93,7 +103,7 @@ def run(args: argparse.Namespace, prog: str = "lossyload-train") -> int:
             took = time.perf_counter() - t0
         report.write(args.out, docs=args.docs)
         print(report.summary(report.load(args.out)))
-        if not args.report_only:
+        if not (args.report_only or args.merge):
             print(f"{prog}: {took / 60:.1f} minutes")
         print(f"{prog}: results.json, {report.REPORT} (the targets, every column) and PNG plots in {args.out}")
         if args.docs:

@@ -272,14 +272,23 @@ def stop_line(results: dict[str, Any]) -> str:
             "validation epoch.")
 
 
+def run_lines(results: dict[str, Any], seconds: float | None) -> list[str]:
+    """The run's time and command; for merged runs (``lossyload-train --merge``) each part's."""
+    if results.get("parts"):
+        return [f"- Runs merged into this report (side by side; wall time {duration(seconds)}): " + "; ".join(
+            f"{', '.join(p['experiments'])}: `{p['command']}`, {duration(p['seconds']) if p.get('seconds') is not None else 'time not recorded'}, commit "
+            f"{p.get('commit') or 'not recorded'}" for p in results["parts"]) + "."]
+    return [f"- Run time: {duration(seconds)} in all (data, shards, loader passes and training)." if seconds
+            is not None else "- Run time: not recorded.",
+            f"- Command: `{results['command']}`." if results.get("command") else "- Command: not recorded."]
+
+
 def notes(results: dict[str, Any]) -> list[str]:
     """How the run was made: time, command, machine, epochs, seeds, the VAE and EnCodec weights, the baselines."""
     cfg = results.get("config", {})
     devices = sorted({r["device"] for r in results["rows"]})
     seconds = results.get("seconds")
-    return [f"- Run time: {duration(seconds)} in all (data, shards, loader passes and training)." if seconds
-            is not None else "- Run time: not recorded.",
-            f"- Command: `{results['command']}`." if results.get("command") else "- Command: not recorded.",
+    return [*run_lines(results, seconds),
             f"- Machine: {machine_text(results.get('machine') or {})}; device {', '.join(devices) or '?'}.",
             stop_line(results) + f" Epochs run (best) / cap per trained row: {per_row(results, epochs_cell)}.",
             f"- Seeds per trained row (seed {cfg.get('seed', 0)} upward): {per_row(results, seeds)}.",

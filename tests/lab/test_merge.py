@@ -1,0 +1,61 @@
+"""``lossyload-train --merge``: one report from runs of one preset over different experiments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lossyload.errors import LossyloadError
+from lossyload.lab import report
+from lossyload.lab.cli import main
+from lossyload.lab.merge import merge
+
+from .test_report import image_rows, results, speech_rows
+
+
+def write(folder: Path, res: dict) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(res))
+    return str(folder)
+
+
+def halves(tmp_path: Path, **images_config) -> tuple[str, str]:
+    speech = {**results(speech=speech_rows(), images=[]), "command": "lossyload-train --experiment speech", "seconds": 6000.0}
+    speech.pop("vae")
+    images = {**results(speech=[], images=image_rows(), **images_config), "command": "lossyload-train --experiment images",
+              "seconds": 3000.0}
+    images["machine"] = {**images["machine"], "commit": "def5678"}
+    return write(tmp_path / "speech", speech), write(tmp_path / "images", images)
+
+
+def test_merged_results_hold_every_row_and_each_run(tmp_path: Path) -> None:
+    a, b = halves(tmp_path)
+    out = tmp_path / "full"
+    merged = merge([a, b], str(out))
+    assert [r["name"] for r in merged["rows"]] == [r["name"] for r in speech_rows() + image_rows()]
+    assert merged["vae"]["source"] == "fitted" and merged["seconds"] == 6000.0
+    assert [(p["experiments"], p["commit"]) for p in merged["parts"]] == [(["speech"], "abc1234"),
+                                                                          (["images"], "def5678")]
+    page = report.markdown(report.load(str(out)))
+    assert "## speech" in page and "## images" in page
+    assert "lossyload-train --experiment speech`, 1 h 40 min, commit abc1234" in page
+    assert "lossyload-train --experiment images`, 50 min 00 s, commit def5678" in page
+
+
+def test_the_cli_merges_then_reports(tmp_path: Path) -> None:
+    a, b = halves(tmp_path)
+    assert main(["--merge", a, b, "--out", str(tmp_path / "full")]) == 0
+    assert (tmp_path / "full" / "report.md").exists() and (tmp_path / "full" / "results.json").exists()
+
+
+def test_an_experiment_in_two_runs_or_other_settings_are_refused(tmp_path: Path) -> None:
+    a, _ = halves(tmp_path)
+    with pytest.raises(LossyloadError, match="experiment speech is in both"):
+        merge([a, a], str(tmp_path / "x"))
+    a, b = halves(tmp_path / "other", seeds=1)
+    with pytest.raises(LossyloadError, match="not runs of one setting"):
+        merge([a, b], str(tmp_path / "y"))
+    with pytest.raises(LossyloadError, match="at least two"):
+        merge([a], str(tmp_path / "z"))

@@ -15,7 +15,6 @@ Data: the shard sets of ``benchmarks.run`` (built there, or here on first use).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import time

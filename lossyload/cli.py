@@ -14,24 +14,24 @@ from .errors import LossyloadError
 
 # name: (module, its add-arguments function, its run function, help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "inspect": ("lossyload.describe", "add_arguments", "run", "describe a shard set from its index"),
-    "verify": ("lossyload.verify", "add_arguments", "run", "check every shard against the index (size, sha256, "
+    "inspect": ("lossyload.commands.inspect", "add_arguments", "run", "describe a shard set from its index"),
+    "verify": ("lossyload.commands.verify", "add_arguments", "run", "check every shard against the index (size, sha256, "
                "samples, keys, payload dtypes/shapes); exit 1 on any mismatch"),
-    "preview": ("lossyload.preview", "add_arguments", "run",
+    "preview": ("lossyload.commands.preview", "add_arguments", "run",
                 "write a PNG grid of vae latents through a linear latent-to-RGB map"),
-    "vae-check": ("lossyload.vae_check", "add_arguments", "run",
+    "vae-check": ("lossyload.commands.vae_check", "add_arguments", "run",
                   "measure how equivariant a VAE's latents are to flips and crops"),
-    "fit-vae": ("lossyload.fit_vae", "add_arguments", "run",
+    "fit-vae": ("lossyload.commands.fit_vae", "add_arguments", "run",
                 "fit a small VAE on a folder of images, starting from resampling (a vae codec model when no pretrained "
                 "one is cached)"),
-    "dali-index": ("lossyload.dali.index", "add_arguments", "run",
+    "dali-index": ("lossyload.commands.dali_index", "add_arguments", "run",
                    "write DALI index files for a local shard set (checks every sample; bad ones are left out)"),
-    "make-photos": ("lossyload.datasets.photos", "add_arguments", "run", "build the bundled photo-of-origin image set"),
-    "make-keywords": ("lossyload.datasets.keywords", "add_arguments", "run",
+    "make-photos": ("lossyload.commands.make_photos", "add_arguments", "run", "build the bundled photo-of-origin image set"),
+    "make-keywords": ("lossyload.commands.make_keywords", "add_arguments", "run",
                       "build the offline keyword-spotting audio set"),
     # the one entry into the lab (lossyload/lab), by name: the library itself never imports it
     "demo": ("lossyload.lab.cli", "add_demo_arguments", "run_demo", "the main job: the reference trainer's demo "
-             "preset (every codec, loader rows and one comparison per modality, about 7 minutes on 2 CPU cores)"),
+             "preset (every codec through the loader, the rows behind each target trained to their plateau; about 10 minutes on 2 CPU cores)"),
 }
 
 

@@ -8,8 +8,6 @@ files are checked against their sha256. Every problem is listed; the exit status
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,27 +113,3 @@ def _check_sample(url: str, key: str, sample: dict, index: Index, codec) -> Iter
             codec.decode(sample[index.member])
         except (LossyloadError, ValueError) as exc:
             yield Problem(url, key, f"payload does not decode: {type(exc).__name__}: {exc}")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("url", help="dataset directory or index.json (or a bucket URL)")
-    p.add_argument("--no-decode", action="store_true", help="check framing, sizes and hashes only (faster)")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="fsspec storage option for a bucket URL, JSON value (repeatable)")
-    p.add_argument("--show", type=int, default=100, help="list at most this many problems (default 100)")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .shard.cli import key_values
-
-    storage = key_values(args.storage_option, "--storage-option") or None
-    report = verify(args.url, decode=not args.no_decode, storage_options=storage, progress=not args.no_progress)
-    for problem in report.problems[: args.show]:
-        print(problem)
-    if len(report.problems) > args.show:
-        print(f"... and {len(report.problems) - args.show} more")
-    status = f"{len(report.problems)} problems" if report.problems else "OK"
-    print(f"{args.url}: {report.shards} shards, {report.samples} samples, {report.bytes:,} bytes checked: {status}",
-          file=sys.stderr if report.problems else sys.stdout)
-    return 1 if report.problems else 0

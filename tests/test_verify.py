@@ -369,7 +369,7 @@ def test_raw_arrays_of_the_wrong_shape_or_length(coef: Path, tmp_path: Path):
 @pytest.fixture(scope="module")
 def encodec(tmp_path_factory) -> Path:
     """2 one-second clips as EnCodec codes (random weights), with the codebook side file the index names."""
-    from lossyload.shard.cli import main as shard_main
+    from lossyload.commands.shard import main as shard_main
 
     root = tmp_path_factory.mktemp("verify-encodec")
     t = np.arange(16000) / 16000

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from lossyload.datasets.photos import add_arguments, run  # noqa: E402
+from lossyload.commands.make_photos import add_arguments, run  # noqa: E402
 
 parser = argparse.ArgumentParser(prog="make_photos", description=__doc__)
 add_arguments(parser)

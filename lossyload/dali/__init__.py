@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .index import add_arguments, run
-
-__all__ = ["make_dali_loader", "DaliLoader", "add_arguments", "run"]
+__all__ = ["make_dali_loader", "DaliLoader"]
 
 
 def make_dali_loader(url: str, *, batch_size: int, num_workers: int = 0, pin_memory: bool = False,

@@ -14,7 +14,6 @@ it (``on_error="raise"``) or counts it in ``skipped`` (``on_error="skip"``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tarfile
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..codecs import Codec
 from ..errors import IndexFormatError, LossyloadError, ShardError
-from ..fs import check_inside, filesystem, is_local, join, read_index
+from ..fs import filesystem, is_local, join
 from ..index import Index, ShardInfo
 
 MANIFEST_VERSION = 1
@@ -175,26 +174,3 @@ def load(root: str, index: Index, codec: str, index_dir: str) -> Manifest | None
             raise ShardError(f"{join(root, s.url)}: {size} bytes on disk, the index says {s.bytes}; rebuild the "
                              f"shard or rerun 'lossyload dali-index'")
     return manifest
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("url", help="local dataset directory or index.json")
-    p.add_argument("--codec", default=None, help="the codec the DALI loader will read with (default: the index's; "
-                   "e.g. rgb over jpeg-dct JPEG shards): payloads are checked by decoding with it")
-    p.add_argument("--out", default=None, help=f"where to write the index files (default: <dataset>/{INDEX_DIR})")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..loader.resolve import resolve_codec
-
-    root, index = read_index(args.url)
-    for shard in index.shards:
-        check_inside(local_root(root), os.path.join(local_root(root), shard.url))
-    out = args.out or os.path.join(local_root(root), INDEX_DIR)
-    manifest = build(root, index, resolve_codec(index, args.codec, None, root), out)
-    problems = [(s.url, k, r) for s in manifest.shards for k, r in s.problems]
-    for url, key, reason in problems[:100]:
-        print(f"{join(root, url)} [{key}]: {reason}")
-    indexed = sum(len(s.keys) for s in manifest.shards)
-    print(f"{out}: {len(manifest.shards)} DALI index files, {indexed} samples indexed, {len(problems)} left out")
-    return 1 if problems else 0

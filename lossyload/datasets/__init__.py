@@ -8,10 +8,8 @@ from lossyload.datasets.photos import (
     CLASSES,
     PhotosConfig,
     SamplePlan,
-    add_arguments,
     build_photos,
     plan_samples,
-    run,
 )
 
 __all__ = [
@@ -19,11 +17,9 @@ __all__ = [
     "KeywordsConfig",
     "PhotosConfig",
     "SamplePlan",
-    "add_arguments",
     "build_keywords",
     "build_photos",
     "import_speech_commands",
     "keywords",
     "plan_samples",
-    "run",
 ]

@@ -6,7 +6,6 @@ Each class is one spoken word, each sample one voice saying it; splits are by vo
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import multiprocessing
@@ -14,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from tqdm import tqdm
 from lossyload.media.audio import write_pcm16
 from lossyload.errors import LossyloadError, MissingDependencyError
 
-from .speech_commands import WORDS, import_speech_commands
+from .speech_commands import WORDS
 from .layout import SPLITS, cached_summary, count_by_split, finish, prepare, write_split_files
 
 TASK = """\
@@ -331,34 +329,3 @@ def build_keywords(dest: str | os.PathLike[str], config: KeywordsConfig = Keywor
     header = ["keywords: keyword spotting, built offline by lossyload.datasets.keywords", "", *TASK.splitlines(),
               "", f"variants: {' '.join(variants)}", *(f"{s} voices: {' '.join(v)}" for s, v in voices.items())]
     return finish(dest, config.to_json(), summary, header)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``lossyload make-keywords DEST``."""
-    defaults = KeywordsConfig()
-    parser.add_argument("dest", help="output folder (DEST/{train,validation,test}/<word>/, or DEST/{split}.tar)")
-    parser.add_argument("--voices", type=int, default=None, help="a seed-chosen subset of N voices (default: all)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--format", choices=("wav", "flac"), default=None, help="audio format (default wav)")
-    parser.add_argument("--tars", action="store_true", help="write WebDataset tars DEST/{split}.tar")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
-    parser.add_argument("--speech-commands", metavar="PATH", default=None,
-                        help="import a Google Speech Commands folder instead of synthesising")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Build the set described by ``args`` (see :func:`add_arguments`); print a one-line summary."""
-    try:
-        if args.speech_commands:
-            if args.voices is not None or args.format == "flac":
-                raise ValueError("--voices and --format flac do not apply to --speech-commands")
-            summary = import_speech_commands(args.speech_commands, args.dest, tars=args.tars, progress=not args.quiet)
-        else:
-            config = KeywordsConfig(max_voices=args.voices, seed=args.seed, format=args.format or "wav", tars=args.tars)
-            summary = build_keywords(args.dest, config, workers=args.workers, progress=not args.quiet)
-    except (FileExistsError, ValueError, LossyloadError) as exc:
-        print(f"make-keywords: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.dest}: {len(summary['labels'])} words, {summary['totals']}, {summary['bytes']} bytes")
-    return 0

@@ -47,7 +47,7 @@ def vae_model(choice: str, train_dir: str, work: str, fit, *, progress: bool) ->
     if choice != "fit":
         return {"model": choice, "source": "random" if choice.startswith("random:") else "given", "psnr_db": None,
                 "fit": None}
-    from ..fit_vae import fit_vae
+    from ..media.vae_fit import fit_vae
 
     out = os.path.join(work, f"vae-{key(dataclasses.asdict(fit), os.path.abspath(train_dir))}")
     done = os.path.join(out, "fit.json")

@@ -34,7 +34,7 @@ class Preset:
     min_epochs: int = 1
     batch: dict[str, int] = field(default_factory=lambda: {"speech": 64, "images": 32})
     models: dict[str, str] = field(default_factory=dict)  # model substitutions: row model -> model trained
-    vae_fit: dict = field(default_factory=lambda: {"seconds": 300.0})  # lossyload.fit_vae.FitVaeConfig fields
+    vae_fit: dict = field(default_factory=lambda: {"seconds": 300.0})  # lossyload.media.vae_fit.FitVaeConfig fields
     seeds: int = 1  # training runs (seeds) of each row in TARGET_ROWS; other rows train once
     width_mult: float = 0.5  # MobileNetV2 width
     passes: int = 1  # loader passes for the samples/s figure (median)

@@ -334,7 +334,7 @@ def shards_for(experiment: str, rows: list[rw.Row], cfg: TrainConfig) -> tuple[d
     encodec = choose_weights(cfg.encodec_weights) if any(r.shards == "encodec" for r in rows) else ""
     vae = {"model": ""}
     if any(r.shards == "vae" for r in rows):
-        from ..fit_vae import FitVaeConfig
+        from ..media.vae_fit import FitVaeConfig
 
         vae = data.vae_model(cfg.vae, dirs["train"], work, FitVaeConfig(**p.vae_fit), progress=cfg.progress)
     urls = data.shard_sets([r.shards for r in rows], dirs, work, sizes=p.sizes, vae=vae["model"], encodec=encodec,

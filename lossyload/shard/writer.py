@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-from typing import IO
 
 from ..fs import filesystem, is_local
 from ..integrity import HashingWriter

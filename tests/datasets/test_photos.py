@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from PIL.JpegImagePlugin import get_sampling
 
-from lossyload.datasets import CLASSES, PhotosConfig, SamplePlan, add_arguments, build_photos, plan_samples, run
+from lossyload.commands.make_photos import add_arguments, run
+from lossyload.datasets import CLASSES, PhotosConfig, SamplePlan, build_photos, plan_samples
 from lossyload.datasets.photos import SOURCES, STORAGE_MIX, held_out_tiles, tile_boxes, validation_tiles
 
 pytest.importorskip("skimage")

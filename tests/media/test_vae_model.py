@@ -161,9 +161,9 @@ def test_the_offline_model_error_suggests_commands_that_exist() -> None:
     import sys
     from pathlib import Path
 
-    from lossyload import vae_check
+    from lossyload.commands import vae_check
     from lossyload.lab import cli as train_cli
-    from lossyload.shard.cli import build_parser
+    from lossyload.commands.shard import build_parser
 
     vc, tr = argparse.ArgumentParser(), argparse.ArgumentParser()
     vae_check.add_arguments(vc)

@@ -26,7 +26,7 @@ from lossyload.codecs.vq import Vq
 from lossyload.errors import LossyloadError, ShardError
 from lossyload.index import Index
 from lossyload.shard import ShardJob, job as job_module, run_job
-from lossyload.shard.cli import main as shard_main
+from lossyload.commands.shard import main as shard_main
 from lossyload.shard.job import config_from_dataset
 
 from ..conftest import dataset_files, make_wds_tar, read_tar, write, audio_bytes

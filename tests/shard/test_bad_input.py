@@ -14,7 +14,7 @@ from PIL import Image
 from lossyload.errors import EncodeError
 from lossyload.index import Index
 from lossyload.shard import ShardJob, run_job
-from lossyload.shard.cli import main as shard_main
+from lossyload.commands.shard import main as shard_main
 
 from ..conftest import dataset_files, jpeg_bytes, photo, png_bytes, read_tar, synthetic_rgb, write
 

@@ -14,7 +14,7 @@ import pytest
 
 from lossyload.fs import filesystem, read_index
 from lossyload.index import INDEX_NAME, Index
-from lossyload.shard.cli import main
+from lossyload.commands.shard import main
 from lossyload.shard.job import PROGRESS_DIR, ShardJob, run_job
 from lossyload.shard.writer import ShardWriter
 

@@ -21,7 +21,7 @@ from lossyload.loader.dataset import LossyDataset
 from lossyload.loader.loader import LossyLoader
 from lossyload.loader.stream import ErrorPolicy, read_range
 from lossyload.shard import ShardJob, run_job
-from lossyload.shard.cli import main as shard_main
+from lossyload.commands.shard import main as shard_main
 from lossyload.shard.distributed import merge_parts, missing_parts, part_name
 
 from ..conftest import audio_bytes, jpeg_bytes, make_image_folder, make_wds_tar, synthetic_rgb, write
@@ -244,7 +244,7 @@ def torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           "-m", "lossyload.shard.cli", *args, "--codec", "jpeg-dct", "--maxcount", str(MAXCOUNT), "--no-progress"]
+           "-m", "lossyload.commands.shard", *args, "--codec", "jpeg-dct", "--maxcount", str(MAXCOUNT), "--no-progress"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)

@@ -23,7 +23,7 @@ import pytest
 from lossyload.errors import LossyloadError
 from lossyload.index import Index
 from lossyload.shard import ShardJob, run_job
-from lossyload.shard.cli import main as shard_main
+from lossyload.commands.shard import main as shard_main
 
 from ..conftest import dataset_files, jpeg_bytes, make_image_folder, make_wds_tar, synthetic_rgb
 
@@ -109,7 +109,7 @@ def kill_repeatedly(src: Path, dest: Path, workers: int, kills: int, seed: int, 
     are added to ``orphans``."""
     rng = random.Random(seed)
     targets = sorted(rng.sample(range(1, N_SHARDS * 3 // 5), kills - 1))
-    cmd = [sys.executable, "-m", "lossyload.shard.cli", str(src), str(dest), "--maxcount", str(MAXCOUNT),
+    cmd = [sys.executable, "-m", "lossyload.commands.shard", str(src), str(dest), "--maxcount", str(MAXCOUNT),
            "--workers", str(workers), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
     landed = []
@@ -183,7 +183,7 @@ def rerun_and_compare(src: Path, dest: Path, workers: int, reference: dict, ref_
                       reused: int) -> None:
     """Rerun to completion: the same files as an uninterrupted run, every sample once, nothing left over."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "lossyload.shard.cli", str(src), str(dest), "--maxcount",
+    done = subprocess.run([sys.executable, "-m", "lossyload.commands.shard", str(src), str(dest), "--maxcount",
                            str(MAXCOUNT), "--workers", str(workers), "--no-progress"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -22,7 +22,7 @@ import webdataset
 from lossyload.errors import LossyloadError
 from lossyload.index import Index
 from lossyload.shard import ShardJob, job as job_module, run_job
-from lossyload.shard.cli import _size, main as shard_main
+from lossyload.commands.shard import _size, main as shard_main
 from lossyload.shard.writer import ShardWriter
 
 from ..conftest import (dataset_files, jpeg_bytes, make_image_folder, make_wds_tar, png_bytes, read_tar,
@@ -250,7 +250,7 @@ def test_resume_real_cli_after_sigkill(tmp_path: Path) -> None:
     src = make_image_folder(tmp_path / "src", {"a": 110, "b": 90}, size=(48, 64))
     (src / "a" / "img_010.jpg").write_bytes(b"corrupt")
     dest, ref = tmp_path / "out", tmp_path / "ref"
-    cmd = [sys.executable, "-m", "lossyload.shard.cli", str(src), str(dest), "--maxcount", "5", "--workers", "2",
+    cmd = [sys.executable, "-m", "lossyload.commands.shard", str(src), str(dest), "--maxcount", "5", "--workers", "2",
            "--no-progress"]
     repo = str(Path(__file__).resolve().parents[2])  # the checkout under test, installed or not
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}

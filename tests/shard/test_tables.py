@@ -17,7 +17,7 @@ import pytest
 from lossyload.errors import LossyloadError
 from lossyload.index import Index
 from lossyload.shard import ShardJob, run_job
-from lossyload.shard.cli import main as shard_main
+from lossyload.commands.shard import main as shard_main
 from lossyload.shard.tables import TableColumns
 
 from ..conftest import audio_bytes, dataset_files, jpeg_bytes, read_tar, synthetic_rgb, write

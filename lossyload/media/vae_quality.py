@@ -1,4 +1,4 @@
-"""``lossyload vae-check``: how far a VAE's latents are from equivariant to the flips and crops that latent-space
+"""How far a VAE's latents are from equivariant to the flips and crops that latent-space
 augmentation applies -- measured on real images, not assumed.
 
 - flip, encoder side: ``E(flip x)`` against ``flip E(x)`` (relative L2 error of the posterior means);
@@ -7,18 +7,17 @@ augmentation applies -- measured on real images, not assumed.
   the crop border (relative L2 error);
 - for scale: the reconstruction PSNR of ``D(E(x))`` against ``x``, and the relative L2 distance between
   the latents of two different images (what "different" looks like).
+
+``lossyload vae-check`` (:mod:`lossyload.commands.vae_check`) prints them; :func:`psnr_db` is also what
+``lossyload fit-vae`` (:mod:`.vae_fit`) measures with.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-
 import numpy as np
 
-from .errors import LossyloadError
-from .shard.sources import IMAGE_EXTS
-from .media.vae_model import decode_latents, encode_pixels, facts, image_views, load_vae, pick_device
+from ..errors import LossyloadError
+from .vae_model import decode_latents, encode_pixels, facts
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,31 +57,3 @@ def equivariance(vae, pixels: np.ndarray, *, device: str = "cpu", batch_size: in
         "reconstruction_psnr_db": psnr_db(recon, x),
         "other_image_rel_l2": _rel(np.roll(z, 1, axis=0), z),
     }
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", help="a folder of images (searched recursively)")
-    p.add_argument("--model", default="stabilityai/sd-vae-ft-mse",
-                   help="hub id (local cache), model directory, random:sd1 or random:tiny")
-    p.add_argument("--subfolder")
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--count", type=int, default=16, help="images used (default 16)")
-    p.add_argument("--device", default="auto")
-
-
-def run(args: argparse.Namespace) -> int:
-    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(args.images) for f in fs
-                   if f.rsplit(".", 1)[-1].lower() in IMAGE_EXTS)[: args.count]
-    if len(files) < 2:
-        raise LossyloadError(f"{args.images}: vae-check needs at least 2 images, found {len(files)}")
-    pixels = []
-    for f in files:
-        with open(f, "rb") as fh:
-            pixels.append(image_views(fh.read(), source=f, resolution=args.resolution, views=1, seed=0,
-                                      max_pixels=64_000_000)[0])
-    device = pick_device(args.device)
-    result = equivariance(load_vae(args.model, args.subfolder, 0, False, device), np.concatenate(pixels), device=device)
-    print(f"{args.model} on {len(files)} images from {args.images} at {args.resolution} px:")
-    for k, v in result.items():
-        print(f"  {k:24s} {v:8.3f}")
-    return 0

@@ -11,10 +11,10 @@ import pytest
 
 from lossyload.cli import main
 from lossyload.errors import LossyloadError
-from lossyload.vae_check import equivariance
+from lossyload.media.vae_quality import equivariance
 from lossyload.media.vae_model import decode_latents, encode_pixels, load_vae
 
-from .conftest import jpeg_bytes, make_image_folder, photo, synthetic_rgb, write
+from ..conftest import jpeg_bytes, make_image_folder, photo, synthetic_rgb, write
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KEYS = {"flip_encoder_rel_l2", "flip_decoder_psnr_db", "crop_encoder_rel_l2", "reconstruction_psnr_db",

@@ -17,7 +17,7 @@ from lossyload.media.latent_rgb import (BUILTIN_MAPS, apply_linear_map, dataset_
                                pool_to_grid, to_uint8)
 from lossyload.shard import ShardJob, run_job
 
-from .conftest import make_image_folder
+from ..conftest import make_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GRID = 4  # latent cells of a 32 px view through random:tiny (downsampling 8)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import LossyloadError
+from ..errors import LossyloadError
+from .args import add_storage_option, storage_options
 
 
 def describe(url: str, storage_options: dict | None = None, *, sample: bool = False) -> str:
     """A few lines describing shard set ``url``: codec and config, assets, members, counts, labels, output
     tensors (and, with ``sample``, the first sample's tensors)."""
-    from .fs import read_index
-    from .loader.resolve import resolve_codec
+    from ..fs import read_index
+    from ..loader.resolve import resolve_codec
 
     root, index = read_index(url, storage_options)
     codec = resolve_codec(index, None, None, root, storage_options)
@@ -26,7 +27,7 @@ def describe(url: str, storage_options: dict | None = None, *, sample: bool = Fa
               f"  transcoded {sum(len(s.transcoded) for s in index.shards)}, skipped at shard time {len(index.skipped)}"]
     lines += [f"  output    {k}: {spec.describe()}" for k, spec in codec.output_spec().items()]
     if sample:
-        from . import open_dataset
+        from .. import open_dataset
 
         first = next(iter(open_dataset(url, train=False, shuffle=False, storage_options=storage_options)), None)
         if first is None:
@@ -40,13 +41,9 @@ def describe(url: str, storage_options: dict | None = None, *, sample: bool = Fa
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", help="dataset directory or index.json")
     p.add_argument("--sample", action="store_true", help="also decode one sample and show its tensors")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="fsspec storage option for a bucket URL, JSON value, e.g. endpoint_url=http://127.0.0.1:9000 "
-                   "(repeatable)")
+    add_storage_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .shard.cli import key_values
-
-    print(describe(args.url, key_values(args.storage_option, "--storage-option") or None, sample=args.sample))
+    print(describe(args.url, storage_options(args), sample=args.sample))
     return 0

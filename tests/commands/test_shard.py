@@ -8,7 +8,7 @@ import pytest
 
 from lossyload.errors import LossyloadError
 from lossyload.index import Index
-from lossyload.shard.cli import build_parser, config_from_args, main
+from lossyload.commands.shard import build_parser, config_from_args, main
 
 
 def config(*argv: str) -> dict:

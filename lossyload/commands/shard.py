@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from ..codecs import list_codecs
 from ..errors import LossyloadError
-from .distributed import merge_parts
-from .job import ShardJob, config_from_dataset, run_job
-from .tables import TableColumns
+from ..shard.distributed import merge_parts
+from ..shard.job import ShardJob, config_from_dataset, run_job
+from ..shard.tables import TableColumns
+from .args import add_storage_option, key_values, storage_options
 
 
 def _size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().rstrip("b")
     return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=["skip", "raise"], default="skip",
                    help="skip (count and report) bad inputs, or stop at the first")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at DEST")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="fsspec storage option for SRC and DEST, JSON value, e.g. endpoint_url=http://127.0.0.1:9000 "
-                   "or profile=myprofile (repeatable)")
+    add_storage_option(p, "SRC and DEST")
     p.add_argument("--rank", type=int, help="distributed sharding: this process's rank (default: $RANK from torchrun, else 0)")
     p.add_argument("--world-size", type=int,
                    help="distributed sharding: number of ranks; each writes DEST/part-R-of-N and the last to finish "
@@ -91,14 +82,6 @@ def config_from_args(args: argparse.Namespace, storage_options: dict | None = No
     return config
 
 
-def key_values(pairs: list[str], flag: str) -> dict:
-    out = {}
-    for kv in pairs:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            raise LossyloadError(f"{flag} {kv!r}: expected KEY=VALUE")
-        out[key.strip()] = _value(value)
-    return out
 
 
 def _world(args: argparse.Namespace) -> tuple[int, int, int]:
@@ -122,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.merge and not (args.src and args.dest):
         parser.error("SRC and DEST are required (or --merge DEST)")
     try:
-        storage = key_values(args.storage_option, "--storage-option") or None
+        storage = storage_options(args)
         rank, world, local_rank = _world(args)
         if args.merge:
             merged = merge_parts(args.merge, world, storage, require=True)

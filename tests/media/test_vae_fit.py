@@ -20,13 +20,13 @@ from PIL import Image, ImageDraw
 import lossyload
 from lossyload.cli import main
 from lossyload.errors import LossyloadError
-from lossyload.fit_vae import FitVaeConfig, fit_vae
+from lossyload.media.vae_fit import FitVaeConfig, fit_vae
 from lossyload.index import Index
 from lossyload.media.vae_model import image_views, load_vae
 from lossyload.shard import ShardJob, run_job
-from lossyload.shard.cli import main as shard_main
+from lossyload.commands.shard import main as shard_main
 
-from .conftest import write
+from ..conftest import write
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = FitVaeConfig(resolution=32, max_steps=30, width=16, blocks=1, holdout=0.25, seed=0, device="cpu")
@@ -105,7 +105,7 @@ def test_untrained_model_is_resampling_and_the_fitted_one_beats_it(fitted) -> No
 def test_the_best_state_measured_is_saved(src: Path, tmp_path: Path) -> None:
     """A learning rate that wrecks the model: every checkpoint after step 0 is worse, so the saved model is the
     untrained one -- resampling -- and the summary says so."""
-    from lossyload.fit_vae import build_vae
+    from lossyload.media.vae_fit import build_vae
 
     config = dataclasses.replace(TINY, lr=1.0, max_steps=8, checkpoints=2)
     summary = fit_vae(str(src), str(tmp_path / "vae"), config, progress=False)

@@ -7,15 +7,15 @@ import argparse
 
 import numpy as np
 
-from .errors import LossyloadError
-from .media.latent_rgb import apply_linear_map, dataset_map, grid_image, to_uint8
+from ..errors import LossyloadError
+from ..media.latent_rgb import apply_linear_map, dataset_map, grid_image, to_uint8
 
 
 def write_preview(url: str, out: str, *, count: int = 16, columns: int = 8, which: str = "fitted",
                   upscale: int = 4) -> list[str]:
     """Write the PNG grid of the first ``count`` samples of vae shard set ``url`` to ``out``; their labels."""
-    from . import open_dataset
-    from .fs import read_index
+    from .. import open_dataset
+    from ..fs import read_index
 
     _, index = read_index(url)
     if index.codec != "vae":  # checked before open_dataset, which would reject the vae option first

@@ -49,6 +49,8 @@ class Codec:
     fit_fields: ClassVar[tuple[str, ...]] = ()  # config fields ``fit`` learns from the data (e.g. a codebook)
     fit_sample_count: int = 0  # how many source items ``fit`` wants
     runtime_fields: ClassVar[tuple[str, ...]] = ()  # config fields that change how, not what, is encoded
+    # why the DALI backend cannot read this codec; None: it can (its graph is in lossyload.dali.graphs.FORMS)
+    no_dali_form: ClassVar[str | None] = "lossyload has no DALI form for it"
 
     def __init__(self, config: Any = None, options: Any = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -80,6 +80,8 @@ class EncodecOptions:
 @register_codec
 class Encodec(Codec):
     name = "encodec"
+    no_dali_form = ("its members are lossyload's custom bit-packed codes: unpacking needs lossyload's unpacker on "
+                    "the host")
     member = "ecq"
     Config = EncodecConfig
     Options = EncodecOptions

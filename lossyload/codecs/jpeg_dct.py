@@ -71,6 +71,8 @@ def _check_keep(keep: tuple[int, int]) -> None:
 @register_codec
 class JpegDct(Codec):
     name = "jpeg-dct"
+    no_dali_form = ("DALI's JPEG decoders output pixels, not quantized DCT coefficients (and coefficient shards are "
+                    "zstd-compressed arrays); use backend='torch', or codec='rgb' over the same JPEG shards")
     Config = JpegDctConfig
     Options = JpegDctOptions
 

@@ -36,6 +36,8 @@ class MelOptions:
 @register_codec
 class Mel(Codec):
     name = "mel"
+    no_dali_form = ("its log-mel spectrograms are computed with torchaudio; DALI's audio decoder and mel filter bank "
+                    "do not reproduce them exactly")
     Config = MelCodecConfig
     Options = MelOptions
 

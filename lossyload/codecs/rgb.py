@@ -52,6 +52,7 @@ class RgbOptions:
 @register_codec
 class Rgb(Codec):
     name = "rgb"
+    no_dali_form = None  # JPEG bytes: DALI's image decoder (lossyload.dali.graphs)
     Config = RgbConfig
     Options = RgbOptions
     member = "jpg"

@@ -116,6 +116,7 @@ class VaeOptions:
 @register_codec
 class Vae(Codec):
     name = "vae"
+    no_dali_form = None  # raw int8/float16 latents: lossyload.dali.graphs reinterprets and dequantizes them
     member = "vae"
     Config = VaeConfig
     Options = VaeOptions

@@ -86,6 +86,8 @@ class VqOptions:
 @register_codec
 class Vq(Codec):
     name = "vq"
+    no_dali_form = ("its members are zstd-compressed, 4-bit-packed codes: unpacking needs zstd and a bit unpacker "
+                    "on the host")
     member = "vq.zst"
     Config = VqConfig
     Options = VqOptions

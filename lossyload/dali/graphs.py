@@ -1,14 +1,17 @@
 """The DALI form of each codec: what the reader reads (member dtype) and the graph from the member to the
 same output tensor the codec's ``decode`` + augmentations + ``finalize`` give on the torch path.
 
-Only codecs whose member DALI can reinterpret or decode natively have a form: ``vae`` (raw int8/float16
-latents, dequantized with the index's affine) and ``rgb`` (JPEG through DALI's image decoder). Augmentations
+Only codecs whose member DALI can reinterpret or decode natively have a form (:data:`FORMS`): ``vae`` (raw
+int8/float16 latents, dequantized with the index's affine) and ``rgb`` (JPEG through DALI's image decoder);
+every other codec says why not in its ``no_dali_form``. Augmentations
 are the same lossyload dataclasses, each translated to DALI operators; one without a DALI form is refused
 with :class:`DaliUnsupportedError` -- the DALI backend never falls back to the torch path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,14 +20,6 @@ from ..augment import latent, rgb
 from ..codecs import Codec
 from ..errors import DaliUnsupportedError
 
-WHY_NOT = {
-    "jpeg-dct": "DALI's JPEG decoders output pixels, not quantized DCT coefficients (and coefficient shards are "
-                "zstd-compressed arrays); use backend='torch', or codec='rgb' over the same JPEG shards",
-    "vq": "its members are zstd-compressed, 4-bit-packed codes: unpacking needs zstd and a bit unpacker on the host",
-    "encodec": "its members are lossyload's custom bit-packed codes: unpacking needs lossyload's unpacker on the host",
-    "mel": "its log-mel spectrograms are computed with torchaudio; DALI's audio decoder and mel filter bank do not "
-           "reproduce them exactly",
-}
 VAE_TRANSFORMS = (latent.View, latent.RandomView, latent.HFlip, latent.RandomCrop, latent.CenterCrop,
                   latent.GaussianNoise, latent.PosteriorSample)
 RGB_TRANSFORMS = (rgb.RandomResizedCrop, rgb.ResizeCenterCrop, rgb.HFlip)
@@ -32,10 +27,10 @@ RGB_TRANSFORMS = (rgb.RandomResizedCrop, rgb.ResizeCenterCrop, rgb.HFlip)
 
 def check(codec: Codec, transforms: list) -> None:
     """Raise :class:`DaliUnsupportedError` unless ``codec`` and every one of ``transforms`` have a DALI form."""
-    if codec.name not in ("vae", "rgb"):
-        why = WHY_NOT.get(codec.name, "lossyload has no DALI form for it")
-        raise DaliUnsupportedError(f"codec {codec.name!r} has no DALI form: {why}")
-    allowed = VAE_TRANSFORMS if codec.name == "vae" else RGB_TRANSFORMS
+    if codec.no_dali_form is not None or codec.name not in FORMS:
+        raise DaliUnsupportedError(f"codec {codec.name!r} has no DALI form: "
+                                   f"{codec.no_dali_form or 'lossyload has no DALI graph for it'}")
+    allowed = FORMS[codec.name].transforms
     for t in transforms:
         if not isinstance(t, allowed):
             raise DaliUnsupportedError(f"augmentation {t!r} has no DALI form for codec {codec.name!r}; DALI forms: "
@@ -52,16 +47,12 @@ def member_dtype(codec: Codec) -> Any:
     """The DALI dtype the reader gives the payload member (raw bytes reinterpreted, no copy)."""
     from nvidia.dali import types
 
-    if codec.name == "vae":
-        return types.INT8 if codec.config.storage == "int8" else types.FLOAT16
-    return types.UINT8
+    return getattr(types, FORMS[codec.name].member_dtype(codec))
 
 
 def output(codec: Codec, transforms: list, payload: Any, gpu: bool) -> Any:
     """The graph from the reader's payload to the codec's (single) output tensor."""
-    if codec.name == "vae":
-        return _vae(codec, transforms, payload, gpu)
-    return _rgb(codec, transforms, payload, gpu)
+    return FORMS[codec.name].graph(codec, transforms, payload, gpu)
 
 
 def _vae(codec: Codec, transforms: list, payload: Any, gpu: bool) -> Any:
@@ -137,6 +128,22 @@ def _rgb(codec: Codec, transforms: list, payload: Any, gpu: bool) -> Any:
     inv = (1.0 / (torch.tensor(o.std).view(3, 1, 1) * 255)).numpy()
     chw = fn.cast(fn.transpose(img, perm=[2, 0, 1]), dtype=types.FLOAT)
     return (chw - types.Constant(mean.astype(np.float32))) * types.Constant(inv.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Form:
+    """A codec's DALI form: the augmentations it translates, the reader's member dtype (a name in
+    ``nvidia.dali.types``) and the graph from the payload to the output tensor."""
+
+    transforms: tuple[type, ...]
+    member_dtype: Callable[[Codec], str]
+    graph: Callable[[Codec, list, Any, bool], Any]
+
+
+FORMS = {  # codec name -> its DALI form (a codec without one says why in its no_dali_form)
+    "vae": Form(VAE_TRANSFORMS, lambda c: "INT8" if c.config.storage == "int8" else "FLOAT16", _vae),
+    "rgb": Form(RGB_TRANSFORMS, lambda c: "UINT8", _rgb),
+}
 
 
 def torch_dtype(codec: Codec) -> Any:

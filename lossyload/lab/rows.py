@@ -19,6 +19,7 @@ knobs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..augment import codes as codes_aug
@@ -62,60 +63,88 @@ class Row:
     teacher: str | None = None  # distil from this row's trained model (same input, same seed)
     ablation: str | None = None  # what this row changes, for an ablation of row ``ablation_of``
     ablation_of: str | None = None
+    # (sizes, load options, train) -> augmentations; None: the codec's defaults
+    augment: Callable[[Sizes, dict, bool], list] | None = None
+
+
+# augmentation recipes: random crop + flip in each row's own domain for training, a centre view for testing;
+# SpecAugment's time and frequency masks on log-mel and on VQ code grids for training
+def _pixels(sizes: Sizes, opts: dict, train: bool) -> list:
+    s = opts["crop"]
+    return [rgb_aug.RandomResizedCrop(size=s, scale=(0.35, 1.0)), rgb_aug.HFlip(p=0.5)] if train else [
+        rgb_aug.ResizeCenterCrop(size=s)]
+
+
+def _dct(sizes: Sizes, opts: dict, train: bool) -> list:
+    return [dct_aug.RandomCrop(size=sizes.full), dct_aug.HFlip(p=0.5)] if train else [
+        dct_aug.CenterCrop(size=sizes.full)]
+
+
+def _latents(sizes: Sizes, opts: dict, train: bool) -> list:
+    return [latent_aug.RandomCrop(size=sizes.grid, padding=4), latent_aug.HFlip(p=0.5)] if train else []
+
+
+def _mel(sizes: Sizes, opts: dict, train: bool) -> list:
+    return [mel_aug.TimeMask(max_width=24, count=2), mel_aug.FreqMask(max_width=16, count=2)] if train else []
+
+
+def _codes(sizes: Sizes, opts: dict, train: bool) -> list:  # the mel masks on the 2x2-block code grid: half widths
+    return [codes_aug.TimeMask(max_width=12, count=2), codes_aug.FreqMask(max_width=8, count=2)] if train else []
 
 
 _REACT = {"rsign": True, "rprelu": True, "width": 16, "rows": 8}
 _BNN_OPTIM = {"lr": 2e-3, "weight_decay": 0.0}
 
+_BITS = {"codec": "vq", "augment": _codes, "options": {"output": "bits"}}  # VQ bit-planes, as every BNN row reads them
+_BNN = {**_BITS, "model": "bnn", "optim": _BNN_OPTIM, "epochs_factor": 2}
+_JPEG_DCT = {"codec": "jpeg-dct", "augment": _dct}
+
 ROWS = (
     Row(experiment="speech", name="mel", label="FLAC -> log-mel 128x128 float32", shards="mel", codec="mel",
-        model="mel-cnn", baseline=True, published="84% · 119.52 MiB"),
+        augment=_mel, model="mel-cnn", baseline=True, published="84% · 119.52 MiB"),
     Row(experiment="speech", name="vq-codes", label="VQ 4-bit codes 64x64 uint8", shards="vq", codec="vq",
-        options={"output": "codes"}),
+        augment=_codes, options={"output": "codes"}),
     Row(experiment="speech", name="vq-bits-cnn", label="VQ bit-planes 4x64x64 int8, float network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="vq-cnn"),
+        **_BITS, model="vq-cnn"),
     Row(experiment="speech", name="vq-bnn", label="VQ bit-planes 4x64x64 int8, binarized network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, published="79% · 3.74 MiB",
-        optim=_BNN_OPTIM, epochs_factor=2, stages=2, teacher="vq-bits-cnn"),
+        **_BNN, model_args=_REACT, published="79% · 3.74 MiB", stages=2, teacher="vq-bits-cnn"),
     Row(experiment="speech", name="vq-cnn", label="VQ codebook vectors 4x64x64 float32", shards="vq", codec="vq",
-        options={"output": "vectors"}, model="vq-cnn"),
+        augment=_codes, options={"output": "vectors"}, model="vq-cnn"),
     Row(experiment="speech", name="encodec-codes", label="EnCodec RVQ codes 8x75 int16", shards="encodec",
         codec="encodec", options={"output": "codes"}),
     Row(experiment="speech", name="encodec", label="EnCodec latent 128x75 float32", shards="encodec",
         codec="encodec", options={"output": "latent"}, model="latent-cnn"),
     # speech ablations: what each step of the BNN recipe is worth
     Row(experiment="speech", name="vq-bnn-no-teacher", label="VQ bit-planes, binarized network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, optim=_BNN_OPTIM, epochs_factor=2,
-        stages=2, ablation="no distillation", ablation_of="vq-bnn"),
+        **_BNN, model_args=_REACT, stages=2, ablation="no distillation", ablation_of="vq-bnn"),
     Row(experiment="speech", name="vq-bnn-one-stage", label="VQ bit-planes, binarized network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="bnn", model_args=_REACT, optim=_BNN_OPTIM, epochs_factor=2,
-        teacher="vq-bits-cnn", ablation="one stage: binary weights from the start", ablation_of="vq-bnn"),
-    Row(experiment="speech", name="vq-bnn-no-react", label="VQ bit-planes, binarized network", shards="vq",
-        codec="vq", options={"output": "bits"}, model="bnn", model_args={"width": 16, "rows": 8}, optim=_BNN_OPTIM, epochs_factor=2,
-        stages=2, teacher="vq-bits-cnn", ablation="plain sign at 0 and no activation (no RSign/RPReLU)",
+        **_BNN, model_args=_REACT, teacher="vq-bits-cnn", ablation="one stage: binary weights from the start",
         ablation_of="vq-bnn"),
+    Row(experiment="speech", name="vq-bnn-no-react", label="VQ bit-planes, binarized network", shards="vq",
+        **_BNN, model_args={"width": 16, "rows": 8}, stages=2, teacher="vq-bits-cnn",
+        ablation="plain sign at 0 and no activation (no RSign/RPReLU)", ablation_of="vq-bnn"),
     Row(experiment="images", name="pixels-pil", label="JPEG -> pixels {full}x{full}x3, PIL/torchvision",
-        shards="jpeg", codec="rgb", options={"crop": "full", "backend": "pil"}),
+        shards="jpeg", codec="rgb", augment=_pixels, options={"crop": "full", "backend": "pil"}),
     Row(experiment="images", name="pixels", label="JPEG -> pixels {full}x{full}x3, libjpeg-turbo", shards="jpeg",
-        codec="rgb", options={"crop": "full", "backend": "turbo"}, model="pixel-cnn", baseline=True),
+        codec="rgb", augment=_pixels, options={"crop": "full", "backend": "turbo"}, model="pixel-cnn",
+        baseline=True),
     Row(experiment="images", name="pixels-small", label="JPEG -> pixels resampled {small}x{small}x3",
-        shards="jpeg", codec="rgb", options={"crop": "small"}, model="grid-cnn", model_args={"in_channels": 3},
-        published="39%"),
-    Row(experiment="images", name="latents", label="VAE latents {grid}x{grid}x4 int8",
-        shards="vae", codec="vae", model="grid-cnn", model_args={"in_channels": 4}, published="44%"),
-    Row(experiment="images", name="dct", label="JPEG -> DCT 64+2x64 int16", shards="jpeg",
-        codec="jpeg-dct", options={"crop": "full"}, model="dct-cnn"),
+        shards="jpeg", codec="rgb", augment=_pixels, options={"crop": "small"}, model="grid-cnn",
+        model_args={"in_channels": 3}, published="39%"),
+    Row(experiment="images", name="latents", label="VAE latents {grid}x{grid}x4 int8", shards="vae", codec="vae",
+        augment=_latents, model="grid-cnn", model_args={"in_channels": 4}, published="44%"),
+    Row(experiment="images", name="dct", label="JPEG -> DCT 64+2x64 int16", shards="jpeg", **_JPEG_DCT,
+        options={"crop": "full"}, model="dct-cnn"),
     Row(experiment="images", name="dct-pre", label="DCT 64+2x64 int16, pre-extracted", shards="coefficients",
-        codec="jpeg-dct", options={"crop": "full"}),
-    Row(experiment="images", name="dct-16-8", label="DCT 16+2x8 int16, pre-extracted",
-        shards="coefficients-16-8", codec="jpeg-dct", options={"crop": "full", "keep": (16, 8)}, model="dct-cnn",
-        model_args={"keep": (16, 8)}),
+        **_JPEG_DCT, options={"crop": "full"}),
+    Row(experiment="images", name="dct-16-8", label="DCT 16+2x8 int16, pre-extracted", shards="coefficients-16-8",
+        **_JPEG_DCT, options={"crop": "full", "keep": (16, 8)}, model="dct-cnn", model_args={"keep": (16, 8)}),
     Row(experiment="images", name="dct-24", label="DCT 16+2x4 int16 (24 channels), chroma upsampled, "
-        "pre-extracted", shards="coefficients-24", codec="jpeg-dct", options={"crop": "full", "keep": (16, 4)},
+        "pre-extracted", shards="coefficients-24", **_JPEG_DCT, options={"crop": "full", "keep": (16, 4)},
         model="dct-cnn", model_args={"keep": (16, 4), "chroma": "upsample"}),
     # images ablation: the 24-channel DCT network's chroma layout
     Row(experiment="images", name="dct-24-late", label="DCT 16+2x4 int16, chroma joined late",
-        shards="coefficients-24", codec="jpeg-dct", options={"crop": "full", "keep": (16, 4)}, model="dct-cnn",
+        shards="coefficients-24", **_JPEG_DCT, options={"crop": "full", "keep": (16, 4)}, model="dct-cnn",
         model_args={"keep": (16, 4), "chroma": "late"}, ablation="chroma joined after the first downsampling "
         "instead of upsampled onto the luma grid", ablation_of="dct-24"),
 )
@@ -136,20 +165,5 @@ def label(row: Row, sizes: Sizes) -> str:
 
 
 def transforms(row: Row, sizes: Sizes, train: bool) -> list | None:
-    """Augmentations: random crop + flip in each row's own domain for training, a centre view for testing;
-    SpecAugment's time and frequency masks on log-mel and on VQ code grids for training; None: the codec's
-    defaults (EnCodec)."""
-    if row.codec == "rgb":
-        s = options(row, sizes)["crop"]
-        return [rgb_aug.RandomResizedCrop(size=s, scale=(0.35, 1.0)), rgb_aug.HFlip(p=0.5)] if train else [
-            rgb_aug.ResizeCenterCrop(size=s)]
-    if row.codec == "jpeg-dct":
-        return [dct_aug.RandomCrop(size=sizes.full), dct_aug.HFlip(p=0.5)] if train else [
-            dct_aug.CenterCrop(size=sizes.full)]
-    if row.codec == "vae":
-        return [latent_aug.RandomCrop(size=sizes.grid, padding=4), latent_aug.HFlip(p=0.5)] if train else []
-    if row.codec == "mel":
-        return [mel_aug.TimeMask(max_width=24, count=2), mel_aug.FreqMask(max_width=16, count=2)] if train else []
-    if row.codec == "vq":  # the same masks on the 2x2-block code grid: half the widths
-        return [codes_aug.TimeMask(max_width=12, count=2), codes_aug.FreqMask(max_width=8, count=2)] if train else []
-    return None
+    """The row's augmentations (its ``augment`` recipe) with the sizes filled in; None: the codec's defaults."""
+    return row.augment(sizes, options(row, sizes), train) if row.augment else None

@@ -15,6 +15,10 @@ class CodecError(LossyloadError):
     """A codec name or config is unknown or invalid, or a codec cannot be used as asked."""
 
 
+class UnknownNameError(CodecError, LookupError):
+    """A codec, augmentation or model name that nothing registered (:class:`lossyload.registry.Registry`)."""
+
+
 class EncodeError(LossyloadError):
     """A source item cannot be encoded; the shard tool skips it and reports ``reason``."""
 

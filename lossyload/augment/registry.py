@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from lossyload.errors import CodecError
+from lossyload.registry import Registry
 
 __all__ = [
     "Transform",
@@ -36,7 +37,7 @@ __all__ = [
 
 T = TypeVar("T", bound=type)
 
-_REGISTRY: dict[str, type] = {}
+AUGMENTS: Registry[type] = Registry("augmentation")
 
 
 @runtime_checkable
@@ -67,25 +68,20 @@ def register_augment(name: str) -> Callable[[T], T]:
     def decorate(cls: T) -> T:
         if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
             raise ValueError(f"augmentation {cls.__name__} must be a frozen dataclass")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"augmentation name {name!r} is already registered")
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return AUGMENTS.add(name, cls)
 
     return decorate
 
 
 def list_augments() -> list[str]:
     """Sorted names of all registered augmentations."""
-    return sorted(_REGISTRY)
+    return AUGMENTS.names()
 
 
 def create_augment(name: str, **kwargs: Any) -> Transform:
     """Instantiate the augmentation registered as ``name`` with ``kwargs``."""
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise CodecError(f"unknown augmentation {name!r}; known: {', '.join(list_augments())}")
+    cls = AUGMENTS.get(name)
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -95,7 +91,7 @@ def create_augment(name: str, **kwargs: Any) -> Transform:
 def augment_to_dict(t: Transform) -> dict[str, Any]:
     """``{"name": ..., **fields}`` of a registered augmentation."""
     name = getattr(type(t), "name", None)
-    if name not in _REGISTRY or _REGISTRY[name] is not type(t):
+    if name not in AUGMENTS or AUGMENTS.get(name) is not type(t):
         raise CodecError(f"{type(t).__name__} is not a registered augmentation")
     return {"name": name, **dataclasses.asdict(t)}
 

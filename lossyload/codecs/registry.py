@@ -5,28 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import CodecError
+from ..registry import Registry
 from .base import Codec, build_dataclass
 
-_REGISTRY: dict[str, type[Codec]] = {}
+CODECS: Registry[type[Codec]] = Registry("codec")
 
 
 def register_codec(cls: type[Codec]) -> type[Codec]:
-    if cls.name in _REGISTRY:
-        raise CodecError(f"codec {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return CODECS.add(cls.name, cls)
 
 
 def list_codecs() -> list[str]:
-    return sorted(_REGISTRY)
+    return CODECS.names()
 
 
 def codec_class(name: str) -> type[Codec]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise CodecError(f"unknown codec {name!r}; known: {list_codecs()}") from None
+    return CODECS.get(name)
 
 
 def create_codec(name: str, config: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> Codec:

@@ -193,7 +193,7 @@ def test_decode_of_garbage_is_a_decode_error(name: str, config: dict, options: d
 
 
 def test_unknown_codec_name() -> None:
-    with pytest.raises(CodecError, match=r"unknown codec 'jpeg-xl'; known: \[.*'jpeg-dct'.*'rgb'"):
+    with pytest.raises(CodecError, match=r"unknown codec 'jpeg-xl'; known: .*jpeg-dct, .*rgb"):
         create_codec("jpeg-xl")
     with pytest.raises(CodecError, match="unknown codec"):
         codec_class("")

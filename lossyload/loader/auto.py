@@ -26,7 +26,7 @@ def cores() -> int:
 
 def light(dataset) -> bool:
     """Whether the dataset's batches take the batch path (see :mod:`lossyload.loader.batch`)."""
-    return bool(dataset.batch_path and batch.usable(dataset.codec, dataset.transforms))
+    return bool(dataset.batch_path and batch.on_batch_path(dataset.codec, dataset.transforms))
 
 
 def prefetch(dataset) -> int:

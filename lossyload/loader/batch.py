@@ -37,7 +37,7 @@ class Built:
         return Built({k: v[index] for k, v in self.xs.items()}, self.labels[index], [self.keys[i] for i in index])
 
 
-def usable(codec: Codec, transforms: list) -> bool:
+def on_batch_path(codec: Codec, transforms: list) -> bool:
     """Whether the batch path applies: a batch-decoding codec and transforms that all have a batch form."""
     return codec.batch_decoding() and all(has_batch_form(t) for t in transforms)
 

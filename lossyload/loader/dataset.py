@@ -258,7 +258,7 @@ class LossyDataset(IterableDataset):
         samples without decoding them."""
         short = policy.mode == "skip" and world.world_size == 1  # a skip shortens the epoch, never repeats
         fused, rest = _fused(self.codec, self.transforms)
-        fast = self.batch_path and batch.usable(self.codec, self.transforms)
+        batched = self.batch_path and batch.on_batch_path(self.codec, self.transforms)
         wire = self.wire_form()
         spare: Built | None = None  # the first batch: what short batches are padded with
         pulled = 0  # samples taken from the stream
@@ -273,8 +273,8 @@ class LossyDataset(IterableDataset):
             if mixed is not None:
                 cur, n = mix.mixed_batch(*mixed, [s.name for s in self.sources], stream, want, rng, policy)
                 pulled += n
-            elif fast:
-                cur, samples, n = self._fast_batch(stream, want, rng, policy, wire)
+            elif batched:
+                cur, samples, n = self._batch_path_batch(stream, want, rng, policy, wire)
                 pulled += n
             if cur is None and mixed is None:
                 for s in stream if len(samples) < want else ():
@@ -317,7 +317,7 @@ class LossyDataset(IterableDataset):
         if held is not None:
             yield *held, False
 
-    def _fast_batch(self, stream: Iterator[RawSample], want: int, rng: np.random.Generator,
+    def _batch_path_batch(self, stream: Iterator[RawSample], want: int, rng: np.random.Generator,
                     policy: ErrorPolicy, wire: bool = False) -> tuple[Built | None, list, int]:
         """One batch by the batch path: ``(batch, [], stream samples pulled)``. When a transform refuses the
         batch (e.g. an image smaller than a crop that may not pad), its samples go through the per-sample path,
@@ -336,7 +336,7 @@ class LossyDataset(IterableDataset):
         decoders, ones = [], []
         for src in self.sources:
             decoders.append(mix.Decoder(src.codec, src.transforms,
-                                        self.batch_path and batch.usable(src.codec, src.transforms)))
+                                        self.batch_path and batch.on_batch_path(src.codec, src.transforms)))
             fused, rest = _fused(src.codec, src.transforms)
             ones.append(lambda s, rng, policy, f=fused, r=rest, c=src.codec: self._decode(s, f, r, rng, policy,
                                                                                           codec=c))

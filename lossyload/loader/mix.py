@@ -152,12 +152,12 @@ class Decoder:
 
     codec: Codec
     transforms: list
-    fast: bool
+    batched: bool  # on the batch path (batch.on_batch_path)
 
     def build(self, samples: list[RawSample], rng: np.random.Generator, policy: ErrorPolicy, one) -> Built | None:
         """Rows of the good ones of ``samples`` (bad payloads handled by ``policy``); ``one(s, rng, policy)``
         decodes a single sample as the per-sample path does."""
-        if self.fast:
+        if self.batched:
             parts, good = batch.decode_group(self.codec, samples, policy)
             if not parts:
                 return None

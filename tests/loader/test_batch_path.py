@@ -54,10 +54,10 @@ def run(url: Path, **kw) -> tuple[list, LossyLoader]:
 
 def test_the_batch_path_is_taken_for_fixed_size_codecs(coef30: Path, jpeg_ds: Path) -> None:
     coef = LossyDataset(str(coef30), options={"crop": CROP})
-    assert batch.usable(coef.codec, coef.transforms)
+    assert batch.on_batch_path(coef.codec, coef.transforms)
     jpeg = LossyDataset(str(jpeg_ds), options={"crop": CROP})  # JPEG bytes: sizes known only after decoding
-    assert not batch.usable(jpeg.codec, jpeg.transforms)
-    assert not batch.usable(coef.codec, [lambda x, rng: x])  # a transform without a batch form
+    assert not batch.on_batch_path(jpeg.codec, jpeg.transforms)
+    assert not batch.on_batch_path(coef.codec, [lambda x, rng: x])  # a transform without a batch form
 
 
 @pytest.mark.parametrize("train", [False, True])

@@ -49,7 +49,7 @@ log = logging.getLogger("lossyload")
 CHUNK = 4 << 20  # bytes moved per call while fetching a shard into the cache
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+_SHA = re.compile(r"[0-9a-f]{64}")  # fullmatch
 
 
 def parse_size(size: int | str) -> int:
@@ -334,7 +334,7 @@ class ShardCache:
         ``.partial`` not named by a sha256 was not made by the cache (no download ever uses it)."""
         for name, nbytes, _ in self._entries("tmp", ".partial"):
             sha = name[: -len(".partial")]
-            if not _SHA.match(sha):
+            if not _SHA.fullmatch(sha):
                 _remove(os.path.join(self.dir, "tmp", name))
                 log.warning("shard cache %s: removed tmp/%s (%s bytes), which no download of the cache made",
                             self.dir, name, f"{nbytes:,}")
@@ -363,7 +363,7 @@ class _WriteFailed(Exception):
 
 
 def _sha(shard: ShardInfo) -> str:
-    if not _SHA.match(shard.sha256):
+    if not _SHA.fullmatch(shard.sha256):
         raise ShardError(f"{shard.url}: the index gives no valid sha256 ({shard.sha256!r}); it cannot be cached")
     return shard.sha256
 

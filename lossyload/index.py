@@ -21,15 +21,21 @@ from .errors import IndexFormatError
 INDEX_VERSION = 1
 INDEX_NAME = "index.json"
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch
+# a URL every check of check_relative_url passes: plain segments, none empty, "." or ".." (the fast path's test)
+_PLAIN_URL = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TAR_HEADER = 512  # bytes: every sample takes at least one tar member header, so a shard of B bytes frames <= B // 512
 MAX_BYTES = 2**63 - 1  # a byte count past this cannot be a file (and would overflow int64 sums)
 
 
-@dataclass(frozen=True, kw_only=True)
+_NONE_TRANSCODED: dict[str, str] = {}  # shared by every shard with nothing transcoded: read, never written
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ShardInfo:
-    """One shard: its URL relative to the index, sample count, byte size and sha256."""
+    """One shard: its URL relative to the index, sample count, byte size and sha256. Slots and one shared empty
+    ``transcoded`` map (never mutated) keep an index of 100,000 shards small in memory."""
 
     url: str
     samples: int
@@ -50,10 +56,12 @@ class ShardInfo:
             raise IndexFormatError(f"{where}: index says {samples} samples, but {nbytes:,} bytes hold at most "
                                    f"{nbytes // TAR_HEADER} (every sample takes a {TAR_HEADER}-byte tar header)")
         sha = _typed(d, "sha256", str, where)
-        if not _SHA256.match(sha):
+        if not _SHA256.fullmatch(sha):
             raise IndexFormatError(f"{where}: sha256 {sha[:80]!r} is not 64 lowercase hex digits")
+        transcoded = d.get("transcoded", _NONE_TRANSCODED)
         return cls(url=url, samples=samples, bytes=nbytes, sha256=sha,
-                   transcoded=_text_map(d.get("transcoded", {}), f"{where}: transcoded"))
+                   transcoded=_NONE_TRANSCODED if transcoded == {} and isinstance(transcoded, dict)
+                   else _text_map(transcoded, f"{where}: transcoded"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,7 +99,9 @@ class Index:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, where: str = "index.json") -> Index:
+    def from_dict(cls, d: dict[str, Any], *, where: str = "index.json", consume: bool = False) -> Index:
+        """The index in ``d``, checked. ``consume``: ``d``'s shard entries are dropped as they are read (the
+        caller's parse is not used again), so that a 100,000-shard index is never held twice."""
         if not isinstance(d, dict):
             raise IndexFormatError(f"{where}: top level must be a JSON object")
         version = d.get("version")
@@ -113,7 +123,7 @@ class Index:
                 config=dict(config),
                 member=member,
                 labels=_texts(_typed(d, "labels", list, where), f"{where}: labels"),
-                shards=[ShardInfo.from_dict(s, where=f"{where}: shard #{i}") for i, s in enumerate(shards)],
+                shards=_shard_infos(shards, where, consume),
                 skipped=_text_map(d.get("skipped", {}), f"{where}: skipped"),
                 assets={check_relative_url(k): v for k, v in _text_map(d.get("assets", {}), f"{where}: assets").items()},
             )
@@ -159,7 +169,7 @@ class Index:
             d = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:
             raise IndexFormatError(f"{where}: not valid JSON ({exc})") from exc
-        return cls.from_dict(d, where=where)
+        return cls.from_dict(d, where=where, consume=True)
 
 
 def _no_constant(name: str) -> Any:
@@ -181,6 +191,29 @@ def _count(d: dict[str, Any], key: str, where: str, *, low: int) -> int:
     if not low <= v <= MAX_BYTES:
         raise IndexFormatError(f"{where}: {key} = {v} is out of range (at least {low})")
     return v
+
+
+def _quick(d: Any) -> ShardInfo | None:
+    """The common entry (a plain URL, counts in range, a sha256, nothing transcoded) built in one test, without
+    the per-field messages; None for anything else, which :meth:`ShardInfo.from_dict` checks and explains. Both
+    accept exactly the same entries (tests/test_index.py)."""
+    if type(d) is not dict:
+        return None
+    url, samples, nbytes, sha = d.get("url"), d.get("samples"), d.get("bytes"), d.get("sha256")
+    if (type(url) is str and type(samples) is int and type(nbytes) is int and type(sha) is str
+            and 1 <= samples <= nbytes // TAR_HEADER and nbytes <= MAX_BYTES
+            and d.get("transcoded", _NONE_TRANSCODED) == {} and _PLAIN_URL.fullmatch(url) and _SHA256.fullmatch(sha)):
+        return ShardInfo(url=url, samples=samples, bytes=nbytes, sha256=sha, transcoded=_NONE_TRANSCODED)
+    return None
+
+
+def _shard_infos(entries: list[Any], where: str, consume: bool) -> list[ShardInfo]:
+    out = []
+    for i in range(len(entries)):
+        out.append(_quick(entries[i]) or ShardInfo.from_dict(entries[i], where=f"{where}: shard #{i}"))
+        if consume:
+            entries[i] = None  # the parsed entry is freed now, not after the whole list
+    return out
 
 
 def _text_map(m: Any, where: str) -> dict[str, str]:

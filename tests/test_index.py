@@ -150,3 +150,44 @@ def test_a_version_that_only_compares_equal_is_refused(version) -> None:
     d["version"] = version
     with pytest.raises(IndexFormatError, match="unsupported index version"):
         Index.from_dict(d)
+
+
+# ----------------------------------------------------------------------- the fast path of shard entries
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from lossyload.index import _quick  # noqa: E402
+
+from .test_fuzz import fuzz  # noqa: E402
+
+_SEG = st.one_of(st.sampled_from(["shard-000001.tar", "a", "..", ".", "", "a..b", "-x", "_y.tar", ".hidden", "é"]),
+                 st.text(st.sampled_from("ab./\\:-_.\n\x00 %"), max_size=8))
+_URLS = st.one_of(st.lists(_SEG, min_size=1, max_size=3).map("/".join), st.sampled_from(
+    ["pipe:cat x", "/abs.tar", "s3://b/x.tar", "a//b", "a/", "./a", "a/./b", "C:x", "x\\y", "shard.tar\n"]))
+_INTS = st.one_of(st.integers(-2, 3000), st.sampled_from([True, False, 2**63, 2**63 - 1, 10**6]), st.floats(0, 2000),
+                  st.text(max_size=3), st.none())
+_SHAS = st.one_of(st.just("ab" * 32), st.just("AB" * 32), st.just("ab" * 32 + "\n"), st.text("0af", max_size=65),
+                  st.integers())
+_TRANSCODED = st.one_of(st.just({}), st.just({"k": "resized"}), st.just([]), st.just({"k": 1}), st.none(), st.just(0))
+_ENTRY = st.fixed_dictionaries({}, optional={"url": _URLS, "samples": _INTS, "bytes": _INTS, "sha256": _SHAS,
+                                             "transcoded": _TRANSCODED, "keys": st.just(["a"])})
+
+
+@fuzz(400)
+@given(_ENTRY)
+def test_the_fast_path_accepts_exactly_what_the_checked_path_accepts(entry: dict) -> None:
+    quick = _quick(entry)
+    try:
+        checked = ShardInfo.from_dict(entry)
+    except IndexFormatError:
+        assert quick is None, entry
+        return
+    assert quick is None or quick == checked, entry
+
+
+def test_the_fast_path_takes_the_common_entry_and_shares_the_empty_map() -> None:
+    common = {"url": "train/shard-000001.tar", "samples": 3, "bytes": 4096, "sha256": "ab" * 32, "transcoded": {}}
+    a, b = _quick(common), _quick({**common, "url": "train/shard-000002.tar"})
+    assert a == ShardInfo.from_dict(common) and a.transcoded is b.transcoded
+    with pytest.raises(IndexFormatError, match="not 64 lowercase hex digits"):
+        ShardInfo.from_dict({**common, "sha256": "ab" * 32 + "\n"})  # "$" would have let the newline through

@@ -203,7 +203,7 @@ def _close(fs, root: str, state: _Open, position: int, summary: ShardSummary) ->
     else:  # only skipped items since the last shard
         info = ShardInfo(url=shard_name(state.number), samples=0, bytes=0, sha256="", transcoded={})
     reasons = Counter(_category(part) for r in state.transcoded.values() for part in r.split("; "))
-    record = {"shard": info.__dict__, "next_item": position, "skipped": state.skipped, "bytes_in": state.bytes_in,
+    record = {"shard": dataclasses.asdict(info), "next_item": position, "skipped": state.skipped, "bytes_in": state.bytes_in,
               "transcoded_reasons": dict(reasons)}
     _write_text(fs, f"{root}/{PROGRESS_DIR}/{state.seq:06d}.json", json.dumps(record))
     summary.skipped.update(state.skipped)

@@ -1,7 +1,9 @@
 """``lossyload-train --merge DIR DIR ... --out OUT``: one results file from runs of one preset that each ran
-other experiments (``--experiment speech`` and ``--experiment images`` side by side, say, one core each), so
-that one report covers them all. Each experiment must come from exactly one run; the presets, seeds and stop
-rules must agree. The merged file keeps every run's command, time and commit (``parts``)."""
+other rows (``--experiment speech`` and ``--experiment images`` side by side, say, one core each, or one
+experiment's rows split with ``--rows``), so that one report covers them all. The presets, seeds and stop rules
+must agree. A row in two runs is kept from the first only if both trained it alike (the teacher of an ablation
+run, trained again there); rows come out in the table's order. The merged file keeps every run's command, time,
+commit and rows (``parts``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from ..errors import LossyloadError
 from .report import load
+from .rows import EXPERIMENTS, NAMES
 
 AGREE = ("preset", "seed", "seeds", "epochs", "patience", "batch_size", "lr", "device")  # config fields
 
@@ -28,19 +31,29 @@ def merge(dirs: list[str], out: str) -> dict[str, Any]:
         if differ or r.get("stop_rule") != runs[0].get("stop_rule"):
             what = ", ".join(f"{k} {first.get(k)!r} vs {cfg.get(k)!r}" for k in differ) or "the stop rule"
             raise LossyloadError(f"--merge: {dirs[0]} and {d} are not runs of one setting ({what})")
-    owner: dict[str, str] = {}
+    kept: dict[tuple[str, str], tuple[str, dict]] = {}
     for d, r in zip(dirs, runs):
-        for experiment in {row["experiment"] for row in r["rows"]}:
-            if experiment in owner:
-                raise LossyloadError(f"--merge: experiment {experiment} is in both {owner[experiment]} and {d}")
-            owner[experiment] = d
-    merged: dict[str, Any] = {**runs[0], "rows": [row for r in runs for row in r["rows"]]}
+        for row in r["rows"]:
+            key = (row["experiment"], row["name"])
+            if key in kept:
+                first, other = kept[key]
+                if _how(other) != _how(row):
+                    raise LossyloadError(f"--merge: row {key[0]}/{key[1]} is in both {first} and {d}, trained "
+                                         "differently")
+                continue
+            kept[key] = (d, row)
+    order = {name: i for i, name in enumerate(NAMES)}
+    rows = sorted((row for _, row in kept.values()), key=lambda row: (EXPERIMENTS.index(row["experiment"])
+                                                                       if row["experiment"] in EXPERIMENTS else 99,
+                                                                       order.get(row["name"], 99)))
+    merged: dict[str, Any] = {**runs[0], "rows": rows}
     for key in ("vae", "encodec"):
         found = [r[key] for r in runs if r.get(key)]
         merged.pop(key, None)
         if found:
             merged[key] = found[0]
     merged["parts"] = [{"dir": d, "experiments": sorted({row["experiment"] for row in r["rows"]}),
+                        "rows": [row["name"] for row in r["rows"] if kept[(row["experiment"], row["name"])][0] == d],
                         "command": r.get("command"), "seconds": r.get("seconds"),
                         "commit": (r.get("machine") or {}).get("commit")} for d, r in zip(dirs, runs)]
     merged["seconds"] = max((r.get("seconds") or 0.0) for r in runs)
@@ -48,3 +61,9 @@ def merge(dirs: list[str], out: str) -> dict[str, Any]:
     os.makedirs(out, exist_ok=True)
     write_results(merged, out)
     return merged
+
+
+def _how(row: dict[str, Any]) -> tuple:
+    """What must agree for one row trained in two runs to count as the same: its settings, not its timings."""
+    return tuple(row.get(k) for k in ("representation", "codec", "model", "batch_size", "train_samples", "seeds",
+                                      "epochs_cap", "params"))

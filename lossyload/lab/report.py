@@ -276,7 +276,7 @@ def run_lines(results: dict[str, Any], seconds: float | None) -> list[str]:
     """The run's time and command; for merged runs (``lossyload-train --merge``) each part's."""
     if results.get("parts"):
         return [f"- Runs merged into this report (side by side; wall time {duration(seconds)}): " + "; ".join(
-            f"{', '.join(p['experiments'])}: `{p['command']}`, {duration(p['seconds']) if p.get('seconds') is not None else 'time not recorded'}, commit "
+            f"{', '.join(p.get('rows') or p['experiments'])}: `{p['command']}`, {duration(p['seconds']) if p.get('seconds') is not None else 'time not recorded'}, commit "
             f"{p.get('commit') or 'not recorded'}" for p in results["parts"]) + "."]
     return [f"- Run time: {duration(seconds)} in all (data, shards, loader passes and training)." if seconds
             is not None else "- Run time: not recorded.",

@@ -41,7 +41,7 @@ def test_merged_results_hold_every_row_and_each_run(tmp_path: Path) -> None:
     page = report.markdown(report.load(str(out)))
     assert "## speech" in page and "## images" in page
     assert "lossyload-train --experiment speech`, 1 h 40 min, commit abc1234" in page
-    assert "lossyload-train --experiment images`, 50 min 00 s, commit def5678" in page
+    assert "dct-24-late: `lossyload-train --experiment images`, 50 min 00 s, commit def5678" in page
 
 
 def test_the_cli_merges_then_reports(tmp_path: Path) -> None:
@@ -50,10 +50,23 @@ def test_the_cli_merges_then_reports(tmp_path: Path) -> None:
     assert (tmp_path / "full" / "report.md").exists() and (tmp_path / "full" / "results.json").exists()
 
 
-def test_an_experiment_in_two_runs_or_other_settings_are_refused(tmp_path: Path) -> None:
-    a, _ = halves(tmp_path)
-    with pytest.raises(LossyloadError, match="experiment speech is in both"):
-        merge([a, a], str(tmp_path / "x"))
+def test_one_experiment_split_by_rows_keeps_each_row_once_in_table_order(tmp_path: Path) -> None:
+    rows = speech_rows()
+    teacher = next(r for r in rows if r["name"] == "vq-bits-cnn")
+    main_rows = [r for r in rows if not r.get("ablation_of")]
+    ablations = [{**teacher, "epoch_s": 99.0}] + [r for r in rows if r.get("ablation_of")]  # the teacher again
+    a = write(tmp_path / "a", {**results(speech=main_rows, images=[]), "command": "main"})
+    b = write(tmp_path / "b", {**results(speech=ablations, images=[]), "command": "ablations"})
+    merged = merge([b, a], str(tmp_path / "out"))
+    assert [r["name"] for r in merged["rows"]] == [r["name"] for r in rows]
+    assert next(r for r in merged["rows"] if r["name"] == "vq-bits-cnn")["epoch_s"] == 99.0  # the first run's
+    assert merged["parts"][1]["rows"] == [r["name"] for r in main_rows if r["name"] != "vq-bits-cnn"]
+    other = write(tmp_path / "c", {**results(speech=[{**teacher, "seeds": 3}], images=[]), "command": "c"})
+    with pytest.raises(LossyloadError, match="row speech/vq-bits-cnn is in both .* trained differently"):
+        merge([a, other], str(tmp_path / "x"))
+
+
+def test_other_settings_are_refused(tmp_path: Path) -> None:
     a, b = halves(tmp_path / "other", seeds=1)
     with pytest.raises(LossyloadError, match="not runs of one setting"):
         merge([a, b], str(tmp_path / "y"))

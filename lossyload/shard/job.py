@@ -83,27 +83,24 @@ def run_job(job: ShardJob) -> ShardSummary:
 
 
 def encode(job: ShardJob) -> ShardSummary:
-    """Encode ``job``'s share of its source into a complete dataset at ``job.dest``."""
+    """Encode ``job``'s share of its source into a complete dataset at ``job.dest``: clear or reuse the
+    destination, fit the codec if it learns from data, resume after the last progress record, write the
+    shards, then the side files and the index."""
     t0 = time.perf_counter()
     codec = create_codec(job.codec, job.config)
-    config = codec.stored_config()
     fs, root = filesystem(job.dest, job.storage_options)
     summary = ShardSummary(dest=job.dest)
     with _dest_io(job.dest):
         if fs.exists(f"{root}/{INDEX_NAME}") and not job.overwrite:
             return _already_complete(fs, root, job, codec, summary)
         if job.overwrite:
-            for p in fs.glob(f"{root}/shard-*.tar*") + _asset_paths(fs, root) + fs.glob(f"{root}/{INDEX_NAME}"):
-                fs.rm(p)
-            if fs.exists(f"{root}/{PROGRESS_DIR}"):
-                fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+            _clear(fs, root)
     codec.check_encoder()
     source = open_source(job.src, job.storage_options, (job.rank, job.world_size), job.columns, job.shuffle)
     with _dest_io(job.dest):
         fs.makedirs(f"{root}/{PROGRESS_DIR}", exist_ok=True)
     if codec.needs_fit():
         codec = _fitted(fs, root, job, codec, source.fingerprint)
-        config = codec.stored_config()
     header = {"codec": job.codec, "config": codec.identity(), "maxcount": job.maxcount, "maxsize": job.maxsize,
               "src": job.src, "source": source.fingerprint, "part": [job.rank, job.world_size]}
     with _dest_io(f"{root}/{PROGRESS_DIR}"):
@@ -115,13 +112,36 @@ def encode(job: ShardJob) -> ShardSummary:
         summary.transcoded.update(r["transcoded_reasons"])
     summary.resumed_shards = len(shards)
     start = records[-1]["next_item"] if records else 0
-    items = itertools.islice(source.items, start, None)
-    bar = tqdm(total=source.total, initial=start, unit="sample", disable=not job.progress, desc="encoding")
-    pool = mp.get_context("spawn").Pool(job.workers, _init_worker, (job.codec, config, True)) if job.workers > 1 else None
+    state = _Open(number=sum(1 for s in shards if s.samples), seq=len(records), member=codec.member)
+    config = codec.stored_config()  # as the index records it, read once before encoding
+    shards += _write_shards(fs, root, job, codec, config, itertools.islice(source.items, start, None), state, start,
+                            source.total, summary)
+    index = _write_index(fs, root, job, codec, config, source.labels, [s for s in shards if s.samples], summary,
+                         header)
+    summary.samples, summary.shards, summary.bytes_out = index.samples, len(index.shards), index.bytes
+    summary.transcoded_samples = sum(len(s.transcoded) for s in index.shards)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _clear(fs, root: str) -> None:
+    """Remove a previous dataset's shards, side files, index and progress records (``overwrite``)."""
+    for p in fs.glob(f"{root}/shard-*.tar*") + _asset_paths(fs, root) + fs.glob(f"{root}/{INDEX_NAME}"):
+        fs.rm(p)
+    if fs.exists(f"{root}/{PROGRESS_DIR}"):
+        fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
+
+
+def _write_shards(fs, root: str, job: ShardJob, codec: Codec, config: dict[str, Any], items: Iterator[Item],
+                  state: _Open, position: int, total: int | None, summary: ShardSummary) -> list[ShardInfo]:
+    """Encode ``items`` (in a process pool when ``job.workers > 1``) into shards rolled over at ``maxcount``
+    samples or ``maxsize`` bytes, each closed with its progress record; the shards closed here."""
+    shards: list[ShardInfo] = []
+    bar = tqdm(total=total, initial=position, unit="sample", disable=not job.progress, desc="encoding")
+    pool = mp.get_context("spawn").Pool(job.workers, _init_worker, (job.codec, config, True)) \
+        if job.workers > 1 else None
     if pool is None:
         _init_worker(job.codec, config)
-    state = _Open(number=sum(1 for s in shards if s.samples), seq=len(records), member=codec.member)
-    position = start
     try:
         while batch := list(itertools.islice(items, CHUNK * job.workers)):
             chunks = [batch[i:i + CHUNK] for i in range(0, len(batch), CHUNK)]
@@ -152,24 +172,27 @@ def encode(job: ShardJob) -> ShardSummary:
         bar.close()
         if pool:
             pool.terminate()
-    shards = [s for s in shards if s.samples]
+    return shards
+
+
+def _write_index(fs, root: str, job: ShardJob, codec: Codec, config: dict[str, Any], labels: list[str],
+                 shards: list[ShardInfo], summary: ShardSummary, header: dict[str, Any]) -> Index:
+    """The codec's side files, then (a distributed part's record and) ``index.json``, written last; the
+    progress records are removed after it."""
     assets = {}
     for name, data in codec.assets().items():
         with _dest_io(f"{root}/{name}"):
             write_bytes(fs, f"{root}/{name}", data)
         assets[name] = digest_bytes(data).hexdigest()
-    index = Index(codec=job.codec, config=config, labels=list(source.labels), shards=shards, member=codec.member,
-                  skipped=dict(summary.skipped), assets=assets)
+    index = Index(codec=job.codec, config=config, labels=list(labels), shards=shards,
+                  member=codec.member, skipped=dict(summary.skipped), assets=assets)
     if job.world_size > 1:  # what made this part: the merge takes only parts of one and the same run
         _write_text(fs, f"{root}/{PART_RECORD}", json.dumps({k: v for k, v in header.items() if k != "part"},
                                                             sort_keys=True))
     _write_text(fs, f"{root}/{INDEX_NAME}", index.to_json())
     with _dest_io(f"{root}/{PROGRESS_DIR}"):
         fs.rm(f"{root}/{PROGRESS_DIR}", recursive=True)
-    summary.samples, summary.shards, summary.bytes_out = index.samples, len(shards), index.bytes
-    summary.transcoded_samples = sum(len(s.transcoded) for s in shards)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    return index
 
 
 @dataclass
@@ -203,8 +226,8 @@ def _close(fs, root: str, state: _Open, position: int, summary: ShardSummary) ->
     else:  # only skipped items since the last shard
         info = ShardInfo(url=shard_name(state.number), samples=0, bytes=0, sha256="", transcoded={})
     reasons = Counter(_category(part) for r in state.transcoded.values() for part in r.split("; "))
-    record = {"shard": dataclasses.asdict(info), "next_item": position, "skipped": state.skipped, "bytes_in": state.bytes_in,
-              "transcoded_reasons": dict(reasons)}
+    record = {"shard": dataclasses.asdict(info), "next_item": position, "skipped": state.skipped,
+              "bytes_in": state.bytes_in, "transcoded_reasons": dict(reasons)}
     _write_text(fs, f"{root}/{PROGRESS_DIR}/{state.seq:06d}.json", json.dumps(record))
     summary.skipped.update(state.skipped)
     summary.bytes_in += state.bytes_in

@@ -177,15 +177,20 @@ class LossyDataset(IterableDataset):
         """The batches (or samples) of loader worker ``world.worker`` of ``world.num_workers``."""
         bs = self.batch_size or 1
         fresh = self.pending is None
-        entries, _ = order.worker_share(self.samples if fresh else len(self.pending),
-                                        self.segment(world.world_size, world.num_workers), world.rank,
-                                        world.worker, fresh)
-        positions = entries if fresh else self.pending[entries]
+        segment = self.segment(world.world_size, world.num_workers)
+        span: tuple[int, int] | None = None
+        if fresh and len(self.sources) == 1:  # a contiguous range of positions: planned per shard, not per sample
+            span = order.worker_span(self.samples, segment, world.rank, world.worker)
+            positions = range(*span)
+        else:
+            entries, _ = order.worker_share(self.samples if fresh else len(self.pending), segment, world.rank,
+                                            world.worker, fresh)
+            positions = entries if fresh else self.pending[entries]
         policy = ErrorPolicy(self.on_error)
         self.skips, self.padded, self.traffic = policy.skips, 0, Traffic()
         # shard bytes per source (this iteration; a single source counts in ``traffic`` itself)
         self.source_traffic = [self.traffic] if len(self.sources) == 1 else [Traffic() for _ in self.sources]
-        raw = self._raw(positions, policy)
+        raw = self._raw(positions, policy, span)
         seg = len(self.segments)
         stream = _shuffled(raw, self.shuffle_buffer, order.shuffle_rng(self.seed, self.epoch, world.rank,
                                                                        world.worker, seg))
@@ -216,10 +221,17 @@ class LossyDataset(IterableDataset):
             else:
                 yield handover.pack(world.worker, built, report) if handover else (*_tensors(built), report)
 
-    def _raw(self, positions: np.ndarray, policy: ErrorPolicy) -> Iterator[RawSample]:
+    def _raw(self, positions: Any, policy: ErrorPolicy, span: tuple[int, int] | None = None) -> Iterator[RawSample]:
         """The raw samples at ``positions`` of the epoch's global order, in that order (each source's shards
         read front to back; remote ones prefetched one ahead unless a cache fetches them or verify reads them
-        whole)."""
+        whole). ``span``: the positions are that range of a single source (planned without per-sample arrays)."""
+        if span is not None:
+            s = self.sources[0]
+            stream = self._read(s, order.span_runs(self.layout, *span, seed=self.seed, epoch=self.epoch,
+                                                   shuffle=self.shuffle), policy, self.source_traffic[0])
+            if self.mixture or s.lut is not None:
+                stream = mix.tagged(stream, 0, s.name if self.mixture else None, s.lut)
+            return stream
         src, shard, index = order.locate(self.layout, positions, seed=self.seed, epoch=self.epoch,
                                          shuffle=self.shuffle)
         streams = []

@@ -127,6 +127,64 @@ def locate(layout: Layout, positions: np.ndarray, *, seed: int, epoch: int,
     return src, shard, index
 
 
+def span_runs(layout: Layout, start: int, stop: int, *, seed: int, epoch: int,
+              shuffle: bool) -> list[tuple[int, int, int, frozenset[int] | None]]:
+    """:func:`runs` of the global positions ``[start, stop)`` of a single source (a fresh epoch's rank or worker
+    share), computed per shard from the passes' bounds: no array per sample, so a rank's plan costs the same
+    at 10 million samples as at ten thousand. Equal to ``runs(*locate(layout, arange(start, stop))[1:])``."""
+    if len(layout.counts) != 1:
+        raise ValueError("span_runs: a single source only")
+    sizes, count, total = layout.sizes[0], layout.counts[0], max(layout.total, 1)
+    size = sum(sizes)
+    pieces: list[tuple[int, int, int]] = []
+    orders: dict[int, tuple[list[int], np.ndarray]] = {}
+    p = start
+    while p < stop:
+        wrapped = p % total  # positions past the epoch's total wrap around (padding)
+        take = min(stop - p, total - wrapped)
+        s, end = epoch * count + wrapped, epoch * count + wrapped + take
+        while s < end:
+            q, w0 = divmod(s, size)
+            w1 = min(size, w0 + end - s)
+            if q not in orders:
+                shards = shard_order(len(sizes), seed=seed, epoch=q, shuffle=shuffle)
+                orders[q] = shards, np.cumsum([0] + [sizes[i] for i in shards])
+            shards, bounds = orders[q]
+            first, last = np.searchsorted(bounds, [w0, w1 - 1], "right") - 1
+            for j in range(int(first), int(last) + 1):
+                lo, hi = max(w0, int(bounds[j])), min(w1, int(bounds[j + 1]))
+                pieces.append((shards[j], lo - int(bounds[j]), hi - int(bounds[j])))
+            s += w1 - w0
+        p += take
+    return _grouped(pieces)
+
+
+def _grouped(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, int, frozenset[int] | None]]:
+    """Runs ``(shard, first, end)`` joined as :func:`runs` joins samples: contiguous reads of one shard into one
+    read, a later run of the same shard after it into one read with a gap."""
+    out: list[tuple[int, int, int, frozenset[int] | None]] = []
+    for s, first, end in pieces:
+        if out and out[-1][0] == s and out[-1][3] is None and first == out[-1][2]:
+            out[-1] = (s, out[-1][1], end, None)
+        elif out and out[-1][0] == s and first >= out[-1][2]:
+            prev = out[-1]
+            kept = prev[3] if prev[3] is not None else frozenset(range(prev[1], prev[2]))
+            out[-1] = (s, prev[1], end, kept | frozenset(range(first, end)))
+        else:
+            out.append((s, first, end, None))
+    return out
+
+
+def worker_span(size: int, seg: Segment, rank: int, worker: int) -> tuple[int, int]:
+    """A fresh epoch's :func:`worker_share` as the range ``[start, stop)`` of global positions it holds."""
+    bs = seg.batch_size
+    m = samples_per_rank(size, seg.world_size, seg.drop_last)
+    nb = batches_per_rank(size, seg.world_size, bs, seg.drop_last)
+    n = min(nb * bs, m)
+    b0, b1 = worker * nb // seg.num_workers, (worker + 1) * nb // seg.num_workers
+    return rank * m + min(b0 * bs, n), rank * m + min(b1 * bs, n)
+
+
 def runs(shard: np.ndarray, index: np.ndarray) -> list[tuple[int, int, int, frozenset[int] | None]]:
     """Consecutive samples of one shard grouped: ``[(shard, first, end, wanted)]``, in order. ``wanted`` is
     ``None`` for a contiguous run, else the samples of ``[first, end)`` to read (a resumed epoch's leftovers)."""

@@ -115,7 +115,7 @@ class LossyDataset(IterableDataset):
         # and the global positions they left undelivered
         self.segments: list[order.Segment] = []
         self.pending: np.ndarray | None = None
-        self.skips: list[Skip] = []
+        self.skipped: list[Skip] = []
         self.padded = 0
 
     @property
@@ -187,7 +187,7 @@ class LossyDataset(IterableDataset):
                                             world.worker, fresh)
             positions = entries if fresh else self.pending[entries]
         policy = ErrorPolicy(self.on_error)
-        self.skips, self.padded, self.traffic = policy.skips, 0, Traffic()
+        self.skipped, self.padded, self.traffic = policy.skipped, 0, Traffic()
         # shard bytes per source (this iteration; a single source counts in ``traffic`` itself)
         self.source_traffic = [self.traffic] if len(self.sources) == 1 else [Traffic() for _ in self.sources]
         raw = self._raw(positions, policy, span)
@@ -213,7 +213,7 @@ class LossyDataset(IterableDataset):
             for t in by_source:
                 total.add(t)
             report = {"worker": world.worker, "batch": k, "consumed": pulled, "keys": keys,
-                      "skipped": [str(s) for s in policy.skips[seen:met]], "padded": self.padded - padded,
+                      "skipped": [str(s) for s in policy.skipped[seen:met]], "padded": self.padded - padded,
                       "traffic": total.take(), "source_traffic": by_source, "last": last}
             seen, padded = met, self.padded
             if built is None:  # this worker's share ran out before batch k (skips, one process)
@@ -298,8 +298,8 @@ class LossyDataset(IterableDataset):
                             break
                 cur = _collate(samples) if samples else None
             if cur is None and spare is None and not (short and k):
-                first = f"; first: {self.skips[0]}" if self.skips else ""
-                raise ShardError(f"no sample of this worker's share could be read ({len(self.skips)} skipped{first})")
+                first = f"; first: {self.skipped[0]}" if self.skipped else ""
+                raise ShardError(f"no sample of this worker's share could be read ({len(self.skipped)} skipped{first})")
             if short:
                 return None if cur is None or (self.drop_last and len(cur) < want) else cur
             out, added = batch.pad(cur, spare, want)
@@ -310,7 +310,7 @@ class LossyDataset(IterableDataset):
             spare = build(0)
             for _ in itertools.islice(stream, max(consumed - pulled, 0)):  # pass over without decoding
                 pulled += 1
-            del policy.skips[:]  # every skip met so far was reported before the stop (read-ahead included)
+            del policy.skipped[:]  # every skip met so far was reported before the stop (read-ahead included)
             self.padded = 0
         held = None  # short: the batch built last, yielded once the next one shows whether it was the last
         for k in range(first_batch, -(-planned // bs)):
@@ -318,14 +318,14 @@ class LossyDataset(IterableDataset):
             if k == 0:
                 spare = cur
             if not short:
-                yield k, cur, pulled, len(policy.skips), False  # type: ignore[misc]
+                yield k, cur, pulled, len(policy.skipped), False  # type: ignore[misc]
                 continue
             if cur is None:  # the held batch was the last: it reports what the attempt consumed and met
-                yield (held[0] if held else k), (held[1] if held else None), pulled, len(policy.skips), True
+                yield (held[0] if held else k), (held[1] if held else None), pulled, len(policy.skipped), True
                 return
             if held is not None:
                 yield *held, False
-            held = (k, cur, pulled, len(policy.skips))
+            held = (k, cur, pulled, len(policy.skipped))
         if held is not None:
             yield *held, False
 

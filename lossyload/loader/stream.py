@@ -34,7 +34,7 @@ class ErrorPolicy:
     ``skip``: bad samples are recorded in ``skips`` (and reported by the loader at epoch end)."""
 
     mode: str = "raise"
-    skips: list[Skip] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.mode not in ("raise", "skip"):
@@ -44,7 +44,7 @@ class ErrorPolicy:
         if self.mode == "raise":
             cls = type(exc) if isinstance(exc, LossyloadError) else ShardError
             raise cls(f"{url} [{keys[0] if keys else '?'}]: {reason}") from exc
-        self.skips.extend(Skip(url, key, reason) for key in keys)
+        self.skipped.extend(Skip(url, key, reason) for key in keys)
 
 
 class RawSample(NamedTuple):

@@ -234,6 +234,9 @@ def worker_share(size: int, seg: Segment, rank: int, worker: int, fresh: bool) -
 
 def worker_batches(size: int, seg: Segment, rank: int, fresh: bool) -> list[int]:
     """Batches of each loader worker of ``rank`` in the segment."""
+    if fresh:  # from the ranges alone
+        return [-(-(hi - lo) // seg.batch_size) for lo, hi in (worker_span(size, seg, rank, w)
+                                                               for w in range(seg.num_workers))]
     return [-(-len(worker_share(size, seg, rank, w, fresh)[0]) // seg.batch_size) for w in range(seg.num_workers)]
 
 

@@ -33,6 +33,8 @@ def test_worker_span_is_the_fresh_worker_share(size, world, workers, batch, drop
         for worker in range(workers):
             entries, _ = order.worker_share(size, seg, rank, worker, True)
             assert list(entries) == list(range(*order.worker_span(size, seg, rank, worker)))
+        assert order.worker_batches(size, seg, rank, True) == [-(-len(order.worker_share(size, seg, rank, w, True)[0])
+                                                                 // batch) for w in range(workers)]
 
 
 def test_span_runs_plan_ten_million_samples_without_per_sample_arrays() -> None:

@@ -1,20 +1,23 @@
 """``lossyload-train --merge DIR DIR ... --out OUT``: one results file from runs of one preset that each ran
 other rows (``--experiment speech`` and ``--experiment images`` side by side, say, one core each, or one
-experiment's rows split with ``--rows``), so that one report covers them all. The presets, seeds and stop rules
-must agree. A row in two runs is kept from the first only if both trained it alike (the teacher of an ablation
-run, trained again there); rows come out in the table's order. The merged file keeps every run's command, time,
-commit and rows (``parts``)."""
+experiment's rows split with ``--rows``, or one row's seeds split with ``--seed S --seeds 1``), so that one
+report covers them all. The presets and stop rules must agree. A row in several runs must have been trained
+alike there (its settings, not its seeds): its runs of seeds not seen before are joined to it (mean ± std
+recomputed over all of them), a seed seen before is kept from the first run (a teacher trained again in
+another run); rows come out in the table's order. The merged file keeps every run's command, time, commit and
+the rows (and seeds) it gave (``parts``)."""
 
 from __future__ import annotations
 
 import os
+import statistics
 from typing import Any
 
 from ..errors import LossyloadError
 from .report import load
 from .rows import EXPERIMENTS, NAMES
 
-AGREE = ("preset", "seed", "seeds", "epochs", "patience", "batch_size", "lr", "device")  # config fields
+AGREE = ("preset", "epochs", "patience", "batch_size", "lr", "device")  # config fields
 
 
 def merge(dirs: list[str], out: str) -> dict[str, Any]:
@@ -32,16 +35,23 @@ def merge(dirs: list[str], out: str) -> dict[str, Any]:
             what = ", ".join(f"{k} {first.get(k)!r} vs {cfg.get(k)!r}" for k in differ) or "the stop rule"
             raise LossyloadError(f"--merge: {dirs[0]} and {d} are not runs of one setting ({what})")
     kept: dict[tuple[str, str], tuple[str, dict]] = {}
+    gave: dict[str, list[str]] = {d: [] for d in dirs}
     for d, r in zip(dirs, runs):
         for row in r["rows"]:
             key = (row["experiment"], row["name"])
-            if key in kept:
-                first, other = kept[key]
-                if _how(other) != _how(row):
-                    raise LossyloadError(f"--merge: row {key[0]}/{key[1]} is in both {first} and {d}, trained "
-                                         "differently")
+            if key not in kept:
+                kept[key] = (d, row)
+                gave[d].append(row["name"] + _seeds_text(row["runs"]))
                 continue
-            kept[key] = (d, row)
+            first, other = kept[key]
+            if _how(other) != _how(row):
+                raise LossyloadError(f"--merge: row {key[0]}/{key[1]} is in both {first} and {d}, trained "
+                                     "differently")
+            have = {run["seed"] for run in other["runs"]}
+            new = [run for run in row["runs"] if run["seed"] not in have]
+            if new:
+                kept[key] = (first, _joined(other, new))
+                gave[d].append(row["name"] + _seeds_text(new))
     order = {name: i for i, name in enumerate(NAMES)}
     rows = sorted((row for _, row in kept.values()), key=lambda row: (EXPERIMENTS.index(row["experiment"])
                                                                        if row["experiment"] in EXPERIMENTS else 99,
@@ -53,7 +63,7 @@ def merge(dirs: list[str], out: str) -> dict[str, Any]:
         if found:
             merged[key] = found[0]
     merged["parts"] = [{"dir": d, "experiments": sorted({row["experiment"] for row in r["rows"]}),
-                        "rows": [row["name"] for row in r["rows"] if kept[(row["experiment"], row["name"])][0] == d],
+                        "rows": gave[d],
                         "command": r.get("command"), "seconds": r.get("seconds"),
                         "commit": (r.get("machine") or {}).get("commit")} for d, r in zip(dirs, runs)]
     merged["seconds"] = max((r.get("seconds") or 0.0) for r in runs)
@@ -64,6 +74,21 @@ def merge(dirs: list[str], out: str) -> dict[str, Any]:
 
 
 def _how(row: dict[str, Any]) -> tuple:
-    """What must agree for one row trained in two runs to count as the same: its settings, not its timings."""
-    return tuple(row.get(k) for k in ("representation", "codec", "model", "batch_size", "train_samples", "seeds",
-                                      "epochs_cap", "params"))
+    """What must agree for one row trained in two runs to count as the same: its settings, not its seeds or
+    timings."""
+    return tuple(row.get(k) for k in ("representation", "codec", "model", "batch_size", "train_samples",
+                                      "epochs_cap", "params", "flops_per_sample", "feature_bytes_per_batch"))
+
+
+def _seeds_text(runs: list[dict[str, Any]]) -> str:
+    return f" (seed{'s' if len(runs) > 1 else ''} {', '.join(str(r['seed']) for r in runs)})" if runs else ""
+
+
+def _joined(row: dict[str, Any], new: list[dict[str, Any]]) -> dict[str, Any]:
+    """``row`` with the training runs ``new`` (other seeds) added, its per-row figures recomputed over all."""
+    runs = sorted(row["runs"] + new, key=lambda run: run["seed"])
+    accs = [run["test_accuracy"] for run in runs]
+    return {**row, "runs": runs, "seeds": len(runs), "test_accuracy": statistics.mean(accs),
+            "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            **{k: statistics.mean(run[k] for run in runs) for k in ("epochs", "train_step_ms", "epoch_s")
+               if all(k in run for run in runs)}}

@@ -41,7 +41,7 @@ def test_merged_results_hold_every_row_and_each_run(tmp_path: Path) -> None:
     page = report.markdown(report.load(str(out)))
     assert "## speech" in page and "## images" in page
     assert "lossyload-train --experiment speech`, 1 h 40 min, commit abc1234" in page
-    assert "dct-24-late: `lossyload-train --experiment images`, 50 min 00 s, commit def5678" in page
+    assert "dct-24-late (seed 0): `lossyload-train --experiment images`, 50 min 00 s, commit def5678" in page
 
 
 def test_the_cli_merges_then_reports(tmp_path: Path) -> None:
@@ -60,14 +60,30 @@ def test_one_experiment_split_by_rows_keeps_each_row_once_in_table_order(tmp_pat
     merged = merge([b, a], str(tmp_path / "out"))
     assert [r["name"] for r in merged["rows"]] == [r["name"] for r in rows]
     assert next(r for r in merged["rows"] if r["name"] == "vq-bits-cnn")["epoch_s"] == 99.0  # the first run's
-    assert merged["parts"][1]["rows"] == [r["name"] for r in main_rows if r["name"] != "vq-bits-cnn"]
-    other = write(tmp_path / "c", {**results(speech=[{**teacher, "seeds": 3}], images=[]), "command": "c"})
+    assert merged["parts"][1]["rows"] == ["mel (seeds 0, 1, 2)", "vq-codes", "vq-bnn (seeds 0, 1, 2)"]
+    other = write(tmp_path / "c", {**results(speech=[{**teacher, "params": 99}], images=[]), "command": "c"})
     with pytest.raises(LossyloadError, match="row speech/vq-bits-cnn is in both .* trained differently"):
         merge([a, other], str(tmp_path / "x"))
 
 
+def test_one_rows_seeds_split_across_runs_are_joined(tmp_path: Path) -> None:
+    def bnn_run(seed: int, acc: float) -> dict:
+        r = next(r for r in speech_rows(bnn=[acc]) if r["name"] == "vq-bnn")
+        r["runs"] = [{**r["runs"][0], "seed": seed}]
+        return {**results(speech=[r], images=[], seed=seed, seeds=1), "command": f"seed {seed}"}
+
+    parts = [write(tmp_path / f"s{k}", bnn_run(k, acc)) for k, acc in ((0, 0.90), (1, 0.94), (2, 0.92))]
+    merged = merge(parts, str(tmp_path / "out"))
+    (row,) = merged["rows"]
+    assert [r["seed"] for r in row["runs"]] == [0, 1, 2] and row["seeds"] == 3
+    assert abs(row["test_accuracy"] - 0.92) < 1e-9 and abs(row["test_accuracy_std"] - 0.02) < 1e-9
+    assert [p["rows"] for p in merged["parts"]] == [["vq-bnn (seed 0)"], ["vq-bnn (seed 1)"], ["vq-bnn (seed 2)"]]
+    again = merge([parts[0], parts[0], parts[1]], str(tmp_path / "again"))  # a seed seen before: kept once
+    assert again["rows"][0]["seeds"] == 2
+
+
 def test_other_settings_are_refused(tmp_path: Path) -> None:
-    a, b = halves(tmp_path / "other", seeds=1)
+    a, b = halves(tmp_path / "other", patience=7)
     with pytest.raises(LossyloadError, match="not runs of one setting"):
         merge([a, b], str(tmp_path / "y"))
     with pytest.raises(LossyloadError, match="at least two"):

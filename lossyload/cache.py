@@ -43,7 +43,7 @@ from typing import IO, Any
 from .errors import LossyloadError, ShardError
 from .fs import filesystem, is_local, open_url
 from .index import ShardInfo
-from .integrity import Digest, file_digest
+from .integrity import Digest, bounded_chunks, file_digest
 
 log = logging.getLogger("lossyload")
 CHUNK = 4 << 20  # bytes moved per call while fetching a shard into the cache
@@ -276,7 +276,7 @@ class ShardCache:
         """Copy ``url`` into ``out``, at most one byte more than the index's size; the digest of what came."""
         digest = Digest()
         with open_url(url, "rb", storage_options, size=shard.bytes) as src:
-            while digest.size <= shard.bytes and (chunk := src.read(min(CHUNK, shard.bytes + 1 - digest.size))):
+            for chunk in bounded_chunks(src, shard.bytes, CHUNK):
                 digest.update(chunk)
                 try:
                     out.write(chunk)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
 from typing import IO
 
 from .errors import ShardError
@@ -54,13 +55,23 @@ def digest_bytes(data: bytes) -> Digest:
     return d
 
 
+def bounded_chunks(f: IO[bytes], limit: int | None, chunk: int = CHUNK) -> Iterator[bytes]:
+    """What ``f`` holds from its position on, in chunks, at most ``limit + 1`` bytes in all (so a file longer
+    than ``limit`` shows as such without being read whole); everything when ``limit`` is None."""
+    got = 0
+    while limit is None or got <= limit:
+        data = f.read(chunk if limit is None else min(chunk, limit + 1 - got))
+        if not data:
+            return
+        got += len(data)
+        yield data
+
+
 def file_digest(f: IO[bytes], limit: int | None = None) -> Digest:
-    """The digest of what ``f`` holds from its position on, reading at most ``limit + 1`` bytes (so a file
-    longer than ``limit`` shows as such without being read whole)."""
+    """The digest of what ``f`` holds from its position on, reading at most ``limit + 1`` bytes."""
     d = Digest()
-    while (limit is None or d.size <= limit) and (
-            chunk := f.read(CHUNK if limit is None else min(CHUNK, limit + 1 - d.size))):
-        d.update(chunk)
+    for data in bounded_chunks(f, limit):
+        d.update(data)
     return d
 
 
@@ -68,7 +79,7 @@ def read_checked(f: IO[bytes], url: str, size: int, sha256: str, context: str) -
     """The whole of ``f`` once its size and sha256 equal the record (at most ``size + 1`` bytes are read), else
     :class:`ShardError` naming ``url`` and ``context`` (e.g. "verify")."""
     chunks, d = [], Digest()
-    while d.size <= size and (chunk := f.read(min(1 << 24, size + 1 - d.size))):
+    for chunk in bounded_chunks(f, size, 1 << 24):
         chunks.append(chunk)
         d.update(chunk)
     problems = d.problems(size, sha256, bounded=True)

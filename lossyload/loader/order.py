@@ -191,16 +191,8 @@ def runs(shard: np.ndarray, index: np.ndarray) -> list[tuple[int, int, int, froz
     if not len(shard):
         return []
     cut = np.flatnonzero((np.diff(shard) != 0) | (np.diff(index) != 1)) + 1
-    out: list[tuple[int, int, int, frozenset[int] | None]] = []
-    for a, b in zip(np.r_[0, cut], np.r_[cut, len(shard)]):
-        s, first, end = int(shard[a]), int(index[a]), int(index[b - 1]) + 1
-        if out and out[-1][0] == s and first >= out[-1][2]:  # same shard, later samples: one read, with a gap
-            prev = out[-1]
-            kept = prev[3] if prev[3] is not None else frozenset(range(prev[1], prev[2]))
-            out[-1] = (s, prev[1], end, kept | frozenset(range(first, end)))
-        else:
-            out.append((s, first, end, None))
-    return out
+    return _grouped([(int(shard[a]), int(index[a]), int(index[b - 1]) + 1)
+                     for a, b in zip(np.r_[0, cut], np.r_[cut, len(shard)])])
 
 
 # ------------------------------------------------------------------------------------------- shares

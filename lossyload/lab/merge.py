@@ -10,7 +10,6 @@ the rows (and seeds) it gave (``parts``)."""
 from __future__ import annotations
 
 import os
-import statistics
 from typing import Any
 
 from ..errors import LossyloadError
@@ -43,14 +42,14 @@ def merge(dirs: list[str], out: str) -> dict[str, Any]:
                 kept[key] = (d, row)
                 gave[d].append(row["name"] + _seeds_text(row["runs"]))
                 continue
-            first, other = kept[key]
+            owner, other = kept[key]
             if _how(other) != _how(row):
-                raise LossyloadError(f"--merge: row {key[0]}/{key[1]} is in both {first} and {d}, trained "
+                raise LossyloadError(f"--merge: row {key[0]}/{key[1]} is in both {owner} and {d}, trained "
                                      "differently")
             have = {run["seed"] for run in other["runs"]}
             new = [run for run in row["runs"] if run["seed"] not in have]
             if new:
-                kept[key] = (first, _joined(other, new))
+                kept[key] = (owner, _joined(other, new))
                 gave[d].append(row["name"] + _seeds_text(new))
     order = {name: i for i, name in enumerate(NAMES)}
     rows = sorted((row for _, row in kept.values()), key=lambda row: (EXPERIMENTS.index(row["experiment"])
@@ -86,9 +85,7 @@ def _seeds_text(runs: list[dict[str, Any]]) -> str:
 
 def _joined(row: dict[str, Any], new: list[dict[str, Any]]) -> dict[str, Any]:
     """``row`` with the training runs ``new`` (other seeds) added, its per-row figures recomputed over all."""
+    from .trainer import seed_summary
+
     runs = sorted(row["runs"] + new, key=lambda run: run["seed"])
-    accs = [run["test_accuracy"] for run in runs]
-    return {**row, "runs": runs, "seeds": len(runs), "test_accuracy": statistics.mean(accs),
-            "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else None,
-            **{k: statistics.mean(run[k] for run in runs) for k in ("epochs", "train_step_ms", "epoch_s")
-               if all(k in run for run in runs)}}
+    return {**row, "runs": runs, **seed_summary(runs)}

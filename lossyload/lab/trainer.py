@@ -201,14 +201,18 @@ def run_row(row: rw.Row, urls: dict[str, str], cfg: TrainConfig,
         r["runs"].append(run)
         print(f"  {row.experiment}/{row.name} seed {seed}: test accuracy {100 * run['test_accuracy']:.1f}% "
               f"(best validation epoch {run['best_epoch']} of {run['epochs']}, stopped: {run['stopped']})", flush=True)
-    accs = [run["test_accuracy"] for run in r["runs"]]
-    r.update(seeds=len(accs), test_accuracy=statistics.mean(accs),
-             epochs=statistics.mean(run["epochs"] for run in r["runs"]),
-             test_accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None,
-             train_step_ms=statistics.mean(run["train_step_ms"] for run in r["runs"]),
-             epoch_s=statistics.mean(run["epoch_s"] for run in r["runs"]), peak_rss_mb=memory.peak_rss_mb(),
+    r.update(**seed_summary(r["runs"]), peak_rss_mb=memory.peak_rss_mb(),
              peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else None)
     return r
+
+
+def seed_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row's figures over its training runs (seeds): mean test accuracy ± std, mean epochs and times."""
+    accs = [run["test_accuracy"] for run in runs]
+    return {"seeds": len(accs), "test_accuracy": statistics.mean(accs),
+            "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            **{k: statistics.mean(run[k] for run in runs) for k in ("epochs", "train_step_ms", "epoch_s")
+               if all(k in run for run in runs)}}
 
 
 def train_row(row: rw.Row, name: str, classes: int, data: tuple[Any, Any | None, Any], cfg: TrainConfig,

@@ -8,11 +8,12 @@ Data: one real shard of ``--per-shard`` tiny samples (16 x 16 px photos as pre-e
 ``index.json`` with one entry per shard (url, samples, bytes, sha256, keys) as a 10-million-sample set's
 would be, whose every shard can be read.
 
-Each size runs in a fresh Python process (torch and lossyload imported, and the index opened once and dropped,
-so that no size pays the first open's imports): a bare ``json.load`` of the index, then, for rank 0 of ``--world-size``: ``make_loader`` (open: read and check the index, build the
+Each size runs in two fresh Python processes: a bare ``json.load`` of the index (its time and its RSS growth,
+the yardstick), then one with torch and lossyload imported and the one-shard base set opened once and dropped, so
+that no size pays the first open's imports, for rank 0 of ``--world-size``: ``make_loader`` (open: read and check the index, build the
 codec), the plan (the epoch's shard order and the shard ranges of the rank's worker), ``len(loader)``,
 ``loader.state_dict()`` and the rank's first batch. Memory: RSS before the open, and the peak from the open
-to the first batch (the kernel's peak record reset after the bare ``json.load``; MB = 10^6 bytes). Sizes are
+to the first batch (the kernel's peak record reset before the open; MB = 10^6 bytes). Sizes are
 interleaved over ``--reps``; times are medians, memory maxima.
 """
 
@@ -63,8 +64,10 @@ def linked(base_url: str, shards: int, dest: str) -> str:
     return dest
 
 
-def child(url: str, world_size: int, batch_size: int) -> dict:
-    """The costs of one size (runs in the child process)."""
+def child(url: str, world_size: int, batch_size: int, warm_url: str) -> dict:
+    """The costs of one size (runs in the child process). ``warm_url``: a small shard set of the same codec,
+    opened first so that the measured open pays no imports (a large one would also leave the allocator
+    tuned to its sizes, which a process opening its index once never is)."""
     import torch
 
     from lossyload import World, make_loader
@@ -72,13 +75,8 @@ def child(url: str, world_size: int, batch_size: int) -> dict:
     from lossyload.loader import plan
 
     torch.set_num_threads(1)
-    warm = make_loader(url, batch_size=batch_size, options={"crop": 16})  # the imports a first open pays
+    warm = make_loader(warm_url, batch_size=batch_size, options={"crop": 16})  # the imports a first open pays
     del warm
-    gc.collect()
-    t = time.perf_counter()
-    with open(os.path.join(url, INDEX_NAME)) as f:
-        entries = len(json.load(f)["shards"])
-    bare = time.perf_counter() - t
     gc.collect()
     before, exact = status_mb("VmRSS") or peak_rss_mb(), reset_peak()
     times = {}
@@ -102,18 +100,35 @@ def child(url: str, world_size: int, batch_size: int) -> dict:
     t = time.perf_counter()
     _, y = next(iter(ld))
     times["first_batch"] = time.perf_counter() - t
-    return {"shards": entries, "samples": ds.index.samples, "batches_per_rank": batches, "ranges": len(ranges),
-            "json_load_s": bare, **{f"{k}_s": v for k, v in times.items()}, "first_batch_samples": len(y),
+    return {"shards": len(ds.index.shards), "samples": ds.index.samples, "batches_per_rank": batches, "ranges": len(ranges),
+            **{f"{k}_s": v for k, v in times.items()}, "first_batch_samples": len(y),
             "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(), "peak_exact": exact}
 
 
-def run_child(url: str, world_size: int, batch_size: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.large_index", "--child", url, "--world-size", str(world_size),
-           "--batch-size", str(batch_size)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def bare_child(url: str) -> dict:
+    """A bare ``json.load`` of the index in a fresh process (runs in the child): its time, and its peak RSS over
+    the RSS before it, the yardstick of the open's."""
+    from lossyload.bench.memory import peak_rss_mb, reset_peak, status_mb
+
+    gc.collect()
+    before, _ = status_mb("VmRSS") or peak_rss_mb(), reset_peak()
+    t = time.perf_counter()
+    with open(os.path.join(url, INDEX_NAME)) as f:
+        entries = len(json.load(f)["shards"])
+    return {"json_load_s": time.perf_counter() - t, "json_load_growth_mb": peak_rss_mb() - before, "shards": entries}
+
+
+def run_child(url: str, world_size: int, batch_size: int, warm_url: str) -> dict:
+    """One size, measured in two fresh processes: the bare ``json.load``, then the loader."""
+    out = {}
+    for extra in (["--bare"], ["--warm", warm_url]):
+        cmd = [sys.executable, "-m", "benchmarks.large_index", "--child", url, "--world-size", str(world_size),
+               "--batch-size", str(batch_size), *extra]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -124,18 +139,24 @@ def aggregate(runs: list[dict]) -> dict:
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     row["rss_before_mb"] = statistics.median(r["rss_before_mb"] for r in runs)
     row["growth_mb"] = max(r["peak_rss_mb"] - r["rss_before_mb"] for r in runs)
+    row["json_load_growth_mb"] = max(r["json_load_growth_mb"] for r in runs)
     return row
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| shards | samples | json.load s | open s | open / json.load | plan s | len s | state_dict s "
-             "| first batch s | RSS before MB | peak RSS MB | growth MB |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| first batch s | RSS before MB | peak RSS MB | growth MB | json.load growth MB | growth - json.load |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['shards']:,} | {r['samples']:,} | {r['json_load_s']:.3f} | {r['open_s']:.3f} "
                      f"| {r['open_s'] / r['json_load_s']:.1f}x | {r['plan_s']:.3f} | {r['len_s']:.4f} "
                      f"| {r['state_dict_s']:.4f} | {r['first_batch_s']:.3f} | {r['rss_before_mb']:.0f} "
-                     f"| {r['peak_rss_mb']:.0f} | {r['growth_mb']:.1f} |")
+                     f"| {r['peak_rss_mb']:.0f} | {r['growth_mb']:.1f} | {r['json_load_growth_mb']:.1f} "
+                     f"| {r['growth_mb'] - r['json_load_growth_mb']:+.1f} |")
+    peaks = [r["peak_rss_mb"] for r in rows]
+    spread = (max(peaks) - min(peaks)) / min(peaks)
+    lines.append(f"\nPeak RSS across sizes: {min(peaks):.0f}-{max(peaks):.0f} MB, spread {spread:.1%} of the smallest "
+                 f"({'flat' if spread <= 0.10 else 'NOT flat'}: within 10%).")
     return "\n".join(lines)
 
 
@@ -145,7 +166,7 @@ def measure(out: str, shards: list[int], per_shard: int, world_size: int, batch_
     runs: dict[int, list[dict]] = {n: [] for n in shards}
     for _ in range(reps):  # interleaved
         for n in shards:
-            runs[n].append(run_child(urls[n], world_size, batch_size))
+            runs[n].append(run_child(urls[n], world_size, batch_size, base))
     return [aggregate(runs[n]) for n in shards]
 
 
@@ -158,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", default="runs/bench-index")
     p.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
+    p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--warm", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.world_size, args.batch_size)))
+        print(json.dumps(bare_child(args.child) if args.bare
+                         else child(args.child, args.world_size, args.batch_size, args.warm)))
         return 0
     from lossyload.bench.machine import describe, format_machine
 

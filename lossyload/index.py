@@ -165,10 +165,23 @@ class Index:
         # ValueError: JSONDecodeError, UnicodeDecodeError, an integer past the int/str digit limit; RecursionError:
         # arrays or objects nested deeper than the interpreter's recursion limit
         try:
-            d = json.loads(text, parse_constant=_no_constant)
+            text = index_text(text)
+            d = _streamed(text)
+            if d is None:  # not the shape of an index, or not JSON: the plain parse says where and why
+                d = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:
             raise IndexFormatError(f"{where}: not valid JSON ({exc})") from exc
+        del text  # the decoded text (as large as the index) is not kept through the checks
         return cls.from_dict(d, where=where, consume=True)
+
+
+def index_text(data: str | bytes) -> str:
+    """The text of an index file, decoded as ``json.loads`` decodes bytes (UTF-8, -16 or -32; a UTF-8 BOM). A
+    reader that decodes before :meth:`Index.from_json` frees the bytes before the parse. ValueError where
+    ``data`` is not text in any of them."""
+    if isinstance(data, (bytes, bytearray)):
+        return data.decode(json.detect_encoding(data), "surrogatepass")
+    return data
 
 
 def _no_constant(name: str) -> Any:
@@ -209,10 +222,113 @@ def _quick(d: Any) -> ShardInfo | None:
 def _shard_infos(entries: list[Any], where: str, consume: bool) -> list[ShardInfo]:
     out = []
     for i in range(len(entries)):
-        out.append(_quick(entries[i]) or ShardInfo.from_dict(entries[i], where=f"{where}: shard #{i}"))
+        e = entries[i]  # a ShardInfo where _streamed already built it (its fast path's checks passed)
+        out.append(e if type(e) is ShardInfo else _quick(e) or ShardInfo.from_dict(e, where=f"{where}: shard #{i}"))
         if consume:
             entries[i] = None  # the parsed entry is freed now, not after the whole list
     return out
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_SPACE = re.compile(r"[ \t\n\r]*")
+# an entry as Index.to_json writes it, with the white space and the separator after it: keys in this order, once
+# each; a plain URL and a sha256 (nothing to unescape); JSON integers of up to 19 digits. json.loads would make
+# the same value of that text, and _quick would take it when its counts are in range.
+_W = r"[ \t\n\r]*"
+_ENTRY_TEXT = re.compile(
+    rf'{_W}\{{{_W}"url"{_W}:{_W}"({_PLAIN_URL.pattern})"{_W},{_W}"samples"{_W}:{_W}(0|[1-9][0-9]{{0,18}}){_W},'
+    rf'{_W}"bytes"{_W}:{_W}(0|[1-9][0-9]{{0,18}}){_W},{_W}"sha256"{_W}:{_W}"([0-9a-f]{{64}})"{_W}'
+    rf'(?:,{_W}"transcoded"{_W}:{_W}\{{{_W}\}}{_W})?\}}{_W}([,\]])')
+
+
+def _streamed(text: str) -> dict[str, Any] | None:
+    """``json.loads(text)`` for an index (a top-level object), except that the entries of its ``shards`` array
+    are parsed one at a time and each common one is turned into its :class:`ShardInfo` at once (:func:`_quick`;
+    any other entry stays a dict, for :func:`_shard_infos` to check and explain), so that the 100,000 dicts of a
+    large index never exist together. None where ``text`` is not valid JSON or not an object (the caller's
+    ``json.loads`` then reports it). A repeated key keeps its last value, as ``json.loads`` does."""
+    try:
+        return _Scan(text).index()
+    except (ValueError, RecursionError):
+        return None
+
+
+class _Scan:
+    """A position in the text of an index, read with the stdlib JSON scanner one value at a time."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos = text, 0
+
+    def peek(self) -> str:
+        """The next character past white space ("" at the end); the position moves past the space."""
+        self.pos = _SPACE.match(self.text, self.pos).end()
+        return self.text[self.pos:self.pos + 1]
+
+    def take(self, char: str) -> None:
+        if self.peek() != char:
+            raise ValueError(f"expected {char!r} at char {self.pos}")
+        self.pos += 1
+
+    def value(self) -> Any:
+        self.peek()
+        v, self.pos = _DECODER.raw_decode(self.text, self.pos)
+        return v
+
+    def items(self, close: str) -> Any:
+        """Yields once per item of the object or array just opened, and reads its closing ``close``."""
+        if self.peek() == close:
+            self.pos += 1
+            return
+        while True:
+            yield
+            if self.peek() == close:
+                self.pos += 1
+                return
+            self.take(",")
+
+    def entries(self) -> list[Any]:
+        """The shard entries of the array just opened, and its ``]``: a ShardInfo for each common entry, else the
+        parsed value. An entry in the form the shard tool writes is read by one regular expression, with no dict
+        made for it."""
+        out: list[Any] = []
+        text, match = self.text, _ENTRY_TEXT.match
+        while True:
+            m = match(text, self.pos)
+            if m:
+                samples, nbytes = int(m[2]), int(m[3])
+                if 1 <= samples <= nbytes // TAR_HEADER and nbytes <= MAX_BYTES:
+                    out.append(ShardInfo(url=m[1], samples=samples, bytes=nbytes, sha256=m[4],
+                                         transcoded=_NONE_TRANSCODED))
+                    self.pos = m.end()
+                    if m[5] == "]":
+                        return out
+                    continue
+            if not out and self.peek() == "]":
+                self.pos += 1
+                return out
+            e = self.value()
+            out.append(_quick(e) or e)
+            if self.peek() == "]":
+                self.pos += 1
+                return out
+            self.take(",")
+
+    def index(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        self.take("{")
+        for _ in self.items("}"):
+            key = self.value()
+            if type(key) is not str:
+                raise ValueError("an object key must be a string")
+            self.take(":")
+            if key == "shards" and self.peek() == "[":
+                self.pos += 1
+                out[key] = self.entries()
+            else:
+                out[key] = self.value()
+        if self.peek():
+            raise ValueError(f"extra data at char {self.pos}")
+        return out
 
 
 def _text_map(m: Any, where: str) -> dict[str, str]:

@@ -191,3 +191,82 @@ def test_the_fast_path_takes_the_common_entry_and_shares_the_empty_map() -> None
     assert a == ShardInfo.from_dict(common) and a.transcoded is b.transcoded
     with pytest.raises(IndexFormatError, match="not 64 lowercase hex digits"):
         ShardInfo.from_dict({**common, "sha256": "ab" * 32 + "\n"})  # "$" would have let the newline through
+
+
+# ----------------------------------------------------------------------- the streamed read of an index's text
+from lossyload.index import _no_constant, _streamed  # noqa: E402
+
+from .test_fuzz import edits, mutate  # noqa: E402
+
+
+def _plain(text: str | bytes) -> Index | str:
+    """What the whole-text parse makes of ``text``: the index, or the error's message."""
+    try:
+        try:
+            d = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise IndexFormatError(f"{WHERE}: not valid JSON ({exc})") from exc
+        return Index.from_dict(d, where=WHERE)
+    except IndexFormatError as exc:
+        return str(exc)
+
+
+def _read(text: str | bytes) -> Index | str:
+    try:
+        return Index.from_json(text, where=WHERE)
+    except IndexFormatError as exc:
+        return str(exc)
+
+
+_SPACED = make_index().to_json()
+_COMMON = make_index(shards=[ShardInfo(url=f"d{i}/shard-{i}.tar", samples=i + 1, bytes=512 * (i + 1) + i,
+                                       sha256=f"{i:x}" * 64) for i in range(4)]).to_json()
+_ONE = '{"url": "a.tar", "samples": 1, "bytes": 512, "sha256": "' + "ab" * 32 + '"'
+
+
+def _entry(text: str) -> str:
+    """_COMMON with ``text`` as its first shard entry (and no totals to disagree with)."""
+    d = json.loads(_COMMON)
+    del d["totals"]
+    return json.dumps(d, indent=1).replace('"shards": [', '"shards": [' + text + ",", 1)
+
+
+@pytest.mark.parametrize("text", [
+    _SPACED, json.dumps(json.loads(_SPACED)), json.dumps(json.loads(_SPACED), indent="\t\r\n "),
+    _SPACED.encode("utf-16"), b"\xef\xbb\xbf" + _SPACED.encode(), "\ufeff" + _SPACED,
+    _SPACED.replace('"shards": [', '"shards": [], "shards": [', 1),  # a repeated key: the last one counts
+    _SPACED.replace('"shards": [', '"shards": 7, "shards": [', 1),
+    _SPACED.replace('"labels"', '"shards": [{"url": "x.tar"}], "labels"', 1),
+    _SPACED.rstrip() + " x", _SPACED.rstrip()[:-1], "{}", "{ }", "[]", "", " ", '{"shards": []}', '{"shards": [ ]}',
+    '{"shards": [1,]}', '{"shards": [1 2]}', '{"shards": NaN}', '{"shards": [{"samples": Infinity}]}', '{1: 2}',
+    '{"a" 1}', '{"a": 1,}', '{"a": 1 "b": 2}', '{"shards": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    _COMMON, _COMMON.replace("\n", ""), _COMMON.replace("\n", "\t\r\n  "), _entry(_ONE + "}"),
+    _entry(_ONE + ', "transcoded": {}}'), _entry(_ONE + ', "transcoded": {"k": "png"}}'),
+    _entry(_ONE + ', "keys": ["a"]}'), _entry(_ONE + ', "url": "b.tar"}'), _entry(_ONE.replace("512", "511") + "}"),
+    _entry(_ONE.replace('"samples": 1', '"samples": 0') + "}"), _entry(_ONE.replace("512", "01") + "}"),
+    _entry(_ONE.replace("512", "9" * 19) + "}"), _entry(_ONE.replace("512", "9" * 20) + "}"),
+    _entry(_ONE.replace("512", "512.0") + "}"), _entry(_ONE.replace("512", "-512") + "}"),
+    _entry(_ONE.replace("a.tar", "../a.tar") + "}"), _entry(_ONE.replace("a.tar", "a/./b.tar") + "}"),
+    _entry(_ONE.replace("a.tar", "a\\u002etar") + "}"), _entry(_ONE.replace("ab", "AB") + "}"),
+    _entry(_ONE + "}").replace('"shards": [', '"shards": [' + _ONE + "}", 1),  # listed twice
+    _COMMON.replace("},\n  {", "}\n  {", 1), _COMMON.replace("}\n ]", "},\n ]", 1), _COMMON.replace("]\n}", "}", 1),
+])
+def test_the_streamed_read_equals_the_whole_text_parse(text) -> None:
+    assert _read(text) == _plain(text)
+    if text in (_COMMON, _entry(_ONE + "}"), _entry(_ONE + ', "keys": ["a"]}'), _entry(_ONE + ', "url": "b.tar"}')):
+        assert isinstance(_read(text), Index)
+
+
+@fuzz(400)
+@given(st.sampled_from([_SPACED, _COMMON]), edits(st.integers(0, len(_COMMON)), max_ops=3))
+def test_the_streamed_read_equals_the_whole_text_parse_on_damaged_text(base: str, ops) -> None:
+    text = mutate(base.encode(), ops)
+    assert _read(text) == _plain(text)
+
+
+def test_the_streamed_read_builds_common_entries_as_it_goes() -> None:
+    d = _streamed(_SPACED)
+    assert [type(e) for e in d["shards"]] == [dict, ShardInfo]  # the first has transcoded keys: checked later
+    assert d["shards"][1] == make_index().shards[1]
+    assert _streamed("[1]") is None and _streamed("{") is None
+    assert all(type(e) is ShardInfo for e in _streamed(_COMMON)["shards"])

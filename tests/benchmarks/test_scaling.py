@@ -105,7 +105,9 @@ def test_large_index_links_one_shard_under_every_entry(tmp_path: Path) -> None:
     # every entry but the first lists a derived sha256 (an index may not list one twice): only that differs
     assert sorted({p.what for p in verify(url).problems}) == ["sha256 does not match the index"]
     assert len(verify(url, decode=False).problems) == 24
-    row = large_index.run_child(url, world_size=4, batch_size=8)
+    row = large_index.run_child(url, world_size=4, batch_size=8, warm_url=base)
     assert row["shards"] == 25 and row["first_batch_samples"] == 8
     assert row["batches_per_rank"] == 250 // 4 // 8 and row["open_s"] > 0 and row["peak_rss_mb"] > 0
-    assert "| 25 | 250 |" in large_index.table([large_index.aggregate([row])])
+    assert row["json_load_s"] > 0 and row["json_load_growth_mb"] >= 0
+    text = large_index.table([large_index.aggregate([row])])
+    assert "| 25 | 250 |" in text and "flat: within 10%" in text

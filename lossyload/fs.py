@@ -25,7 +25,7 @@ from typing import IO, Any, TypeVar
 import fsspec
 
 from .errors import IndexFormatError, LossyloadError, MissingDependencyError, ShardError
-from .index import INDEX_NAME, Index, check_relative_url, index_text
+from .index import INDEX_NAME, Index, check_relative_url
 
 log = logging.getLogger("lossyload")
 T = TypeVar("T")
@@ -244,19 +244,13 @@ def read_index(url: str, storage_options: dict[str, Any] | None = None) -> tuple
     root, index_url = dataset_root(url)
     try:
         with open_url(index_url, "rb", storage_options) as f:
-            data = f.read()
+            return root, Index.read(f, where=index_url)
     except FileNotFoundError as exc:
         raise IndexFormatError(f"{index_url}: no index.json (is this a lossyload dataset?)") from exc
     except PermissionError as exc:
         raise LossyloadError(f"{index_url}: access denied (check the credentials in storage_options) ({exc})") from exc
     except OSError as exc:
         raise LossyloadError(f"{index_url}: cannot be read ({exc})") from exc
-    try:
-        text = [index_text(data)]
-    except ValueError as exc:
-        raise IndexFormatError(f"{index_url}: not valid JSON ({exc})") from exc
-    del data  # neither the file's bytes nor (popped into the call) its text are held here through the parse
-    return root, Index.from_json(text.pop(), where=index_url)
 
 
 def _webdataset_opener(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO[bytes]:

@@ -14,8 +14,10 @@ import math
 import posixpath
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
+from . import jsonscan
 from .errors import IndexFormatError
 
 INDEX_VERSION = 1
@@ -138,12 +140,14 @@ class Index:
         a cache keyed by sha256 would serve one shard's bytes for both), byte total in range, and the
         ``totals`` the index states (when given) equal to the sums."""
         for what in ("url", "sha256"):
-            first: dict[str, int] = {}
+            seen: set[str] = set()  # not value -> position: that is twice the memory at 100,000 shards
             for i, s in enumerate(self.shards):
-                j = first.setdefault(getattr(s, what), i)
-                if j != i:
+                v = getattr(s, what)
+                if v in seen:
+                    j = next(k for k, t in enumerate(self.shards) if getattr(t, what) == v)
                     raise IndexFormatError(f"{where}: shards #{j} ({self.shards[j].url!r}) and #{i} ({s.url!r}) have "
                                            f"the same {what}: a shard listed twice would be read twice")
+                seen.add(v)
         if self.bytes > MAX_BYTES:
             raise IndexFormatError(f"{where}: the shards' byte sizes add up to {self.bytes}, past {MAX_BYTES}")
         if totals is None:
@@ -161,6 +165,20 @@ class Index:
         return json.dumps(d, indent=1, sort_keys=False) + "\n"
 
     @classmethod
+    def read(cls, f: IO[bytes], *, where: str = "index.json") -> Index:
+        """The index in the binary file ``f``, read in chunks: neither the file's bytes nor its whole text are
+        held while the entries are built (an index of 100,000 shards is 18 MB of text). A file that is not a
+        valid index is read again whole (``f.seek(0)``) for :meth:`from_json` to say why."""
+        try:
+            d = _streamed(*jsonscan.chunks(f))
+        except ValueError:  # bytes that are not text
+            d = None
+        if d is None:
+            f.seek(0)
+            return cls.from_json(f.read(), where=where)
+        return cls.from_dict(d, where=where, consume=True)
+
+    @classmethod
     def from_json(cls, text: str | bytes, *, where: str = "index.json") -> Index:
         # ValueError: JSONDecodeError, UnicodeDecodeError, an integer past the int/str digit limit; RecursionError:
         # arrays or objects nested deeper than the interpreter's recursion limit
@@ -176,9 +194,8 @@ class Index:
 
 
 def index_text(data: str | bytes) -> str:
-    """The text of an index file, decoded as ``json.loads`` decodes bytes (UTF-8, -16 or -32; a UTF-8 BOM). A
-    reader that decodes before :meth:`Index.from_json` frees the bytes before the parse. ValueError where
-    ``data`` is not text in any of them."""
+    """The text of an index file, decoded as ``json.loads`` decodes bytes (UTF-8, -16 or -32; a UTF-8 BOM).
+    ValueError where ``data`` is not text in that encoding."""
     if isinstance(data, (bytes, bytearray)):
         return data.decode(json.detect_encoding(data), "surrogatepass")
     return data
@@ -230,7 +247,6 @@ def _shard_infos(entries: list[Any], where: str, consume: bool) -> list[ShardInf
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
-_SPACE = re.compile(r"[ \t\n\r]*")
 # an entry as Index.to_json writes it, with the white space and the separator after it: keys in this order, once
 # each; a plain URL and a sha256 (nothing to unescape); JSON integers of up to 19 digits. json.loads would make
 # the same value of that text, and _quick would take it when its counts are in range.
@@ -239,96 +255,23 @@ _ENTRY_TEXT = re.compile(
     rf'{_W}\{{{_W}"url"{_W}:{_W}"({_PLAIN_URL.pattern})"{_W},{_W}"samples"{_W}:{_W}(0|[1-9][0-9]{{0,18}}){_W},'
     rf'{_W}"bytes"{_W}:{_W}(0|[1-9][0-9]{{0,18}}){_W},{_W}"sha256"{_W}:{_W}"([0-9a-f]{{64}})"{_W}'
     rf'(?:,{_W}"transcoded"{_W}:{_W}\{{{_W}\}}{_W})?\}}{_W}([,\]])')
+_LONGEST_ENTRY = 4096  # characters: a longer common entry is parsed as JSON instead (same result, slower)
 
 
-def _streamed(text: str) -> dict[str, Any] | None:
-    """``json.loads(text)`` for an index (a top-level object), except that the entries of its ``shards`` array
-    are parsed one at a time and each common one is turned into its :class:`ShardInfo` at once (:func:`_quick`;
-    any other entry stays a dict, for :func:`_shard_infos` to check and explain), so that the 100,000 dicts of a
-    large index never exist together. None where ``text`` is not valid JSON or not an object (the caller's
-    ``json.loads`` then reports it). A repeated key keeps its last value, as ``json.loads`` does."""
-    try:
-        return _Scan(text).index()
-    except (ValueError, RecursionError):
-        return None
+def _entry_match(m: re.Match[str]) -> ShardInfo | None:
+    samples, nbytes = int(m[2]), int(m[3])
+    if 1 <= samples <= nbytes // TAR_HEADER and nbytes <= MAX_BYTES:
+        return ShardInfo(url=m[1], samples=samples, bytes=nbytes, sha256=m[4], transcoded=_NONE_TRANSCODED)
+    return None
 
 
-class _Scan:
-    """A position in the text of an index, read with the stdlib JSON scanner one value at a time."""
-
-    def __init__(self, text: str) -> None:
-        self.text, self.pos = text, 0
-
-    def peek(self) -> str:
-        """The next character past white space ("" at the end); the position moves past the space."""
-        self.pos = _SPACE.match(self.text, self.pos).end()
-        return self.text[self.pos:self.pos + 1]
-
-    def take(self, char: str) -> None:
-        if self.peek() != char:
-            raise ValueError(f"expected {char!r} at char {self.pos}")
-        self.pos += 1
-
-    def value(self) -> Any:
-        self.peek()
-        v, self.pos = _DECODER.raw_decode(self.text, self.pos)
-        return v
-
-    def items(self, close: str) -> Any:
-        """Yields once per item of the object or array just opened, and reads its closing ``close``."""
-        if self.peek() == close:
-            self.pos += 1
-            return
-        while True:
-            yield
-            if self.peek() == close:
-                self.pos += 1
-                return
-            self.take(",")
-
-    def entries(self) -> list[Any]:
-        """The shard entries of the array just opened, and its ``]``: a ShardInfo for each common entry, else the
-        parsed value. An entry in the form the shard tool writes is read by one regular expression, with no dict
-        made for it."""
-        out: list[Any] = []
-        text, match = self.text, _ENTRY_TEXT.match
-        while True:
-            m = match(text, self.pos)
-            if m:
-                samples, nbytes = int(m[2]), int(m[3])
-                if 1 <= samples <= nbytes // TAR_HEADER and nbytes <= MAX_BYTES:
-                    out.append(ShardInfo(url=m[1], samples=samples, bytes=nbytes, sha256=m[4],
-                                         transcoded=_NONE_TRANSCODED))
-                    self.pos = m.end()
-                    if m[5] == "]":
-                        return out
-                    continue
-            if not out and self.peek() == "]":
-                self.pos += 1
-                return out
-            e = self.value()
-            out.append(_quick(e) or e)
-            if self.peek() == "]":
-                self.pos += 1
-                return out
-            self.take(",")
-
-    def index(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        self.take("{")
-        for _ in self.items("}"):
-            key = self.value()
-            if type(key) is not str:
-                raise ValueError("an object key must be a string")
-            self.take(":")
-            if key == "shards" and self.peek() == "[":
-                self.pos += 1
-                out[key] = self.entries()
-            else:
-                out[key] = self.value()
-        if self.peek():
-            raise ValueError(f"extra data at char {self.pos}")
-        return out
+def _streamed(text: str, more: Callable[[int], str] | None = None) -> dict[str, Any] | None:
+    """``json.loads`` of an index's text (``text``, then ``more``'s chunks: :mod:`lossyload.jsonscan`), except
+    that its ``shards`` array holds a ShardInfo for each common entry (the shard tool's form read by one regular
+    expression, else any entry :func:`_quick` takes), built as it is read; any other entry stays a dict, for
+    :func:`_shard_infos` to check and explain. None where the text is not JSON or not an object."""
+    return jsonscan.scan_object(text, more, decoder=_DECODER, array="shards", fast=_ENTRY_TEXT,
+                                build=_entry_match, item=lambda e: _quick(e) or e, longest=_LONGEST_ENTRY)
 
 
 def _text_map(m: Any, where: str) -> dict[str, str]:

@@ -194,6 +194,10 @@ def test_the_fast_path_takes_the_common_entry_and_shares_the_empty_map() -> None
 
 
 # ----------------------------------------------------------------------- the streamed read of an index's text
+import io  # noqa: E402
+
+from lossyload import index as index_module  # noqa: E402
+from lossyload import jsonscan  # noqa: E402
 from lossyload.index import _no_constant, _streamed  # noqa: E402
 
 from .test_fuzz import edits, mutate  # noqa: E402
@@ -216,6 +220,28 @@ def _read(text: str | bytes) -> Index | str:
         return Index.from_json(text, where=WHERE)
     except IndexFormatError as exc:
         return str(exc)
+
+
+def _read_file(data: bytes, chunk: int, longest: int) -> Index | str:
+    """Index.read of ``data`` in chunks of ``chunk`` characters, a common entry read whole when the buffer
+    holds ``longest`` characters."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jsonscan, "CHUNK", chunk)
+        mp.setattr(index_module, "_LONGEST_ENTRY", longest)
+        try:
+            return Index.read(io.BytesIO(data), where=WHERE)
+        except IndexFormatError as exc:
+            return str(exc)
+
+
+def _same_every_way(text: str | bytes, chunks=((1, 1), (7, 300), (1 << 20, 4096))) -> None:
+    want = _plain(text)
+    assert _read(text) == want
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if isinstance(text, str) and text.startswith("\ufeff"):
+        return  # a str with a BOM is refused as text; its UTF-8 bytes are a valid file (the BOM dropped)
+    for chunk, longest in chunks:
+        assert _read_file(data, chunk, longest) == want, (chunk, longest)
 
 
 _SPACED = make_index().to_json()
@@ -252,7 +278,7 @@ def _entry(text: str) -> str:
     _COMMON.replace("},\n  {", "}\n  {", 1), _COMMON.replace("}\n ]", "},\n ]", 1), _COMMON.replace("]\n}", "}", 1),
 ])
 def test_the_streamed_read_equals_the_whole_text_parse(text) -> None:
-    assert _read(text) == _plain(text)
+    _same_every_way(text)
     if text in (_COMMON, _entry(_ONE + "}"), _entry(_ONE + ', "keys": ["a"]}'), _entry(_ONE + ', "url": "b.tar"}')):
         assert isinstance(_read(text), Index)
 
@@ -261,7 +287,7 @@ def test_the_streamed_read_equals_the_whole_text_parse(text) -> None:
 @given(st.sampled_from([_SPACED, _COMMON]), edits(st.integers(0, len(_COMMON)), max_ops=3))
 def test_the_streamed_read_equals_the_whole_text_parse_on_damaged_text(base: str, ops) -> None:
     text = mutate(base.encode(), ops)
-    assert _read(text) == _plain(text)
+    _same_every_way(text, chunks=((5, 60), (1 << 20, 4096)))
 
 
 def test_the_streamed_read_builds_common_entries_as_it_goes() -> None:
@@ -270,3 +296,16 @@ def test_the_streamed_read_builds_common_entries_as_it_goes() -> None:
     assert d["shards"][1] == make_index().shards[1]
     assert _streamed("[1]") is None and _streamed("{") is None
     assert all(type(e) is ShardInfo for e in _streamed(_COMMON)["shards"])
+
+
+@pytest.mark.parametrize("chunk, longest", [(1, 1), (3, 500), (64, 4096)])
+def test_a_file_is_read_in_chunks_without_falling_back(chunk: int, longest: int, monkeypatch) -> None:
+    monkeypatch.setattr(jsonscan, "CHUNK", chunk)
+    monkeypatch.setattr(index_module, "_LONGEST_ENTRY", longest)
+    for text in (_SPACED, _COMMON, _COMMON.replace("\n", "")):
+        reads: list[int] = []
+        first, more = jsonscan.chunks(io.BytesIO(text.encode("utf-16")))  # a multi-byte encoding, cut anywhere
+        d = _streamed(first, lambda n: reads.append(n) or more(n))
+        assert d is not None and len(reads) > 2
+        assert Index.from_dict(d) == Index.from_json(text)
+        assert type(d["shards"][-1]) is ShardInfo

@@ -158,7 +158,10 @@ def test_auto_picks_workers_from_the_codec_cost_and_the_cores(vae_ds: Path, jpeg
                         options={"crop": 24})
     cores = auto.cores()
     assert (light.num_workers, light.worker_type) == auto.resolve(light.dataset, "auto", "auto")
-    assert light.num_workers == (1 if cores > 1 else 0) and heavy.num_workers == (cores if cores > 1 else 0)
+    assert light.num_workers == (min(cores, 2) if cores > 1 else 0) and heavy.num_workers == (cores if cores > 1 else 0)
+    monkeypatch.setattr(auto, "cores", lambda: 16)
+    assert auto.resolve(light.dataset, "auto", "auto") == (2, "process")
+    assert auto.resolve(heavy.dataset, "auto", "auto") == (16, "process")
     monkeypatch.setattr(auto, "cores", lambda: 1)
     assert auto.resolve(heavy.dataset, "auto", "auto")[0] == 0
     with pytest.raises(ValueError, match="num_workers"):

@@ -27,22 +27,25 @@ def input_bytes(x: Batch) -> int:
 
 def loader_rate(loader: Any, passes: int = 1) -> tuple[float, tuple[Batch, torch.Tensor]]:
     """(median steady-state samples/s over ``passes`` epochs of ``loader``, its first batch ``(x, labels)``):
-    one warm-up batch, then whole passes, augmentation as configured and no model. Each pass is timed from its
-    first batch to its last and counts the samples after the first (a pass of one batch: whole), so that the start of an epoch (the
-    workers' first batch; long beside the few batches of the demo's small epochs) is left out, as it is from
-    ``benchmarks.run``'s epochs of about a second."""
+    one warm-up batch, then whole passes, augmentation as configured and no model. Each pass is timed from the
+    batch after those its workers had built ahead (1 + workers x prefetch_factor batches) to its last, so that
+    neither the start of an epoch nor the batches waiting when it starts (both large beside the 20-30 batches
+    of the demo's small epochs) count, as they hardly do in ``benchmarks.run``'s epochs of about a second; a
+    pass shorter than that is timed whole."""
     first = next(iter(loader))
+    # batches the workers have built ahead when a pass's first batch arrives: not the rate of building them
+    ahead = 1 + (getattr(loader, "num_workers", 0) or 0) * (getattr(loader, "prefetch_factor", 0) or 0)
     rates = []
     for _ in range(passes):
-        start, t0, n, total = time.perf_counter(), None, 0, 0
+        start, t0, n, total, i = time.perf_counter(), None, 0, 0, 0
         for _, y in loader:
-            total += len(y)
-            if t0 is None:
+            total, i = total + len(y), i + 1
+            if i == ahead:
                 t0 = time.perf_counter()
-            else:
+            elif i > ahead:
                 n += len(y)
         end = time.perf_counter()
-        rates.append(n / (end - t0) if n else total / (end - start))  # a pass of one batch: the whole pass
+        rates.append(n / (end - t0) if n else total / (end - start))  # a short pass: the whole pass
     return statistics.median(rates), first
 
 

@@ -25,28 +25,28 @@ def input_bytes(x: Batch) -> int:
     return sum(t.numel() * t.element_size() for t in tensors(x))
 
 
-def loader_rate(loader: Any, passes: int = 1) -> tuple[float, tuple[Batch, torch.Tensor]]:
-    """(median steady-state samples/s over ``passes`` epochs of ``loader``, its first batch ``(x, labels)``):
-    one warm-up batch, then whole passes, augmentation as configured and no model. Each pass is timed from the
-    batch after those its workers had built ahead (1 + workers x prefetch_factor batches) to its last, so that
-    neither the start of an epoch nor the batches waiting when it starts (both large beside the 20-30 batches
-    of the demo's small epochs) count, as they hardly do in ``benchmarks.run``'s epochs of about a second; a
-    pass shorter than that is timed whole."""
+def loader_rate(loader: Any, passes: int = 1, seconds: float = 1.0) -> tuple[float, tuple[Batch, torch.Tensor]]:
+    """(median samples/s over ``passes`` measurements of ``loader``, its first batch ``(x, labels)``): one
+    warm-up batch, then per measurement whole epochs, back to back, until ``seconds`` have passed, augmentation
+    as configured and no model. A measurement is timed from its first batch (the batches the workers built
+    ahead while the clock was stopped are the only ones not built at the measured rate: a few, beside a
+    second's worth), so that the demo's small epochs (20-30 batches) are measured over about a second, as
+    ``benchmarks.run`` measures epochs of about a second; epoch starts on the persistent workers count."""
     first = next(iter(loader))
-    # batches the workers have built ahead when a pass's first batch arrives: not the rate of building them
-    ahead = 1 + (getattr(loader, "num_workers", 0) or 0) * (getattr(loader, "prefetch_factor", 0) or 0)
     rates = []
     for _ in range(passes):
-        start, t0, n, total, i = time.perf_counter(), None, 0, 0, 0
-        for _, y in loader:
-            total, i = total + len(y), i + 1
-            if i == ahead:
-                t0 = time.perf_counter()
-            elif i > ahead:
-                n += len(y)
-        end = time.perf_counter()
-        rates.append(n / (end - t0) if n else total / (end - start))  # a short pass: the whole pass
-    return statistics.median(rates), first
+        t0, n = None, 0
+        while t0 is None or time.perf_counter() - t0 < seconds:
+            for _, y in loader:
+                if t0 is None:
+                    t0 = time.perf_counter()
+                else:
+                    n += len(y)
+            if t0 is None:  # an empty epoch
+                break
+        if t0 is not None and n:
+            rates.append(n / (time.perf_counter() - t0))
+    return (statistics.median(rates) if rates else float("nan")), first
 
 
 def count_params(model: nn.Module) -> int:

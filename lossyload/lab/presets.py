@@ -57,7 +57,8 @@ PRESETS = {
         epochs={"speech": 20, "images": 20}, patience=2, lr_drops=1, passes=3, vae_fit={"seconds": 60.0}),
     "full": Preset(
         name="full", about="the seeds' trade-offs with error bars: every row and ablation on the whole bundled "
-        "sets, small CNNs and the BNN, 3 seeds for the rows behind a target (1 h 20 min on 2 CPU cores)",
+        "sets, small CNNs and the BNN, 3 seeds for the rows behind a target (5 h 42 min of one-core time: about "
+        "3 h on 2 CPU cores with its experiments and seeds side by side, --threads 1 each; docs/results.md)",
         rows=NAMES, sizes=Sizes(full=160, small=64, resolution=512, resize=192), seeds=3),
     "mobilenet": Preset(
         name="mobilenet", about="the seed deck's image models: MobileNetV2 at 224 px on pixels, resampled pixels, "

@@ -183,7 +183,7 @@ class Index:
         # ValueError: JSONDecodeError, UnicodeDecodeError, an integer past the int/str digit limit; RecursionError:
         # arrays or objects nested deeper than the interpreter's recursion limit
         try:
-            text = index_text(text)
+            text = jsonscan.text(text)
             d = _streamed(text)
             if d is None:  # not the shape of an index, or not JSON: the plain parse says where and why
                 d = json.loads(text, parse_constant=_no_constant)
@@ -191,14 +191,6 @@ class Index:
             raise IndexFormatError(f"{where}: not valid JSON ({exc})") from exc
         del text  # the decoded text (as large as the index) is not kept through the checks
         return cls.from_dict(d, where=where, consume=True)
-
-
-def index_text(data: str | bytes) -> str:
-    """The text of an index file, decoded as ``json.loads`` decodes bytes (UTF-8, -16 or -32; a UTF-8 BOM).
-    ValueError where ``data`` is not text in that encoding."""
-    if isinstance(data, (bytes, bytearray)):
-        return data.decode(json.detect_encoding(data), "surrogatepass")
-    return data
 
 
 def _no_constant(name: str) -> Any:
@@ -230,10 +222,16 @@ def _quick(d: Any) -> ShardInfo | None:
         return None
     url, samples, nbytes, sha = d.get("url"), d.get("samples"), d.get("bytes"), d.get("sha256")
     if (type(url) is str and type(samples) is int and type(nbytes) is int and type(sha) is str
-            and 1 <= samples <= nbytes // TAR_HEADER and nbytes <= MAX_BYTES
+            and _counts_fit(samples, nbytes)
             and d.get("transcoded", _NONE_TRANSCODED) == {} and _PLAIN_URL.fullmatch(url) and _SHA256.fullmatch(sha)):
         return ShardInfo(url=url, samples=samples, bytes=nbytes, sha256=sha, transcoded=_NONE_TRANSCODED)
     return None
+
+
+def _counts_fit(samples: int, nbytes: int) -> bool:
+    """The count test of both fast paths (:func:`_quick`, :func:`_entry_match`): at least one sample, no more
+    than the bytes can frame, bytes in range."""
+    return 1 <= samples <= nbytes // TAR_HEADER and nbytes <= MAX_BYTES
 
 
 def _shard_infos(entries: list[Any], where: str, consume: bool) -> list[ShardInfo]:
@@ -260,7 +258,7 @@ _LONGEST_ENTRY = 4096  # characters: a longer common entry is parsed as JSON ins
 
 def _entry_match(m: re.Match[str]) -> ShardInfo | None:
     samples, nbytes = int(m[2]), int(m[3])
-    if 1 <= samples <= nbytes // TAR_HEADER and nbytes <= MAX_BYTES:
+    if _counts_fit(samples, nbytes):  # the URL and sha256 were matched by the pattern (_PLAIN_URL, 64 hex digits)
         return ShardInfo(url=m[1], samples=samples, bytes=nbytes, sha256=m[4], transcoded=_NONE_TRANSCODED)
     return None
 

@@ -133,6 +133,14 @@ def scan_object(text: str, more: Callable[[int], str] | None, *, decoder: json.J
     return out
 
 
+def text(data: str | bytes) -> str:
+    """``data`` as JSON text, bytes decoded as ``json.loads`` decodes them (UTF-8, -16 or -32 by the first bytes;
+    a UTF-8 BOM dropped): :func:`chunks` for a whole text at once. ValueError on bytes that are not text."""
+    if isinstance(data, (bytes, bytearray)):
+        return data.decode(json.detect_encoding(data), "surrogatepass")
+    return data
+
+
 def chunks(f: IO[bytes]) -> tuple[str, Callable[[int], str]]:
     """A binary file as JSON text in chunks: ``(first chunk, more)``, decoded as ``json.loads`` decodes bytes
     (UTF-8, -16 or -32 by the first bytes; a UTF-8 BOM dropped). ``more`` raises ValueError on bytes that are

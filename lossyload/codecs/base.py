@@ -129,6 +129,27 @@ class Codec:
         """Outputs ``{name: tensor[B, ...]}`` of a wire-form batch of tensors, on their device."""
         return wire
 
+    def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """:meth:`finish` with numpy, for a batch in host memory: the host path's own operations (equal
+        values), without torch's per-operation cost on a CPU. ``None``: not defined (``finish`` runs)."""
+        return None
+
+    def finishes_arrays(self) -> bool:
+        """Whether :meth:`finish_arrays` is defined: then process workers hand the training process the wire
+        form, which it finishes in one numpy pass (``docs/batch-path.md``)."""
+        return type(self).finish_arrays is not Codec.finish_arrays
+
+    def finished(self, wire: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`finish` of a wire-form batch of tensors, by :meth:`finish_arrays` when they are in host
+        memory and it is defined."""
+        if self.finishes_arrays() and all(t.device.type == "cpu" for t in wire.values()):
+            import torch
+
+            out = self.finish_arrays({k: t.numpy() for k, t in wire.items()})
+            if out is not None:
+                return {k: torch.from_numpy(v) for k, v in out.items()}
+        return self.finish(wire)
+
     def output_spec(self) -> dict[str, TensorSpec]:
         raise NotImplementedError
 

@@ -183,6 +183,10 @@ class Encodec(Codec):
     def wire_batch(self, codes: np.ndarray) -> dict[str, np.ndarray]:
         return {"codes": codes.astype(np.int16)}
 
+    def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`finalize_batch` of the codes: the host path's lookup and sum."""
+        return self.finalize_batch(wire["codes"])
+
     def finish(self, wire: dict) -> dict:
         """:meth:`finalize_batch`'s lookup and sum with torch operations on the codes' device (float32 sums:
         equal to the host path within rounding)."""

@@ -113,6 +113,15 @@ class Rgb(Codec):
         mean, inv = (t.to(x.device) for t in self._norm)
         return {"rgb": (x.float() - mean) * inv}
 
+    def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`finalize`'s normalization with numpy: the same float32 operations."""
+        self._normalizer()
+        mean, inv = (t.numpy() for t in self._norm)
+        x = wire["rgb"].astype(np.float32)
+        x -= mean
+        x *= inv
+        return {"rgb": x}
+
     def _normalizer(self) -> None:
         if self._norm is None:
             import torch

@@ -336,6 +336,14 @@ class Vae(Codec):
         x += b
         return {"latent": x.to(getattr(torch, self.options.dtype))}
 
+    def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`decode_many`'s dequantization of plane 0, on the host: the same float32 operations."""
+        q = wire["latent"]
+        a, b = (v[0, 0] for v in self._layout()[2])  # plane 0: [C, 1, 1]
+        x = np.multiply(q, a[None], out=np.empty(q.shape, np.float32))
+        x += b[None]
+        return {"latent": x.astype(self.options.dtype, copy=False)}
+
     def output_spec(self) -> dict[str, TensorSpec]:
         c = self.config
         g = self.options.crop or c.grid

@@ -255,6 +255,10 @@ class Vq(Codec):
         table = self._device_table(codes.device)
         return {"vectors": table[:, (codes.to(torch.int64) + 1)].transpose(0, 1).contiguous()}
 
+    def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`finalize_batch` of the code grid (int16: ``codes + 1`` must not wrap)."""
+        return self.finalize_batch(wire["codes"].astype(np.int16))
+
     def _device_table(self, device):
         import torch
 

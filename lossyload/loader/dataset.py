@@ -159,13 +159,14 @@ class LossyDataset(IterableDataset):
         world = self._world()
         if self.handover is not None and get_worker_info() is not None:  # a persistent worker: this pass's state
             self.epoch, self.resume = self.handover.read()
+            return self.handover.grouped(world.worker, self.reported(world))  # packed, in groups
         return self.iter_worker(world)
 
     def output(self, xs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[Any, Any]:
         """``(x, labels)`` as the caller gets them from a batch's outputs (the codec's ``finish`` applied to a
         wire-form batch): one tensor when the codec has one output, else the dict; one sample unbatched."""
         if self.wire_form():
-            xs = self.codec.finish(xs)
+            xs = self.codec.finished(xs)
         x = next(iter(xs.values())) if len(xs) == 1 else xs
         return _unbatch((x, labels)) if not self.batch_size else (x, labels)
 
@@ -174,7 +175,19 @@ class LossyDataset(IterableDataset):
         return self.wire and len(self.sources) == 1 and self.codec.wire_form(self.transforms)  # mixtures: not yet
 
     def iter_worker(self, world: plan.World) -> Iterator[Any]:
-        """The batches (or samples) of loader worker ``world.worker`` of ``world.num_workers``."""
+        """The batches (or samples) of loader worker ``world.worker`` of ``world.num_workers``: ``(x, labels)``,
+        or with :attr:`report` ``(outputs, labels, report)`` (``(None, None, report)`` when its share ran out
+        before a batch)."""
+        for built, report in self.reported(world):
+            if not self.report:
+                if built is not None:
+                    yield self.output(*_tensors(built))
+            else:
+                yield (None, None, report) if built is None else (*_tensors(built), report)
+
+    def reported(self, world: plan.World) -> Iterator[tuple[Built | None, dict | None]]:
+        """``(finished batch or None, report)`` of each batch of worker ``world.worker``; the report (what
+        happened since the previous batch, for the loader in the main process) only with :attr:`report`."""
         bs = self.batch_size or 1
         fresh = self.pending is None
         segment = self.segment(world.world_size, world.num_workers)
@@ -196,17 +209,14 @@ class LossyDataset(IterableDataset):
                                                                        world.worker, seg))
         first_batch, consumed = self.resume.get(world.worker, (0, 0))
         seen = padded = 0
-        handover = self.handover if get_worker_info() is not None else None
         final = -(-len(positions) // bs) - 1
         for k, built, pulled, met, last in self._batches(stream, world, first_batch, consumed, len(positions), bs,
                                                          policy):
             if last or k == final:  # end the last shard's read now, so its bytes are in this batch's traffic
                 raw.close()
             if not self.report:
-                if built is not None:
-                    yield self.output(*_tensors(built))
+                yield built, None
                 continue
-            # what happened since the previous batch, for the loader in the main process
             keys = [] if built is None else built.keys if self.batch_size else built.keys[0]
             by_source = [t.take() for t in self.source_traffic]
             total = Traffic()
@@ -216,10 +226,7 @@ class LossyDataset(IterableDataset):
                       "skipped": [str(s) for s in policy.skipped[seen:met]], "padded": self.padded - padded,
                       "traffic": total.take(), "source_traffic": by_source, "last": last}
             seen, padded = met, self.padded
-            if built is None:  # this worker's share ran out before batch k (skips, one process)
-                yield None, None, report
-            else:
-                yield handover.pack(world.worker, built, report) if handover else (*_tensors(built), report)
+            yield built, report  # built None: this worker's share ran out before batch k (skips, one process)
 
     def _raw(self, positions: Any, policy: ErrorPolicy, span: tuple[int, int] | None = None) -> Iterator[RawSample]:
         """The raw samples at ``positions`` of the epoch's global order, in that order (each source's shards

@@ -6,17 +6,23 @@ stream samples a resumed epoch has already delivered - is written by the main pr
 shared-memory table before each pass (:meth:`Handover.publish`); a worker reads it when its pass starts
 (:meth:`Handover.read`).
 
-A batch crosses the process boundary without new shared memory per batch: each worker owns ``slots``
-preallocated shared-memory buffers (made on its first batch, sized to it, sent to the main process once) and
-writes each finished batch's arrays into the next slot; the item put on torch's queue carries only the slot
-number, the arrays' layout and the batch's report. The main process copies the arrays out of the slot at once
-(:meth:`Handover.unpack`, into pinned memory when asked) and marks the slot taken in another shared table,
-so the worker reuses a slot only after its previous batch was copied. A slot not yet taken (which torch's
-bounded prefetching makes rare) is never waited for: that batch is sent inline as plain arrays instead.
+Batches cross in groups (:meth:`Handover.grouped`): every item put on torch's queue costs the worker about
+0.4 ms of CPU (the queue's feeder thread, pickling, the index it waits for), as much as building a few
+hundred small samples, so a worker sends what it built in about ``GROUP_SECONDS`` as one item (at most
+``GROUP_BATCHES`` batches and about ``GROUP_BYTES``; a pass's first batch alone, so it arrives at once).
+
+A group crosses without new shared memory: each worker owns ``slots`` preallocated shared-memory buffers
+(made as needed, sent to the main process once) and writes a group's arrays into its lowest free slot; the
+item put on torch's queue carries only the slot number, the arrays' layout and the batches' reports. The main
+process copies the arrays out (:meth:`Handover.unpack`, into pinned memory when asked) and marks the slot
+taken in another shared table, so the worker reuses a slot only after its previous group was copied. A slot
+not yet taken is never waited for: with none free, the group is sent inline as plain arrays.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,17 +30,20 @@ import torch
 
 from .batch import Built
 
-ALIGN = 64  # bytes: each array of a batch starts at a multiple of this in its slot
-
-
+ALIGN = 64  # bytes: each array of a group starts at a multiple of this in its slot
 MODES = ("slots", "inline", "tensors")
+GROUP_SECONDS = 0.01  # a worker sends the batches it built in about this long as one item
+GROUP_BATCHES = 16  # and at most this many
+GROUP_BYTES = 2 << 20  # or about this many bytes of arrays (a group is closed by the batch that reaches it)
+
+Batch = tuple[Any, Any, dict]  # (outputs or None, labels or None, report): None when the worker's share ran out
 
 
 class Handover:
     """The shared tables of ``workers`` persistent worker processes: pass state, slot registrations and
-    taken marks. Made in the main process before the workers start (they inherit it).
+    taken marks, ``slots`` per worker. Made in the main process before the workers start (they inherit it).
 
-    ``mode``: how batches cross. ``"slots"`` (the default): the ring above. ``"inline"``: every batch's arrays
+    ``mode``: how groups cross. ``"slots"`` (the default): the ring above. ``"inline"``: every group's arrays
     pickled through torch's queue. ``"tensors"``: every batch as new shared-memory tensors, torch's own way
     (what a plain ``DataLoader`` does). The last two are kept for ``benchmarks.handover``, which measured them
     (``docs/batch-path.md``)."""
@@ -45,7 +54,7 @@ class Handover:
         self.workers, self.slots, self.mode = workers, slots, mode
         # [epoch, then per worker: batches delivered, stream samples consumed]
         self.state = torch.zeros(1 + 2 * workers, dtype=torch.int64).share_memory_()
-        # per (worker, slot): the number of the last batch the main process copied out, and the version of the
+        # per (worker, slot): the number of the last group the main process copied out, and the version of the
         # slot buffer it holds
         self.taken = torch.full((workers, slots), -1, dtype=torch.int64).share_memory_()
         self.registered = torch.zeros((workers, slots), dtype=torch.int64).share_memory_()
@@ -71,48 +80,76 @@ class Handover:
         resume = {w: (s[1 + 2 * w], s[2 + 2 * w]) for w in range(self.workers) if s[1 + 2 * w]}
         return s[0], resume
 
-    # -- a batch: packed by the worker, unpacked by the main process --------------------------------------
-    def pack(self, worker: int, built: Built, report: dict[str, Any]) -> tuple:
-        arrays = [(k, np.ascontiguousarray(v)) for k, v in built.xs.items()] + [("", built.labels)]
-        offsets, size = [], 0
-        for _, a in arrays:
-            offsets.append(size)
-            size += -(-a.nbytes // ALIGN) * ALIGN
-        taken, registered = self._views()
-        n, self._count = self._count, self._count + 1
-        s = n % self.slots
+    # -- a group: packed by the worker, unpacked by the main process ---------------------------------------
+    def grouped(self, worker: int, batches: Iterable[tuple[Built | None, dict]]) -> Iterator[tuple]:
+        """Worker ``worker``'s ``(batch or None, report)`` pairs packed in groups: the first alone, then what
+        was built in about ``GROUP_SECONDS`` (at most ``GROUP_BATCHES`` batches, about ``GROUP_BYTES``)."""
+        group: list[tuple[Built | None, dict]] = []
+        start, first, size = time.perf_counter(), True, 0
+        for built, report in batches:
+            group.append((built, report))
+            size += 0 if built is None else sum(v.nbytes for v in built.xs.values()) + built.labels.nbytes
+            if (first or len(group) >= GROUP_BATCHES or size >= GROUP_BYTES
+                    or time.perf_counter() - start >= GROUP_SECONDS):
+                yield self.pack(worker, group)
+                group, first, size = [], False, 0
+                start = time.perf_counter()
+        if group:
+            yield self.pack(worker, group)
+
+    def pack(self, worker: int, group: list[tuple[Built | None, dict]]) -> tuple:
+        """One item of a group of ``(batch or None, report)`` pairs."""
         if self.mode == "tensors":
-            return ("tensors", {k: torch.from_numpy(a) for k, a in arrays[:-1]}, torch.from_numpy(built.labels),
-                    report)
-        prev = self._written[s]
-        if self.mode == "inline" or prev is not None and taken[worker, s] != prev:  # last batch not copied yet
-            return ("inline", dict(arrays[:-1]), arrays[-1][1], report)
+            return ("tensors", [(None, None, r) if b is None else
+                                ({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.xs.items()},
+                                 torch.from_numpy(b.labels), r) for b, r in group])
+        arrays = [None if b is None else
+                  [(k, np.ascontiguousarray(v)) for k, v in b.xs.items()] + [("", b.labels)] for b, _ in group]
+        reports = [r for _, r in group]
+        s = None if self.mode == "inline" else self._free(worker)
+        if s is None:  # no slot whose last group was copied out
+            return ("inline", [(None, None, r) if a is None else (dict(a[:-1]), a[-1][1], r)
+                               for a, r in zip(arrays, reports)])
+        size, layouts = 0, []
+        for batch in arrays:
+            layout = None if batch is None else []
+            for name, a in batch or ():
+                layout.append((name, a.dtype.str, a.shape, size))  # type: ignore[union-attr]
+                size += -(-a.nbytes // ALIGN) * ALIGN
+            layouts.append(layout)
         ring = self._ring[s]
-        if ring is None or ring.numel() < size:
-            ring = self._ring[s] = torch.empty(size, dtype=torch.uint8).share_memory_()
+        if ring is None or ring.numel() < size:  # room for a group like this one and the next, a little larger
+            ring = self._ring[s] = torch.empty(max(size, min(2 * size, GROUP_BYTES)), dtype=torch.uint8)
+            ring.share_memory_()
             self._version[s] += 1
         buf = ring.numpy()
-        layout = []
-        for (name, a), off in zip(arrays, offsets):
-            buf[off : off + a.nbytes] = a.reshape(-1).view(np.uint8)
-            layout.append((name, a.dtype.str, a.shape, off))
+        for batch, layout in zip(arrays, layouts):
+            for (_, a), (_, _, _, off) in zip(batch or (), layout or ()):
+                buf[off : off + a.nbytes] = a.reshape(-1).view(np.uint8)
+        n, self._count = self._count, self._count + 1
         self._written[s] = n
-        send = ring if registered[worker, s] != self._version[s] else None
-        return ("slot", worker, s, n, self._version[s], send, layout, report)
+        send = ring if self._views()[1][worker, s] != self._version[s] else None
+        return ("slot", worker, s, n, self._version[s], send, layouts, reports)
 
-    def unpack(self, item: tuple, pin: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
-        """``(outputs, labels, report)`` of a packed batch, copied out of its slot (into pinned memory with
-        ``pin``); the slot is then marked taken."""
-        if item[0] is None:  # no batch: the worker's share ran out (its report says so)
-            return item
+    def _free(self, worker: int) -> int | None:
+        """The lowest slot free to write: never written this pass, or its last group copied out."""
+        taken = self._views()[0]
+        for s, prev in enumerate(self._written):
+            if prev is None or taken[worker, s] == prev:
+                return s
+        return None
+
+    def unpack(self, item: tuple, pin: bool = False) -> list[Batch]:
+        """The ``(outputs, labels, report)`` of each batch of a packed group, copied out of its slot (into
+        pinned memory with ``pin``); the slot is then marked taken."""
         if item[0] == "inline":
-            _, xs, labels, report = item
-            out = {k: _tensor(v, pin) for k, v in xs.items()}
-            return out, _tensor(labels, pin), report
+            return [(None, None, r) if xs is None else ({k: _tensor(v, pin) for k, v in xs.items()},
+                                                        _tensor(labels, pin), r) for xs, labels, r in item[1]]
         if item[0] == "tensors":
-            _, xs, labels, report = item
-            return ({k: v.pin_memory() for k, v in xs.items()}, labels.pin_memory(), report) if pin else item[1:]
-        _, w, s, n, version, sent, layout, report = item
+            return item[1] if not pin else [(None, None, r) if xs is None else
+                                            ({k: v.pin_memory() for k, v in xs.items()}, labels.pin_memory(), r)
+                                            for xs, labels, r in item[1]]
+        _, w, s, n, version, sent, layouts, reports = item
         taken, registered = self._views()
         if sent is not None:
             self._held[(w, s)] = (version, sent.numpy())
@@ -120,19 +157,31 @@ class Handover:
         held_version, buf = self._held[(w, s)]
         if held_version != version:
             raise RuntimeError(f"loader worker {w}: slot {s} version {version} was never received")
-        out = {}
-        for name, dtype, shape, off in layout:
-            dt = np.dtype(dtype)
-            count = int(np.prod(shape, dtype=np.int64))
-            out[name] = _tensor(buf[off : off + count * dt.itemsize].view(dt).reshape(shape), pin)
+        out: list[Batch] = []
+        for layout, report in zip(layouts, reports):
+            if layout is None:
+                out.append((None, None, report))
+                continue
+            xs = {}
+            for name, dtype, shape, off in layout:
+                dt = np.dtype(dtype)
+                count = int(np.prod(shape, dtype=np.int64))
+                xs[name] = _tensor(buf[off : off + count * dt.itemsize].view(dt).reshape(shape), pin)
+            labels = xs.pop("")
+            out.append((xs, labels, report))
         taken[w, s] = n
-        labels = out.pop("")
-        return out, labels, report
+        return out
 
     def _views(self) -> tuple[np.ndarray, np.ndarray]:
         if self._tables is None:
             self._tables = (self.taken.numpy(), self.registered.numpy())
         return self._tables
+
+
+def slots_for(prefetch_factor: int) -> int:
+    """Slots per worker that leave none of its groups inline: torch holds up to ``prefetch_factor`` items
+    of a worker, the main process copies one out, the worker fills one."""
+    return prefetch_factor + 2
 
 
 def _tensor(a: np.ndarray, pin: bool) -> torch.Tensor:

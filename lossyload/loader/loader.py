@@ -19,7 +19,7 @@ from ..errors import LossyloadError, ShardError, WorkerError
 from . import auto, plan
 from .order import Segment, pending
 from .dataset import LossyDataset
-from .handover import Handover
+from .handover import Handover, slots_for
 from .threads import thread_batches
 from .watch import watching
 
@@ -63,7 +63,10 @@ class LossyLoader:
         # ``device``: batches move there as the codec's stored integers (pinned, non-blocking) and ``finish``
         # runs there. Without one, workers finish their batches (the training process has its own work)
         self.device = torch.device(device) if device is not None else None
-        self.dataset.wire = self.device is not None
+        # process workers hand over the codec's wire form when this process can finish it in one numpy pass:
+        # fewer bytes cross, and the work divides between the two processes (docs/batch-path.md)
+        self.dataset.wire = self.device is not None or (num_workers > 0 and worker_type == "process"
+                                                        and dataset.codec.finishes_arrays())
         self.pin_memory = pin_memory or (self.device is not None and self.device.type == "cuda")
         self.prefetch_factor = (prefetch_factor or auto.prefetch(dataset)) if num_workers else None
         self._dl: DataLoader | None = None  # the persistent process workers, started by the first pass
@@ -262,13 +265,14 @@ class LossyLoader:
         if self._dl is not None and self._dl_segments != ds.segments:
             self.close()
         if self._dl is None:
-            self._handover = ds.handover = Handover(self.num_workers, self.prefetch_factor + 2, self.handover_mode)
+            self._handover = ds.handover = Handover(self.num_workers, slots_for(self.prefetch_factor),
+                                                    self.handover_mode)
             self._dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=True,
                                   prefetch_factor=self.prefetch_factor, collate_fn=_as_is)
             self._dl_segments = list(ds.segments)
         self._handover.publish(self.epoch, ds.resume)
         for item in _guarded(self._dl, self):
-            yield self._handover.unpack(item, self.pin_memory)
+            yield from self._handover.unpack(item, self.pin_memory)
 
     def close(self) -> None:
         """Stop the worker processes now and release their slots (both happen anyway when the loader is

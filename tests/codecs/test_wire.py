@@ -1,7 +1,8 @@
 """The wire form equals the host path for every registered codec: the stored integers of a batch
 (``stored_many`` / ``stored``), augmented, made into ``wire_batch`` / ``wire``, then ``finish`` with torch, give
 the arrays of ``decode_many`` + the same augmentations + ``finalize_batch`` (bit for bit; the EnCodec latent's
-float sums within rounding); and the wire form is never wider than the outputs."""
+float sums within rounding); so does ``finish_arrays``, the numpy finish the training process runs on the wire
+form process workers hand it; and the wire form is never wider than the outputs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")]
 
 
-def finished(codec, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+WAYS = ["torch", "arrays"]  # finish (any device) / finish_arrays (host memory, numpy)
+
+
+def finished(codec, wire: dict[str, np.ndarray], way: str = "torch") -> dict[str, np.ndarray]:
+    if way == "arrays":
+        if not codec.finishes_arrays():
+            pytest.skip(f"{codec.name}: no numpy finish")
+        return codec.finish_arrays({k: v.copy() for k, v in wire.items()})
     return {k: v.numpy() for k, v in codec.finish({k: torch.from_numpy(v) for k, v in wire.items()}).items()}
 
 
@@ -32,9 +40,11 @@ def check(got: dict[str, np.ndarray], want: dict[str, np.ndarray], exact: bool) 
             np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("name, config, options", CASES)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_wire_batch_then_finish_is_the_host_batch(name: str, config: dict, options: dict, train: bool) -> None:
+def test_wire_batch_then_finish_is_the_host_batch(name: str, config: dict, options: dict, train: bool,
+                                                  way: str) -> None:
     codec = make(name, config, options)
     transforms = codec.default_transforms(train)
     if not codec.batch_decoding() or not codec.wire_form(transforms):
@@ -45,12 +55,13 @@ def test_wire_batch_then_finish_is_the_host_batch(name: str, config: dict, optio
         p = t.params(host, np.random.default_rng(3))
         host, wire = t.apply_batch(host, p), t.apply_batch(wire, p)
     want, sent = codec.finalize_batch(host), codec.wire_batch(wire)
-    check(finished(codec, sent), want, exact=not (name == "encodec" and codec.options.output == "latent"))
+    check(finished(codec, sent, way), want, exact=not (name == "encodec" and codec.options.output == "latent"))
     assert sum(v.nbytes for v in sent.values()) < sum(v.nbytes for v in want.values())
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("name, config, options", CASES)
-def test_wire_of_one_sample_then_finish_is_finalize(name: str, config: dict, options: dict) -> None:
+def test_wire_of_one_sample_then_finish_is_finalize(name: str, config: dict, options: dict, way: str) -> None:
     codec = make(name, config, options)
     transforms = codec.default_transforms(False)
     if not codec.wire_form(transforms):
@@ -63,7 +74,7 @@ def test_wire_of_one_sample_then_finish_is_finalize(name: str, config: dict, opt
         for t in transforms:
             x = t(x, np.random.default_rng(0))
         wire = {k: v[None] for k, v in codec.wire(x).items()}
-        check({k: v[0] for k, v in finished(codec, wire).items()}, want, exact)
+        check({k: v[0] for k, v in finished(codec, wire, way).items()}, want, exact)
 
 
 def test_vae_wire_form_needs_int8_and_transforms_that_only_move_cells() -> None:
@@ -75,10 +86,11 @@ def test_vae_wire_form_needs_int8_and_transforms_that_only_move_cells() -> None:
     assert not make("vae", {"storage": "float16", **VAE, "scale": None, "offset": None}, {}).wire_form([])
 
 
-def test_vae_finish_dequantizes_each_channel_with_its_own_scale() -> None:
+@pytest.mark.parametrize("way", WAYS)
+def test_vae_finish_dequantizes_each_channel_with_its_own_scale(way: str) -> None:
     from .test_contract import VAE
 
     codec = make("vae", {**VAE, "scale": [0.01, 0.02, 0.03, 0.04], "offset": [-0.5, 0.0, 0.25, 1.0]}, {})
     data = payloads(codec, "image")
     want, sent = codec.decode_batch(data), codec.wire_batch(codec.stored_many(data))
-    check(finished(codec, sent), want, exact=True)
+    check(finished(codec, sent, way), want, exact=True)

@@ -17,6 +17,7 @@ import torch
 from lossyload import make_loader
 from lossyload.loader import auto
 from lossyload.loader.batch import Built
+from lossyload.loader import handover
 from lossyload.loader.handover import Handover
 from lossyload.shard.job import ShardJob, run_job
 
@@ -107,6 +108,22 @@ def test_latents_cross_as_int8_to_a_device_and_equal_the_host_path(vae_ds: Path,
     assert a[0][0][1].dtype == torch.float32
 
 
+@pytest.mark.parametrize("case", ["vae", "vq-bits", "rgb", "jpeg-dct"])
+def test_process_workers_hand_over_the_wire_form_which_this_process_finishes(vae_ds: Path, vq_ds: Path,
+                                                                             jpeg_ds: Path, case: str) -> None:
+    url, kw = {"vae": (vae_ds, {}), "vq-bits": (vq_ds, {"options": {"output": "bits"}}),
+               "rgb": (jpeg_ds, {"codec": "rgb", "options": {"crop": 24}}),
+               "jpeg-dct": (jpeg_ds, {"options": {"crop": 16}})}[case]
+    procs = make_loader(str(url), batch_size=BS, num_workers=1, return_keys=True, **kw)
+    threads = make_loader(str(url), batch_size=BS, num_workers=1, worker_type="thread", return_keys=True, **kw)
+    assert procs.dataset.wire_form() == (case != "jpeg-dct")  # int16 coefficients: nothing narrower to send
+    assert not threads.dataset.wire_form()  # threads finish their batches: nothing crosses a process boundary
+    got, want = epochs(procs, 2), epochs(threads, 2)
+    assert all(same(a, b) for a, b in zip(got, want))
+    x, y = got[0][0][1], want[0][0][1]
+    assert all(a.dtype == b.dtype for a, b in zip(*((v.values() if isinstance(v, dict) else [v]) for v in (x, y))))
+
+
 @pytest.mark.parametrize("case", ["vae", "vq-bits", "vq-vectors", "rgb", "jpeg-dct"])
 @pytest.mark.parametrize("workers", [0, 2])
 def test_device_cpu_equals_the_host_path(vae_ds: Path, vq_ds: Path, jpeg_ds: Path, case: str, workers: int) -> None:
@@ -122,34 +139,54 @@ def test_device_cpu_equals_the_host_path(vae_ds: Path, vq_ds: Path, jpeg_ds: Pat
     assert same(batches(host), batches(dev))
 
 
+def built(i: int, n: int = 3) -> Built:
+    return Built({"a": np.full((n, 2), i, np.int8), "b": np.arange(n, dtype=np.float32) + i},
+                 np.arange(n) + i, [f"k{i}"] * n)
+
+
 def test_handover_slots_are_reused_only_once_copied() -> None:
     h = Handover(1, slots=2)
 
-    def built(i: int, n: int = 3) -> Built:
-        return Built({"a": np.full((n, 2), i, np.int8), "b": np.arange(n, dtype=np.float32) + i},
-                     np.arange(n) + i, [f"k{i}"] * n)
-
     def check(item, i: int, n: int = 3) -> None:
-        xs, labels, report = h.unpack(item)
+        [(xs, labels, report)] = h.unpack(item)
         assert xs["a"].dtype == torch.int8 and (xs["a"] == i).all() and xs["a"].shape == (n, 2)
         assert torch.equal(xs["b"], torch.arange(n, dtype=torch.float32) + i) and report == {"n": i}
         assert torch.equal(labels, torch.arange(n) + i)
 
-    first = [h.pack(0, built(i), {"n": i}) for i in range(2)]
+    first = [h.pack(0, [(built(i), {"n": i})]) for i in range(2)]
     assert [p[0] for p in first] == ["slot", "slot"] and all(p[5] is not None for p in first)  # sent once
-    late = h.pack(0, built(2), {"n": 2})
-    assert late[0] == "inline"  # slot 0 still holds batch 0, not copied yet
+    late = h.pack(0, [(built(2), {"n": 2})])
+    assert late[0] == "inline"  # slot 0 still holds group 0, not copied yet
     for i, p in enumerate(first):
         check(p, i)
     check(late, 2)
-    again = h.pack(0, built(3), {"n": 3})  # slot 1 (batch 1 copied): reused, not sent again
-    assert again[0] == "slot" and again[2] == 1 and again[5] is None
+    again = h.pack(0, [(built(3), {"n": 3})])  # the lowest free slot (0, copied): reused, not sent again
+    assert again[0] == "slot" and again[2] == 0 and again[5] is None
+    held = h.pack(0, [(built(4), {"n": 4})])  # slot 1, while slot 0 is not copied yet
+    assert held[0] == "slot" and held[2] == 1 and held[5] is None
     check(again, 3)
-    bigger = h.pack(0, built(4, n=9), {"n": 4})  # slot 0, too small now: a new buffer, sent
-    assert bigger[0] == "slot" and bigger[5] is not None
-    check(bigger, 4, n=9)
+    check(held, 4)
+    bigger = h.pack(0, [(built(5, n=999), {"n": 5})])  # slot 0, too small now: a new buffer, sent
+    assert bigger[0] == "slot" and bigger[2] == 0 and bigger[5] is not None
+    check(bigger, 5, n=999)
     h.read()  # a new pass: every earlier item has left the queue
-    assert h.pack(0, built(5), {"n": 5})[0] == "slot"
+    assert h.pack(0, [(built(6), {"n": 6})])[0] == "slot"
+
+
+@pytest.mark.parametrize("mode", handover.MODES)
+def test_quick_batches_cross_in_groups_the_first_alone(monkeypatch, mode: str) -> None:
+    h = Handover(1, slots=2, mode=mode)
+    monkeypatch.setattr(handover, "GROUP_SECONDS", 60.0)
+    monkeypatch.setattr(handover, "GROUP_BATCHES", 3)
+    pairs = [(built(i), {"n": i}) for i in range(6)] + [(None, {"n": 6})]  # the share ran out before batch 6
+    groups = list(h.grouped(0, iter(pairs)))
+    assert [len(g[6] if g[0] == "slot" else g[1]) for g in groups] == [1, 3, 3]
+    out = [b for g in groups for b in h.unpack(g)]
+    assert [r["n"] for _, _, r in out] == list(range(7)) and out[-1][:2] == (None, None)
+    assert all((xs["a"] == i).all() and torch.equal(ys, torch.arange(3) + i) for i, (xs, ys, _) in enumerate(out[:6]))
+    monkeypatch.setattr(handover, "GROUP_BATCHES", 16)
+    monkeypatch.setattr(handover, "GROUP_BYTES", 20)  # each batch (6 + 12 + 24 bytes) closes its group
+    assert len(list(h.grouped(0, iter(pairs[:3])))) == 3
 
 
 def test_auto_picks_workers_from_the_codec_cost_and_the_cores(vae_ds: Path, jpeg_ds: Path, monkeypatch) -> None:

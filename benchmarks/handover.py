@@ -6,7 +6,9 @@ built once and run for several epochs (as in training), repetitions interleaved.
 Variants, each with 1 process worker against 0 workers: the batch as new shared-memory tensors each time
 (``tensors``: torch's own way, what a plain ``DataLoader`` does), its arrays pickled through the queue
 (``inline``), or written into the worker's preallocated shared-memory slots (``slots``); each with the finished
-outputs crossing (``final``) or the codec's stored integers, finished in the training process (``wire``).
+outputs crossing (``final``) or the codec's stored integers, finished in the training process (``wire``, the
+default for a codec with a numpy finish); batches in groups of about 10 ms of building (the default) or one
+per queue item (``ungrouped``).
 Per variant: samples/s (median, min-max) and CPU microseconds per sample of the training process and of
 the worker (from ``getrusage``; the worker's counted when the loader is closed, its start-up included).
 Data: the shard sets of ``benchmarks.run`` (built there, or here on first use).
@@ -22,28 +24,34 @@ import time
 import torch
 
 from lossyload import make_loader
+from lossyload.loader import handover
 
 from . import common
 from .run import REPS, prepare, repeat
 
-ROWS = ["vae · int8 4x32x32, flip", "vq · bit-planes int8", "jpeg-dct · pre-extracted zstd, 16+2x8",
-        "rgb · libjpeg-turbo"]
-VARIANTS = ["0w", "tensors final", "tensors wire", "inline wire", "slots final", "slots wire"]
+ROWS = ["vae · int8 4x32x32, flip", "vq · bit-planes int8", "encodec 6 kbps · codes int16",
+        "jpeg-dct · pre-extracted zstd, 16+2x8", "rgb · libjpeg-turbo"]
+VARIANTS = ["0w", "tensors final", "tensors wire", "inline wire", "slots final ungrouped", "slots wire ungrouped",
+            "slots final", "slots wire"]
 
 
 def one(url: str, rep, variant: str, batch: int, epochs: int) -> tuple[float, float, float, int]:
     """``(samples/s of the epochs after the first, main CPU s, worker CPU s, samples)`` of one variant."""
     workers = 0 if variant == "0w" else 1
     ld = make_loader(url, batch_size=batch, codec=rep.codec, options=rep.options, seed=0, num_workers=workers)
+    grouping = handover.GROUP_BATCHES
     if workers:
-        mode, form = variant.split()
+        mode, form, *ungrouped = variant.split()
         ld.handover_mode = mode
-        ld.dataset.wire = form == "wire"
+        ld.dataset.wire = form == "wire" and ld.dataset.codec.wire_form(ld.dataset.transforms)
+        if ungrouped:
+            handover.GROUP_BATCHES = 1  # read by the worker, forked on the first pass
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     main0 = time.process_time()
     n = 0
     for _ in ld:  # the first epoch: start-up
         pass
+    handover.GROUP_BATCHES = grouping
     t0 = time.perf_counter()
     for _ in range(epochs - 1):
         for _, y in ld:

@@ -18,7 +18,8 @@ limit** row per shard set reads the same tars without decoding (tar parsing and 
 each loader gets to what the storage delivers. Ratios are against the conventional pipeline of the same
 modality (``rgb`` libjpeg-turbo for images, ``mel`` from WAV for audio) measured in the same setting of the
 same run; the workers table compares each worker setting with 0 workers. An epoch lists each shard set
-several times (``REPEAT``: hard links, a valid shard set), about a second for the fastest loader of the set.
+several times (``REPEAT``, more for small sets: ``MIN_SAMPLES``; hard links, a valid shard set), a good part of a
+second for the fastest loaders of the set.
 Repetitions are interleaved across all rows; median (min-max). Each finished pass prints a progress line
 (elapsed, estimated time left); the report states the run's duration.
 
@@ -42,6 +43,7 @@ import fsspec
 import torch
 
 from lossyload.codecs.encodec import choose_weights
+from lossyload.fs import read_index
 
 from . import audio, common, mixture
 from lossyload.bench.chart import bar_chart
@@ -103,14 +105,21 @@ def prepare(out: str, per_class: int, voices: int | None) -> dict[str, str]:
     return urls
 
 
-# How many times an epoch lists each shard set: long enough that an epoch of the fastest loader of the set
-# lasts about a second, so the workers' start-up (paid each epoch) is a small share of every row.
+# How many times an epoch lists each shard set, and the fewest samples an epoch of it holds: long enough that
+# an epoch of the set's fastest loaders lasts a good part of a second whatever --per-class and --voices are,
+# so what a pass pays once per epoch (the workers' start of the pass, the last batches' drain) stays a small
+# share of every row.
 REPEAT = {"jpeg": 4, "coef16": 12, "int8": 40, "mel-wav": 4, "vq": 30, "encodec": 30}
+MIN_SAMPLES = {"coef16": 4000, "int8": 20000, "vq": 15000, "encodec": 25000}
 
 
 def repeat(urls: dict[str, str], scale: float, out: str) -> dict[str, str]:
-    """Each shard set listed ``REPEAT[name] * scale`` times (at least once): what one measured epoch reads."""
-    times = {k: max(1, round(REPEAT[k] * scale)) for k in urls}
+    """Each shard set listed ``REPEAT[name]`` times, or more to hold ``MIN_SAMPLES[name]``, times ``scale``
+    (at least once): what one measured epoch reads."""
+    times = {}
+    for k, url in urls.items():
+        base = read_index(url)[1].samples
+        times[k] = max(1, round(max(REPEAT[k], -(-MIN_SAMPLES.get(k, 0) // max(base, 1))) * scale))
     return {k: repeated(v, times[k], os.path.join(out, "epochs", k)) for k, v in urls.items()}
 
 

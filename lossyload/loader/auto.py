@@ -2,11 +2,10 @@
 cores this process may run on. The rule and the measurements behind it are in ``docs/batch-path.md``.
 
 A codec on the batch path (its batches decoded, augmented and finalized with a few array calls) is light:
-one worker process alone is slower than no worker (0.73-0.94x of 0 workers on 2 quiet cores: the worker,
-busy all the time, spends about 30% more CPU per sample building the same batches than the 0-worker loop
-spends on everything; torch's queue work is under 1% of it); two workers build side by side (1.06-1.62x),
-and more than two add processes for work that two already outrun. A codec on the per-sample path (JPEG to pixels, JPEG to
-coefficients, audio to log-mel) is decode-bound: its decoders run without the GIL, and every core helps.
+two worker processes build side by side and beat one (1.2-1.6x of 0 workers against 0.9-1.1x for one, on
+2 quiet cores), and more than two add processes for work that two already outrun. A codec on the per-sample
+path (JPEG to pixels, JPEG to coefficients, audio to log-mel) is decode-bound: its decoders run without the
+GIL, and every core helps.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ shared-memory table before each pass (:meth:`Handover.publish`); a worker reads 
 Batches cross in groups (:meth:`Handover.grouped`): every item put on torch's queue costs the worker about
 0.4 ms of CPU (the queue's feeder thread, pickling, the index it waits for), as much as building a few
 hundred small samples, so a worker sends what it built in about ``GROUP_SECONDS`` as one item (at most
-``GROUP_BATCHES`` batches and about ``GROUP_BYTES``; a pass's first batch alone, so it arrives at once).
+``GROUP_BATCHES`` batches and about ``GROUP_BYTES``; a pass's first batch alone and its first groups shorter,
+so the pass starts without a wait).
 
 A group crosses without new shared memory: each worker owns ``slots`` preallocated shared-memory buffers
 (made as needed, sent to the main process once) and writes a group's arrays into its lowest free slot; the
@@ -83,16 +84,17 @@ class Handover:
     # -- a group: packed by the worker, unpacked by the main process ---------------------------------------
     def grouped(self, worker: int, batches: Iterable[tuple[Built | None, dict]]) -> Iterator[tuple]:
         """Worker ``worker``'s ``(batch or None, report)`` pairs packed in groups: the first alone, then what
-        was built in about ``GROUP_SECONDS`` (at most ``GROUP_BATCHES`` batches, about ``GROUP_BYTES``)."""
+        was built in 1/8, 1/4, 1/2 of ``GROUP_SECONDS`` and from then on in about ``GROUP_SECONDS`` (at most
+        ``GROUP_BATCHES`` batches, about ``GROUP_BYTES``), so a pass's first batches arrive without a wait."""
         group: list[tuple[Built | None, dict]] = []
-        start, first, size = time.perf_counter(), True, 0
+        start, budget, size = time.perf_counter(), 0.0, 0
         for built, report in batches:
             group.append((built, report))
             size += 0 if built is None else sum(v.nbytes for v in built.xs.values()) + built.labels.nbytes
-            if (first or len(group) >= GROUP_BATCHES or size >= GROUP_BYTES
-                    or time.perf_counter() - start >= GROUP_SECONDS):
+            if len(group) >= GROUP_BATCHES or size >= GROUP_BYTES or time.perf_counter() - start >= budget:
                 yield self.pack(worker, group)
-                group, first, size = [], False, 0
+                group, size = [], 0
+                budget = min(GROUP_SECONDS, max(2 * budget, GROUP_SECONDS / 8))  # the pipeline fills at once
                 start = time.perf_counter()
         if group:
             yield self.pack(worker, group)

@@ -111,3 +111,14 @@ def test_large_index_links_one_shard_under_every_entry(tmp_path: Path) -> None:
     assert row["json_load_s"] > 0 and row["json_load_growth_mb"] >= 0
     text = large_index.table([large_index.aggregate([row])])
     assert "| 25 | 250 |" in text and "flat: within 10%" in text
+
+
+def test_benchmark_epochs_list_small_sets_often_enough_to_hold_their_minimum(base: str, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "REPEAT", {"coef16": 2, "jpeg": 2})
+    monkeypatch.setattr(run, "MIN_SAMPLES", {"coef16": 30})  # 8 samples a listing: 4 listings hold 32
+    urls = run.repeat({"coef16": base, "jpeg": base}, 1.0, str(tmp_path))
+    assert read_index(urls["coef16"])[1].samples == 32 and read_index(urls["jpeg"])[1].samples == 16
+    assert read_index(run.repeat({"coef16": base}, 0.5, str(tmp_path))["coef16"])[1].samples == 16

@@ -61,13 +61,14 @@ class LossyLoader:
                              "drop_last=False to get the partial batch, or a smaller batch_size")
         self.num_workers = num_workers
         # ``device``: batches move there as the codec's stored integers (pinned, non-blocking) and ``finish``
-        # runs there. Without one, workers finish their batches (the training process has its own work)
+        # runs there
         self.device = torch.device(device) if device is not None else None
         # process workers hand over the codec's wire form when this process can finish it in one numpy pass:
         # fewer bytes cross, and the work divides between the two processes (docs/batch-path.md)
         self.dataset.wire = self.device is not None or (num_workers > 0 and worker_type == "process"
                                                         and dataset.codec.finishes_arrays())
         self.pin_memory = pin_memory or (self.device is not None and self.device.type == "cuda")
+        self._host_finish = self.device is None and self.dataset.wire_form()  # finished here, then pinned
         self.prefetch_factor = (prefetch_factor or auto.prefetch(dataset)) if num_workers else None
         self._dl: DataLoader | None = None  # the persistent process workers, started by the first pass
         self._dl_segments: list = []  # the epoch segments they were started with (see _from_processes)
@@ -235,6 +236,8 @@ class LossyLoader:
                     xs = {k: v.to(self.device, non_blocking=True) for k, v in xs.items()}
                     y = y.to(self.device, non_blocking=True)
                 x, y = ds.output(xs, y)
+                if self._host_finish and self.pin_memory:
+                    x, y = _pinned(x), (y.pin_memory() if isinstance(y, torch.Tensor) else y)
                 if self._first_labels is not None:
                     self._check_mix(y)
                 yield (x, y, report["keys"]) if self.return_keys else (x, y)
@@ -272,7 +275,7 @@ class LossyLoader:
             self._dl_segments = list(ds.segments)
         self._handover.publish(self.epoch, ds.resume)
         for item in _guarded(self._dl, self):
-            yield from self._handover.unpack(item, self.pin_memory)
+            yield from self._handover.unpack(item, self.pin_memory and not self._host_finish)
 
     def close(self) -> None:
         """Stop the worker processes now and release their slots (both happen anyway when the loader is

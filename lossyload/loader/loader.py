@@ -68,7 +68,6 @@ class LossyLoader:
         self.dataset.wire = self.device is not None or (num_workers > 0 and worker_type == "process"
                                                         and dataset.codec.finishes_arrays())
         self.pin_memory = pin_memory or (self.device is not None and self.device.type == "cuda")
-        self._host_finish = self.device is None and self.dataset.wire_form()  # finished here, then pinned
         self.prefetch_factor = (prefetch_factor or auto.prefetch(dataset)) if num_workers else None
         self._dl: DataLoader | None = None  # the persistent process workers, started by the first pass
         self._dl_segments: list = []  # the epoch segments they were started with (see _from_processes)
@@ -90,6 +89,11 @@ class LossyLoader:
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def _host_finish(self) -> bool:
+        """Whether process workers' batches arrive in the wire form and are finished here (then pinned)."""
+        return self.device is None and self.dataset.wire_form()
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:

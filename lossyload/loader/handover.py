@@ -13,8 +13,10 @@ hundred small samples, so a worker sends what it built in about ``GROUP_SECONDS`
 so the pass starts without a wait).
 
 A group crosses without new shared memory: each worker owns ``slots`` preallocated shared-memory buffers
-(made as needed, sent to the main process once) and writes a group's arrays into its lowest free slot; the
-item put on torch's queue carries only the slot number, the arrays' layout and the batches' reports. The main
+(all made on its first group and sent to the main process with it, so the shared memory and the descriptors a
+loader holds do not grow later; a buffer too small for a group is replaced) and writes a group's arrays into
+its lowest free slot; the item put on torch's queue carries only the slot number, the arrays' layout and the
+batches' reports. The main
 process copies the arrays out (:meth:`Handover.unpack`, into pinned memory when asked) and marks the slot
 taken in another shared table, so the worker reuses a slot only after its previous group was copied. A slot
 not yet taken is never waited for: with none free, the group is sent inline as plain arrays.
@@ -64,6 +66,7 @@ class Handover:
         self._ring: list[torch.Tensor | None] = [None] * slots
         self._version = [0] * slots
         self._written: list[int | None] = [None] * slots
+        self._sent: set[tuple[int, int]] = set()  # (slot, version) sent this pass
         self._count = 0
         # main side
         self._held: dict[tuple[int, int], tuple[int, np.ndarray]] = {}
@@ -78,6 +81,7 @@ class Handover:
         the time a pass's first batch is asked for (torch drains it), so all slots are free again."""
         s = self.state.tolist()
         self._written = [None] * self.slots
+        self._sent = set()  # an earlier pass's items may have been dropped unread: send the buffers again
         resume = {w: (s[1 + 2 * w], s[2 + 2 * w]) for w in range(self.workers) if s[1 + 2 * w]}
         return s[0], resume
 
@@ -119,18 +123,21 @@ class Handover:
                 layout.append((name, a.dtype.str, a.shape, size))  # type: ignore[union-attr]
                 size += -(-a.nbytes // ALIGN) * ALIGN
             layouts.append(layout)
-        ring = self._ring[s]
-        if ring is None or ring.numel() < size:  # room for a group like this one and the next, a little larger
-            ring = self._ring[s] = torch.empty(max(size, min(2 * size, GROUP_BYTES)), dtype=torch.uint8)
-            ring.share_memory_()
-            self._version[s] += 1
-        buf = ring.numpy()
+        room = max(size, min(2 * size, GROUP_BYTES))  # for a group like this one and the next, a little larger
+        for k in range(self.slots) if self._ring[s] is None else (s,):  # the first group makes them all
+            if self._ring[k] is None or self._ring[k].numel() < size:  # type: ignore[union-attr]
+                self._ring[k] = torch.empty(room, dtype=torch.uint8).share_memory_()
+                self._version[k] += 1
+        buf = self._ring[s].numpy()  # type: ignore[union-attr]
         for batch, layout in zip(arrays, layouts):
             for (_, a), (_, _, _, off) in zip(batch or (), layout or ()):
                 buf[off : off + a.nbytes] = a.reshape(-1).view(np.uint8)
         n, self._count = self._count, self._count + 1
         self._written[s] = n
-        send = ring if self._views()[1][worker, s] != self._version[s] else None
+        registered = self._views()[1]
+        send = [(k, v, self._ring[k]) for k, v in enumerate(self._version)
+                if v and registered[worker, k] != v and (k, v) not in self._sent]
+        self._sent.update((k, v) for k, v, _ in send)
         return ("slot", worker, s, n, self._version[s], send, layouts, reports)
 
     def _free(self, worker: int) -> int | None:
@@ -153,9 +160,9 @@ class Handover:
                                             for xs, labels, r in item[1]]
         _, w, s, n, version, sent, layouts, reports = item
         taken, registered = self._views()
-        if sent is not None:
-            self._held[(w, s)] = (version, sent.numpy())
-            registered[w, s] = version
+        for k, v, ring in sent:  # buffers made or replaced since the last item
+            self._held[(w, k)] = (v, ring.numpy())
+            registered[w, k] = v
         held_version, buf = self._held[(w, s)]
         if held_version != version:
             raise RuntimeError(f"loader worker {w}: slot {s} version {version} was never received")

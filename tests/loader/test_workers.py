@@ -154,23 +154,33 @@ def test_handover_slots_are_reused_only_once_copied() -> None:
         assert torch.equal(labels, torch.arange(n) + i)
 
     first = [h.pack(0, [(built(i), {"n": i})]) for i in range(2)]
-    assert [p[0] for p in first] == ["slot", "slot"] and all(p[5] is not None for p in first)  # sent once
+    assert [p[0] for p in first] == ["slot", "slot"]
+    assert [k for k, _, _ in first[0][5]] == [0, 1] and first[1][5] == []  # every buffer, made and sent at once
     late = h.pack(0, [(built(2), {"n": 2})])
     assert late[0] == "inline"  # slot 0 still holds group 0, not copied yet
     for i, p in enumerate(first):
         check(p, i)
     check(late, 2)
     again = h.pack(0, [(built(3), {"n": 3})])  # the lowest free slot (0, copied): reused, not sent again
-    assert again[0] == "slot" and again[2] == 0 and again[5] is None
+    assert again[0] == "slot" and again[2] == 0 and again[5] == []
     held = h.pack(0, [(built(4), {"n": 4})])  # slot 1, while slot 0 is not copied yet
-    assert held[0] == "slot" and held[2] == 1 and held[5] is None
+    assert held[0] == "slot" and held[2] == 1 and held[5] == []
     check(again, 3)
     check(held, 4)
     bigger = h.pack(0, [(built(5, n=999), {"n": 5})])  # slot 0, too small now: a new buffer, sent
-    assert bigger[0] == "slot" and bigger[2] == 0 and bigger[5] is not None
+    assert bigger[0] == "slot" and bigger[2] == 0 and [(k, v) for k, v, _ in bigger[5]] == [(0, 2)]
     check(bigger, 5, n=999)
-    h.read()  # a new pass: every earlier item has left the queue
-    assert h.pack(0, [(built(6), {"n": 6})])[0] == "slot"
+    dropped = h.pack(0, [(built(6), {"n": 6})])  # slot 0 again: its new buffer was received, not sent again
+    assert dropped[2] == 0 and dropped[5] == []
+    h.read()  # a new pass: every earlier item has left the queue (this one unread)
+    assert h.pack(0, [(built(7), {"n": 7})])[0] == "slot"
+    unread = Handover(1, slots=2)  # a pass whose first item never reached the main process
+    unread.pack(0, [(built(0), {"n": 0})])
+    unread.read()
+    resent = unread.pack(0, [(built(1), {"n": 1})])
+    assert [k for k, _, _ in resent[5]] == [0, 1]  # the buffers go again with the next pass's first item
+    [(xs, _, _)] = unread.unpack(resent)
+    assert (xs["a"] == 1).all()
 
 
 @pytest.mark.parametrize("mode", handover.MODES)

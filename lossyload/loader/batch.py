@@ -4,7 +4,8 @@ generator), finalize it once (``Codec.finalize_batch``). Used when the codec dec
 every transform has a batch form; otherwise the worker decodes sample by sample.
 
 A payload the codec refuses inside a batch is found by decoding that batch's payloads one by one; only it is
-skipped (and counted), and the batch is topped up from the stream.
+skipped (and counted), and the batch is topped up from the stream. :func:`collate` stacks the samples of the
+per-sample path into the same :class:`Built` form.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..augment import has_batch_form, transform_batch
 from ..codecs import Codec
-from ..errors import LossyloadError
+from ..errors import CodecError, LossyloadError
 from .stream import ErrorPolicy, RawSample
 
 
@@ -35,6 +36,17 @@ class Built:
 
     def rows(self, index: np.ndarray) -> Built:
         return Built({k: v[index] for k, v in self.xs.items()}, self.labels[index], [self.keys[i] for i in index])
+
+
+def collate(samples: list) -> Built:
+    """Stack ``(x, label, key)`` samples into one batch."""
+    keys = samples[0][0].keys()
+    try:
+        xs = {k: np.stack([s[0][k] for s in samples]) for k in keys}
+    except ValueError as exc:
+        shapes = sorted({str(tuple(s[0][k].shape)) for s in samples for k in keys})
+        raise CodecError(f"samples of different shapes {shapes} cannot be batched: add a crop transform") from exc
+    return Built(xs, np.array([s[1] for s in samples], np.int64), [s[2] for s in samples])
 
 
 def on_batch_path(codec: Codec, transforms: list) -> bool:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..cache import Traffic
-from ..errors import CodecError, LossyloadError, ShardError
+from ..errors import LossyloadError, ShardError
 from ..fs import register_webdataset_schemes
 from . import batch, mix, order, plan, prefetch
 from .batch import Built
@@ -303,7 +303,7 @@ class LossyDataset(IterableDataset):
                         samples.append(decoded)
                         if len(samples) == want:
                             break
-                cur = _collate(samples) if samples else None
+                cur = batch.collate(samples) if samples else None
             if cur is None and spare is None and not (short and k):
                 first = f"; first: {self.skipped[0]}" if self.skipped else ""
                 raise ShardError(f"no sample of this worker's share could be read ({len(self.skipped)} skipped{first})")
@@ -385,17 +385,6 @@ def _fused(codec, transforms: list) -> tuple[Any, list]:
     head = transforms[0] if transforms else None
     fused = head if hasattr(head, "window") and hasattr(codec, "decode_window") else None
     return fused, (transforms[1:] if fused else transforms)
-
-
-def _collate(samples: list) -> Built:
-    """Stack ``(x, label, key)`` samples into one batch."""
-    keys = samples[0][0].keys()
-    try:
-        xs = {k: np.stack([s[0][k] for s in samples]) for k in keys}
-    except ValueError as exc:
-        shapes = sorted({str(tuple(s[0][k].shape)) for s in samples for k in keys})
-        raise CodecError(f"samples of different shapes {shapes} cannot be batched: add a crop transform") from exc
-    return Built(xs, np.array([s[1] for s in samples], np.int64), [s[2] for s in samples])
 
 
 def _tensors(b: Built) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -43,7 +43,7 @@ def one(url: str, rep, variant: str, batch: int, epochs: int) -> tuple[float, fl
     if workers:
         mode, form, *ungrouped = variant.split()
         ld.handover_mode = mode
-        ld.dataset.wire = form == "wire" and ld.dataset.codec.wire_form(ld.dataset.transforms)
+        ld.dataset.wire = form == "wire"  # dataset.wire_form(): only where the codec has one
         if ungrouped:
             handover.GROUP_BATCHES = 1  # read by the worker, forked on the first pass
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)

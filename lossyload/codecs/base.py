@@ -129,10 +129,11 @@ class Codec:
         """Outputs ``{name: tensor[B, ...]}`` of a wire-form batch of tensors, on their device."""
         return wire
 
-    def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """:meth:`finish` with numpy, for a batch in host memory: the host path's own operations (equal
-        values), without torch's per-operation cost on a CPU. ``None``: not defined (``finish`` runs)."""
-        return None
+        values), without torch's per-operation cost on a CPU. Codecs that define it say so by defining it
+        (:meth:`finishes_arrays`)."""
+        raise NotImplementedError
 
     def finishes_arrays(self) -> bool:
         """Whether :meth:`finish_arrays` is defined: then process workers hand the training process the wire
@@ -146,8 +147,7 @@ class Codec:
             import torch
 
             out = self.finish_arrays({k: t.numpy() for k, t in wire.items()})
-            if out is not None:
-                return {k: torch.from_numpy(v) for k, v in out.items()}
+            return {k: torch.from_numpy(v) for k, v in out.items()}
         return self.finish(wire)
 
     def output_spec(self) -> dict[str, TensorSpec]:

@@ -291,9 +291,7 @@ class Vae(Codec):
         for p in payloads:
             if len(p) != size:
                 raise self._size_error(len(p), shape, dtype)
-        q = np.frombuffer(b"".join(payloads), dtype).reshape(len(payloads), *shape)
-        x = np.multiply(q, a[None], out=np.empty(q.shape, np.float32))  # the same float32 operations as decode
-        x += b[None]
+        x = _dequantize(np.frombuffer(b"".join(payloads), dtype).reshape(len(payloads), *shape), a, b)
         if self.config.store_std:
             x[:, :, 1] = np.exp(x[:, :, 1])
         return x
@@ -338,11 +336,8 @@ class Vae(Codec):
 
     def finish_arrays(self, wire: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """:meth:`decode_many`'s dequantization of plane 0, on the host: the same float32 operations."""
-        q = wire["latent"]
         a, b = (v[0, 0] for v in self._layout()[2])  # plane 0: [C, 1, 1]
-        x = np.multiply(q, a[None], out=np.empty(q.shape, np.float32))
-        x += b[None]
-        return {"latent": x.astype(self.options.dtype, copy=False)}
+        return {"latent": _dequantize(wire["latent"], a, b).astype(self.options.dtype, copy=False)}
 
     def output_spec(self) -> dict[str, TensorSpec]:
         c = self.config
@@ -370,3 +365,11 @@ def _fit_range(x: np.ndarray, percentile: float) -> tuple[tuple[float, ...], tup
     lo, hi = np.percentile(flat, percentile, axis=1), np.percentile(flat, 100 - percentile, axis=1)
     scale = np.maximum((hi - lo) / 254.0, 1e-8)
     return tuple(float(s) for s in scale), tuple(float(o) for o in (hi + lo) / 2)
+
+
+def _dequantize(q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32 ``q * a + b`` of a batch ``q`` (``a``, ``b``: one sample's dequantization): the same float32
+    operations as ``decode``, for the batch path and for the training process's finish of the int8 wire form."""
+    x = np.multiply(q, a[None], out=np.empty(q.shape, np.float32))
+    x += b[None]
+    return x
